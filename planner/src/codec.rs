@@ -1,0 +1,176 @@
+//! Serialization of stage plans: `datafusion-proto` for DataFusion's own
+//! operators, plus [`EmberCodec`] for Ember's shuffle operators.
+//!
+//! Every Ember node is encoded as one tag byte followed by a prost message
+//! from `ember-proto` (`ShuffleWriterNode`, `ShuffleReaderNode`).
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion_proto::bytes::{
+    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+};
+use datafusion_proto::physical_plan::from_proto::parse_protobuf_partitioning;
+use datafusion_proto::physical_plan::to_proto::serialize_partitioning;
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use prost::Message;
+
+use crate::shuffle_reader::ShuffleReaderExec;
+use crate::shuffle_writer::ShuffleWriterExec;
+
+const TAG_WRITER: u8 = 1;
+const TAG_READER: u8 = 2;
+
+/// Encodes and decodes Ember's own operators inside datafusion-proto plans.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmberCodec;
+
+/// Serializes a stage plan.
+pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
+    Ok(physical_plan_to_bytes_with_extension_codec(plan, &EmberCodec)?.to_vec())
+}
+
+/// Deserializes a stage plan in the context of the task that will run it.
+pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
+    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &EmberCodec)
+}
+
+/// Arrow IPC bytes of a schema (a stream with no batches).
+pub fn schema_to_bytes(schema: &Schema) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut w = StreamWriter::try_new(&mut buf, schema)?;
+    w.finish()?;
+    drop(w);
+    Ok(buf)
+}
+
+/// Reads a schema written by [`schema_to_bytes`].
+pub fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef> {
+    Ok(StreamReader::try_new(Cursor::new(bytes), None)?.schema())
+}
+
+fn decode_err(what: &str, e: impl std::fmt::Display) -> DataFusionError {
+    DataFusionError::Plan(format!("cannot decode Ember {what}: {e}"))
+}
+
+impl EmberCodec {
+    fn encode_partitioning(
+        &self,
+        p: &Partitioning,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Vec<u8>> {
+        Ok(serialize_partitioning(p, self, converter)?.encode_to_vec())
+    }
+
+    fn decode_partitioning(
+        &self,
+        bytes: &[u8],
+        schema: &Schema,
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Option<Partitioning>> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let proto =
+            protobuf::Partitioning::decode(bytes).map_err(|e| decode_err("partitioning", e))?;
+        let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+        parse_protobuf_partitioning(Some(&proto), &decode_ctx, schema, converter)
+    }
+}
+
+impl PhysicalExtensionCodec for EmberCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some((tag, body)) = buf.split_first() else {
+            return Err(decode_err("node", "empty payload"));
+        };
+        match *tag {
+            TAG_WRITER => {
+                let node = ember_proto::ShuffleWriterNode::decode(body)
+                    .map_err(|e| decode_err("shuffle writer", e))?;
+                let [input] = inputs else {
+                    return Err(decode_err("shuffle writer", "expected one input"));
+                };
+                let partitioning =
+                    self.decode_partitioning(&node.partitioning, &input.schema(), ctx, converter)?;
+                Ok(Arc::new(ShuffleWriterExec::try_new(
+                    node.stage_id,
+                    Arc::clone(input),
+                    partitioning,
+                )?))
+            }
+            TAG_READER => {
+                let node = ember_proto::ShuffleReaderNode::decode(body)
+                    .map_err(|e| decode_err("shuffle reader", e))?;
+                let schema = schema_from_bytes(&node.schema)?;
+                let partitioning = self
+                    .decode_partitioning(&node.partitioning, &schema, ctx, converter)?
+                    .ok_or_else(|| decode_err("shuffle reader", "missing partitioning"))?;
+                Ok(Arc::new(ShuffleReaderExec::new(
+                    node.stage_id,
+                    schema,
+                    node.hashed,
+                    node.map_partitions as usize,
+                    partitioning,
+                    None,
+                )))
+            }
+            other => Err(decode_err("node", format!("unknown tag {other}"))),
+        }
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        if let Some(writer) = node.downcast_ref::<ShuffleWriterExec>() {
+            let partitioning = match writer.partitioning() {
+                Some(p) => self.encode_partitioning(p, converter)?,
+                None => vec![],
+            };
+            let msg = ember_proto::ShuffleWriterNode {
+                stage_id: writer.stage_id(),
+                partitioning,
+            };
+            buf.push(TAG_WRITER);
+            msg.encode(buf)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            return Ok(());
+        }
+        if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
+            let msg = ember_proto::ShuffleReaderNode {
+                stage_id: reader.stage_id(),
+                schema: schema_to_bytes(&reader.schema())?,
+                hashed: reader.hashed(),
+                map_partitions: reader.map_partitions() as u32,
+                partitioning: self
+                    .encode_partitioning(reader.properties().output_partitioning(), converter)?,
+            };
+            buf.push(TAG_READER);
+            msg.encode(buf)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            return Ok(());
+        }
+        Err(DataFusionError::NotImplemented(format!(
+            "Ember cannot serialize operator {}",
+            node.name()
+        )))
+    }
+}

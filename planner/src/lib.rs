@@ -1,0 +1,39 @@
+//! # ember-planner
+//!
+//! Turns DataFusion's optimized physical plan into something a cluster can
+//! run: a DAG of [stages](StageDag), each a plan fragment with a
+//! [`ShuffleWriterExec`] at its root and [`ShuffleReaderExec`]s at the leaves
+//! that read earlier stages. It also owns how those fragments travel
+//! ([`codec`]: datafusion-proto plus Ember's extension codec) and the
+//! session settings that make DataFusion plans safe to cut ([`config`]).
+//!
+//! What it must never do: know where data lives or how it moves. The shuffle
+//! operators reach storage and the network only through the
+//! [`ShuffleService`] the executor installs in each task
+//! ([`ShuffleContext`]); the planner depends on neither the scheduler nor the
+//! executor.
+//!
+//! ```no_run
+//! # async fn demo(ctx: datafusion::prelude::SessionContext) -> Result<(), Box<dyn std::error::Error>> {
+//! let plan = ctx.sql("SELECT count(*) FROM t GROUP BY k").await?.create_physical_plan().await?;
+//! let dag = ember_planner::StageDag::cut(plan, 4)?;
+//! println!("{}", dag.display(false));
+//! # Ok(()) }
+//! ```
+
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod joins;
+pub mod shuffle;
+mod shuffle_reader;
+mod shuffle_writer;
+mod stages;
+
+pub use error::{FetchFailedError, PlannerError, find_fetch_failure};
+pub use shuffle::{
+    MapOutputLocation, MapOutputSink, MapOutputStats, ShuffleContext, ShuffleService,
+};
+pub use shuffle_reader::ShuffleReaderExec;
+pub use shuffle_writer::{ShuffleWriterExec, stats_from_batch, stats_schema};
+pub use stages::{Stage, StageDag};

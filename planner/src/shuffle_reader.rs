@@ -1,0 +1,185 @@
+//! [`ShuffleReaderExec`]: a leaf of a stage that reads the map outputs of an
+//! earlier stage.
+//!
+//! ```text
+//!   hashed (after a hash/round-robin exchange)    pass-through (before a merge)
+//!
+//!   map 0   map 1   map 2                         map 0   map 1   map 2
+//!   b0 b1   b0 b1   b0 b1                          b0      b0      b0
+//!    │  └─────┼──┐   │  │                           │       │       │
+//!    ▼        ▼  ▼   ▼  ▼                           ▼       ▼       ▼
+//!   out 0 = b0 of all maps, out 1 = b1 of all     out i = whole map output i
+//! ```
+//!
+//! The reader knows only stage ids and partition numbers; where each map
+//! output lives is resolved at execution time by the task's
+//! [`ShuffleService`](crate::ShuffleService) (local store or Arrow Flight), so
+//! one serialized stage plan serves every task and every retry.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::shuffle::ShuffleContext;
+
+/// How many map outputs one reader partition streams concurrently.
+const CONCURRENT_FETCHES: usize = 4;
+
+/// Reads the output of stage `stage_id`.
+#[derive(Debug)]
+pub struct ShuffleReaderExec {
+    stage_id: u32,
+    schema: SchemaRef,
+    hashed: bool,
+    map_partitions: usize,
+    properties: Arc<PlanProperties>,
+}
+
+impl ShuffleReaderExec {
+    /// `partitioning` is what the reader declares as its output partitioning;
+    /// with `hashed` it has one partition per bucket, otherwise one per map
+    /// partition. `eq_properties` carries the ordering of a pass-through input.
+    pub fn new(
+        stage_id: u32,
+        schema: SchemaRef,
+        hashed: bool,
+        map_partitions: usize,
+        partitioning: Partitioning,
+        eq_properties: Option<EquivalenceProperties>,
+    ) -> Self {
+        let eq = eq_properties.unwrap_or_else(|| EquivalenceProperties::new(Arc::clone(&schema)));
+        let properties = PlanProperties::new(
+            eq,
+            partitioning,
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            stage_id,
+            schema,
+            hashed,
+            map_partitions,
+            properties: Arc::new(properties),
+        }
+    }
+
+    pub fn stage_id(&self) -> u32 {
+        self.stage_id
+    }
+
+    pub fn hashed(&self) -> bool {
+        self.hashed
+    }
+
+    pub fn map_partitions(&self) -> usize {
+        self.map_partitions
+    }
+
+    /// (map partition, bucket) pairs output partition `partition` reads.
+    pub fn inputs_of(&self, partition: usize) -> Vec<(u32, u32)> {
+        if self.hashed {
+            (0..self.map_partitions)
+                .map(|m| (m as u32, partition as u32))
+                .collect()
+        } else {
+            vec![(partition as u32, 0)]
+        }
+    }
+}
+
+impl DisplayAs for ShuffleReaderExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let mode = if self.hashed {
+            "hashed"
+        } else {
+            "pass-through"
+        };
+        write!(
+            f,
+            "ShuffleReaderExec: stage={}, {mode}, partitions={}, map_partitions={}",
+            self.stage_id,
+            self.properties.partitioning.partition_count(),
+            self.map_partitions
+        )
+    }
+}
+
+impl ExecutionPlan for ShuffleReaderExec {
+    fn name(&self) -> &str {
+        "ShuffleReaderExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "ShuffleReaderExec is a leaf".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let count = self.properties.partitioning.partition_count();
+        if partition >= count {
+            return Err(DataFusionError::Internal(format!(
+                "ShuffleReaderExec of stage {} has {count} partitions, asked for {partition}",
+                self.stage_id
+            )));
+        }
+        let shuffle = ShuffleContext::from_task(&context)?;
+        let stage_id = self.stage_id;
+        let schema = Arc::clone(&self.schema);
+        let fetches = self
+            .inputs_of(partition)
+            .into_iter()
+            .map(move |(map, bucket)| {
+                let shuffle = Arc::clone(&shuffle);
+                let schema = Arc::clone(&schema);
+                async move { shuffle.fetch(stage_id, map, bucket, schema) }
+            });
+        // Open a few map outputs at a time and interleave their batches; each
+        // stream is pulled batch by batch, nothing is buffered whole.
+        let batches = futures::stream::iter(fetches)
+            .buffer_unordered(CONCURRENT_FETCHES)
+            .try_flatten_unordered(CONCURRENT_FETCHES);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            batches,
+        )))
+    }
+}

@@ -1,0 +1,212 @@
+//! Cutting a DataFusion physical plan into a DAG of stages.
+//!
+//! A stage is a piece of plan that runs as one task per output partition
+//! without talking to other tasks. Stages are cut at every exchange:
+//!
+//! * `RepartitionExec` (hash or round-robin): the input becomes a map stage
+//!   whose [`ShuffleWriterExec`] splits each partition into buckets; the
+//!   repartition itself is replaced by a hashed [`ShuffleReaderExec`].
+//! * `CoalescePartitionsExec` / `SortPreservingMergeExec` over several
+//!   partitions: the input becomes a pass-through map stage; the merge stays
+//!   and reads it through a pass-through reader. A `CollectLeft` hash join's
+//!   build side is such a merge, so every join task reads the whole build
+//!   side: a broadcast.
+//!
+//! The root of the plan becomes the final stage, written pass-through; the
+//! client streams its partitions in order.
+//!
+//! ```text
+//!   SortPreservingMergeExec              stage 2: SortPreservingMerge
+//!     SortExec                                      └ Reader(stage 1, pass-through)
+//!       AggregateExec(final)       ──▶   stage 1: Writer(pass-through)
+//!         RepartitionExec(hash)                     └ Sort └ Aggregate(final)
+//!           AggregateExec(partial)                      └ Reader(stage 0, hashed)
+//!             DataSourceExec             stage 0: Writer(hash) └ Aggregate(partial) └ Scan
+//! ```
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
+use datafusion::physical_plan::{
+    ExecutionPlan, ExecutionPlanProperties, Partitioning, displayable,
+    replace_children_if_necessary,
+};
+
+use crate::error::Result;
+use crate::joins::distribute_joins;
+use crate::shuffle_reader::ShuffleReaderExec;
+use crate::shuffle_writer::ShuffleWriterExec;
+
+/// One stage of a job.
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub id: u32,
+    /// Root is always a [`ShuffleWriterExec`].
+    pub plan: Arc<dyn ExecutionPlan>,
+    /// Number of tasks (= output partitions of the plan under the writer).
+    pub partitions: usize,
+    /// Buckets each task writes.
+    pub buckets: usize,
+    /// Stages whose output this stage reads.
+    pub inputs: BTreeSet<u32>,
+}
+
+/// The stages of one query, inputs before the stages that read them.
+#[derive(Debug, Clone)]
+pub struct StageDag {
+    stages: Vec<Stage>,
+}
+
+impl StageDag {
+    /// Cuts `plan` into stages. Stage ids are 0.. in dependency order; the
+    /// last stage is the final one. Joins that cannot run split into tasks are
+    /// first rewritten (see [`distribute_joins`]) with `partitions` (the
+    /// session's target partitions) for the shuffles they need.
+    pub fn cut(plan: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Self> {
+        let plan = distribute_joins(plan, partitions)?;
+        let mut cutter = Cutter { stages: vec![] };
+        let root = cutter.visit(plan)?;
+        cutter.add_stage(root, None)?;
+        Ok(Self {
+            stages: cutter.stages,
+        })
+    }
+
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    pub fn stage(&self, id: u32) -> Option<&Stage> {
+        self.stages.get(id as usize)
+    }
+
+    pub fn final_stage(&self) -> &Stage {
+        // `cut` always adds the final stage last, so there is at least one.
+        &self.stages[self.stages.len() - 1]
+    }
+
+    /// The DAG as text, for `EXPLAIN`: one block per stage, final stage first.
+    pub fn display(&self, verbose: bool) -> String {
+        let mut out = String::new();
+        for stage in self.stages.iter().rev() {
+            let reads = if stage.inputs.is_empty() {
+                "reads from: sources".to_string()
+            } else {
+                let ids: Vec<String> = stage.inputs.iter().map(|i| format!("stage {i}")).collect();
+                format!("reads from: {}", ids.join(", "))
+            };
+            let role = if stage.id as usize + 1 == self.stages.len() {
+                "final".to_string()
+            } else {
+                format!("{} bucket(s) per task", stage.buckets)
+            };
+            let _ = writeln!(
+                out,
+                "Stage {} [{} task(s), {role}] {reads}",
+                stage.id, stage.partitions
+            );
+            let body = if verbose {
+                displayable(stage.plan.as_ref()).indent(true).to_string()
+            } else {
+                displayable(stage.plan.as_ref()).indent(false).to_string()
+            };
+            for line in body.lines() {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        out
+    }
+}
+
+struct Cutter {
+    stages: Vec<Stage>,
+}
+
+impl Cutter {
+    /// Rewrites `plan` bottom-up, turning every exchange below it into a
+    /// stage boundary.
+    fn visit(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|c| self.visit(Arc::clone(c)))
+            .collect::<Result<Vec<_>>>()?;
+        let plan = replace_children_if_necessary(plan, children)?;
+
+        if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
+            let input = Arc::clone(repartition.input());
+            let partitioning = repartition.partitioning().clone();
+            let map_partitions = input.output_partitioning().partition_count();
+            let schema = input.schema();
+            let declared = match &partitioning {
+                Partitioning::Hash(..) => partitioning.clone(),
+                other => Partitioning::UnknownPartitioning(other.partition_count()),
+            };
+            let stage_id = self.add_stage(input, Some(partitioning))?;
+            return Ok(Arc::new(ShuffleReaderExec::new(
+                stage_id,
+                schema,
+                true,
+                map_partitions,
+                declared,
+                None,
+            )));
+        }
+
+        let is_merge = plan.downcast_ref::<CoalescePartitionsExec>().is_some()
+            || plan.downcast_ref::<SortPreservingMergeExec>().is_some();
+        if is_merge {
+            let input = Arc::clone(plan.children()[0]);
+            let map_partitions = input.output_partitioning().partition_count();
+            if map_partitions > 1 {
+                let schema = input.schema();
+                let eq = input.equivalence_properties().clone();
+                let stage_id = self.add_stage(input, None)?;
+                let reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::new(
+                    stage_id,
+                    schema,
+                    false,
+                    map_partitions,
+                    Partitioning::UnknownPartitioning(map_partitions),
+                    Some(eq),
+                ));
+                return Ok(replace_children_if_necessary(plan, vec![reader])?);
+            }
+        }
+        Ok(plan)
+    }
+
+    fn add_stage(
+        &mut self,
+        input: Arc<dyn ExecutionPlan>,
+        partitioning: Option<Partitioning>,
+    ) -> Result<u32> {
+        let id = self.stages.len() as u32;
+        let mut inputs = BTreeSet::new();
+        collect_reader_stages(&input, &mut inputs);
+        let partitions = input.output_partitioning().partition_count();
+        let writer = ShuffleWriterExec::try_new(id, input, partitioning)?;
+        let buckets = writer.buckets();
+        self.stages.push(Stage {
+            id,
+            plan: Arc::new(writer),
+            partitions,
+            buckets,
+            inputs,
+        });
+        Ok(id)
+    }
+}
+
+fn collect_reader_stages(plan: &Arc<dyn ExecutionPlan>, out: &mut BTreeSet<u32>) {
+    if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
+        out.insert(reader.stage_id());
+    }
+    for child in plan.children() {
+        collect_reader_stages(child, out);
+    }
+}

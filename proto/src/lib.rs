@@ -1,0 +1,29 @@
+//! Ember's wire protocol: the prost messages and tonic services generated from
+//! `proto/ember.proto`.
+//!
+//! This crate is the only thing the scheduler and the executor share: neither
+//! imports the other, they meet here. It holds no logic beyond small
+//! conveniences on the generated types.
+
+#![allow(clippy::all, missing_docs)]
+
+/// Generated code of package `ember.v1`.
+pub mod v1 {
+    tonic::include_proto!("ember.v1");
+}
+
+pub use v1::*;
+
+/// Default cap on one gRPC message, both directions (64 MiB). Plans, inline
+/// results and task updates larger than this are refused with a clear error.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+impl TaskId {
+    /// A short human-readable form, `job/stage.attempt/partition`.
+    pub fn display(&self) -> String {
+        format!(
+            "{}/{}.{}/{}",
+            self.job_id, self.stage_id, self.stage_attempt, self.partition
+        )
+    }
+}

@@ -1,0 +1,68 @@
+//! # ember-scheduler
+//!
+//! The scheduler owns sessions (catalog + settings), plans SQL into stage
+//! DAGs, and drives every job to completion: it tracks the job → stage → task
+//! state ([`job`]), keeps the registry of executors and their free slots, and
+//! pushes runnable tasks into free slots the moment they appear ([`core`]).
+//! Clients watch a job's progress as a stream of snapshots and, once it
+//! succeeds, fetch the result partitions straight from the executors over
+//! Arrow Flight: results never pass through the scheduler.
+//!
+//! What it must never do: import the executor (they meet only in
+//! `ember-proto`), or turn a typed failure into a string before acting on it.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let scheduler = ember_scheduler::Scheduler::start(ember_scheduler::SchedulerConfig::default()).await?;
+//! println!("scheduler listening on {}", scheduler.url());
+//! # Ok(()) }
+//! ```
+
+pub mod core;
+pub mod error;
+pub mod job;
+mod service;
+pub mod session;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use error::{Result, SchedulerError};
+pub use service::Scheduler;
+
+/// How a scheduler is started.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Address to bind; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// How often executors heartbeat.
+    pub heartbeat_interval: Duration,
+    /// An executor silent this long is declared lost.
+    pub executor_timeout: Duration,
+    /// Finished jobs whose result was never fetched are freed after this.
+    pub result_ttl: Duration,
+    /// Cap on concurrently running jobs; more are refused.
+    pub max_running_jobs: usize,
+    /// Cap on open sessions; more are refused.
+    pub max_sessions: usize,
+    /// Cap on one gRPC message, both directions.
+    pub max_message_size: usize,
+    /// Target partitions for new sessions; 0 means the cluster's total slots
+    /// when the session opens (at least 2).
+    pub default_partitions: usize,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 50050)),
+            heartbeat_interval: Duration::from_millis(1000),
+            executor_timeout: Duration::from_secs(10),
+            result_ttl: Duration::from_secs(600),
+            max_running_jobs: 64,
+            max_sessions: 1024,
+            max_message_size: ember_proto::DEFAULT_MAX_MESSAGE_SIZE,
+            default_partitions: 0,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Sessions: each has an identity, a DataFusion `SessionContext` holding its
+//! catalog (tables created by DDL) and settings, and turns SQL into either an
+//! answer computed here or a stage DAG for the cluster.
+//!
+//! SQL is planned on the scheduler, not the client: the catalog lives here, so
+//! the shell, the DataFrame API and future protocol clients see the same
+//! tables, and clients stay thin.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::config::ExtensionOptions;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::prelude::SessionContext;
+use ember_planner::StageDag;
+use ember_planner::config::{distributed_session_config, ember_options};
+
+use crate::error::{Result, SchedulerError};
+
+/// One client session.
+pub struct Session {
+    pub id: String,
+    pub ctx: SessionContext,
+}
+
+/// What a statement turned into.
+pub enum Planned {
+    /// Answered on the scheduler (DDL, SET, SHOW, EXPLAIN, DESCRIBE).
+    Inline {
+        has_result_set: bool,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+    },
+    /// To be run by the cluster.
+    Job {
+        dag: StageDag,
+        schema: SchemaRef,
+        settings: Arc<HashMap<String, String>>,
+    },
+}
+
+impl Session {
+    pub fn new(
+        id: String,
+        target_partitions: usize,
+        settings: &HashMap<String, String>,
+    ) -> Result<Self> {
+        let mut config = distributed_session_config(target_partitions);
+        for (k, v) in settings {
+            config
+                .options_mut()
+                .set(k, v)
+                .map_err(|e| SchedulerError::InvalidQuery(e.strip_backtrace()))?;
+        }
+        Ok(Self {
+            id,
+            ctx: SessionContext::new_with_config(config),
+        })
+    }
+
+    fn target_partitions(&self) -> usize {
+        self.ctx.state().config().target_partitions()
+    }
+
+    /// The session's settings, as shipped to executors with every task.
+    pub fn settings(&self) -> HashMap<String, String> {
+        let state = self.ctx.state();
+        let options = state.config().options();
+        // Extension entries come without their prefix; name them in full.
+        let ember = ember_options(state.config())
+            .entries()
+            .into_iter()
+            .map(|e| (format!("ember.{}", e.key), e.value));
+        options
+            .entries()
+            .into_iter()
+            .filter(|e| e.key.starts_with("datafusion."))
+            .map(|e| (e.key, e.value))
+            .chain(ember)
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect()
+    }
+
+    /// Plans one SQL statement.
+    pub async fn plan_sql(&self, sql: &str) -> Result<Planned> {
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        self.plan_logical(plan).await
+    }
+
+    pub async fn plan_logical(&self, plan: LogicalPlan) -> Result<Planned> {
+        match &plan {
+            LogicalPlan::Explain(explain) => {
+                let physical = self.ctx.state().create_physical_plan(&explain.plan).await?;
+                let dag = StageDag::cut(physical, self.target_partitions())?;
+                let mut rows = vec![(
+                    "logical_plan".to_string(),
+                    explain.plan.display_indent().to_string(),
+                )];
+                rows.push(("distributed_plan".to_string(), dag.display(explain.verbose)));
+                explain_batch(rows)
+            }
+            LogicalPlan::Analyze(_) => Err(SchedulerError::NotSupported("EXPLAIN ANALYZE".into())),
+            LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(SchedulerError::NotSupported(
+                "INSERT, UPDATE, DELETE and COPY".into(),
+            )),
+            LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::DescribeTable(_) => {
+                let has_result_set = matches!(plan, LogicalPlan::DescribeTable(_))
+                    || matches!(&plan, LogicalPlan::Statement(s) if !matches!(s, Statement::SetVariable(_)
+                        | Statement::TransactionStart(_) | Statement::TransactionEnd(_)));
+                self.run_here(plan, has_result_set).await
+            }
+            _ if reads_information_schema(&plan) => self.run_here(plan, true).await,
+            _ => {
+                let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+                let physical = self.ctx.state().create_physical_plan(&plan).await?;
+                let dag = StageDag::cut(physical, self.target_partitions())?;
+                Ok(Planned::Job {
+                    dag,
+                    schema,
+                    settings: Arc::new(self.settings()),
+                })
+            }
+        }
+    }
+
+    /// Runs a catalog-only statement on the scheduler itself.
+    async fn run_here(&self, plan: LogicalPlan, has_result_set: bool) -> Result<Planned> {
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let max_rows = ember_options(self.ctx.state().config()).inline_result_max_rows;
+        let batches = df.limit(0, Some(max_rows + 1))?.collect().await?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if rows > max_rows {
+            return Err(SchedulerError::LimitExceeded(format!(
+                "more than {max_rows} rows (ember.inline_result_max_rows)"
+            )));
+        }
+        Ok(Planned::Inline {
+            has_result_set,
+            schema,
+            batches,
+        })
+    }
+}
+
+fn explain_batch(rows: Vec<(String, String)>) -> Result<Planned> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+    ]));
+    let (types, plans): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from(types)),
+            Arc::new(StringArray::from(plans)),
+        ],
+    )
+    .map_err(|e| SchedulerError::Internal(e.to_string()))?;
+    Ok(Planned::Inline {
+        has_result_set: true,
+        schema,
+        batches: vec![batch],
+    })
+}
+
+/// Does the plan scan `information_schema` (SHOW TABLES, SHOW key, ...)? Those
+/// tables live in the scheduler's catalog, so the scheduler answers.
+fn reads_information_schema(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && scan.table_name.schema() == Some("information_schema")
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}

@@ -1,0 +1,347 @@
+//! [`EmberContext`]: sessions, statements, job progress and result fetching.
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightClient, Ticket};
+use ember_executor::{Executor, ExecutorConfig};
+use ember_proto::scheduler_service_client::SchedulerServiceClient;
+use ember_proto::{
+    CancelJobRequest, ClusterInfoRequest, CreateSessionRequest, ExecuteRequest, JobState,
+    JobStatus, ReleaseJobRequest, WatchJobRequest, execute_request, execute_response,
+};
+use ember_scheduler::{Scheduler, SchedulerConfig};
+use futures::TryStreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{EmberError, Result};
+
+/// The result of one statement.
+#[derive(Debug, Clone)]
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// False for statements without a result set (DDL, SET).
+    pub has_result_set: bool,
+    /// The job's final status, for statements the cluster ran.
+    pub job: Option<JobStatus>,
+}
+
+impl QueryResult {
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// The result as an aligned text table.
+    pub fn pretty(&self) -> Result<String> {
+        Ok(arrow::util::pretty::pretty_format_batches(&self.batches)?.to_string())
+    }
+}
+
+/// Shape of an embedded cluster.
+#[derive(Debug, Clone)]
+pub struct StandaloneOptions {
+    pub executors: usize,
+    /// Slots per executor (default: cores / executors, at least 1).
+    pub slots: Option<usize>,
+    /// Execution memory per executor.
+    pub memory_bytes: u64,
+    /// Shuffle memory per executor before spilling.
+    pub shuffle_memory_bytes: u64,
+}
+
+impl Default for StandaloneOptions {
+    fn default() -> Self {
+        Self {
+            executors: 2,
+            slots: None,
+            memory_bytes: 2 << 30,
+            shuffle_memory_bytes: 512 << 20,
+        }
+    }
+}
+
+/// A scheduler and executors running inside this process.
+struct Embedded {
+    scheduler: Option<Scheduler>,
+    executors: Vec<Executor>,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        // Dropping the handles aborts their servers.
+        self.executors.clear();
+        self.scheduler.take();
+    }
+}
+
+/// A session on an Ember cluster.
+pub struct EmberContext {
+    url: String,
+    scheduler: SchedulerServiceClient<Channel>,
+    session_id: String,
+    max_message_size: usize,
+    embedded: Option<Arc<Embedded>>,
+}
+
+impl std::fmt::Debug for EmberContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmberContext")
+            .field("url", &self.url)
+            .field("session", &self.session_id)
+            .finish()
+    }
+}
+
+impl EmberContext {
+    /// Starts a scheduler and `executors` executors in this process, on
+    /// loopback ephemeral ports, and opens a session on them.
+    pub async fn standalone(executors: usize) -> Result<Self> {
+        Self::standalone_with(StandaloneOptions {
+            executors,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn standalone_with(options: StandaloneOptions) -> Result<Self> {
+        if options.executors == 0 {
+            return Err(EmberError::Cluster(
+                "an embedded cluster needs at least one executor".into(),
+            ));
+        }
+        let scheduler = Scheduler::start(SchedulerConfig {
+            bind: "127.0.0.1:0"
+                .parse()
+                .map_err(|e| EmberError::Internal(format!("{e}")))?,
+            ..SchedulerConfig::default()
+        })
+        .await
+        .map_err(|e| EmberError::Io(format!("cannot start the embedded scheduler: {e}")))?;
+        let url = scheduler.url();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let slots = options
+            .slots
+            .unwrap_or_else(|| (cores / options.executors).max(1));
+        let mut executors = Vec::with_capacity(options.executors);
+        for i in 0..options.executors {
+            let mut config = ExecutorConfig::new(url.clone());
+            config.slots = slots;
+            config.memory_bytes = options.memory_bytes;
+            config.shuffle_memory_bytes = options.shuffle_memory_bytes;
+            config.executor_id = Some(format!("embedded-{i}"));
+            let executor = Executor::start(config).await.map_err(|e| {
+                EmberError::Cluster(format!("cannot start an embedded executor: {e}"))
+            })?;
+            executors.push(executor);
+        }
+        let embedded = Arc::new(Embedded {
+            scheduler: Some(scheduler),
+            executors,
+        });
+        let mut ctx = Self::remote(&url).await?;
+        ctx.embedded = Some(embedded);
+        Ok(ctx)
+    }
+
+    /// Connects to the scheduler at `url` (e.g. `http://host:50050`) and opens
+    /// a session. Fails within seconds if nobody answers.
+    pub async fn remote(url: &str) -> Result<Self> {
+        let connect_err = |message: String| EmberError::Connect {
+            url: url.to_string(),
+            message,
+        };
+        let endpoint = Endpoint::from_shared(url.to_string())
+            .map_err(|e| connect_err(format!("invalid URL: {e}")))?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true);
+        let channel = tokio::time::timeout(Duration::from_secs(10), endpoint.connect())
+            .await
+            .map_err(|_| connect_err("timed out".into()))?
+            .map_err(|e| connect_err(transport_message(&e)))?;
+        let max = ember_proto::DEFAULT_MAX_MESSAGE_SIZE;
+        let mut scheduler = SchedulerServiceClient::new(channel)
+            .max_decoding_message_size(max)
+            .max_encoding_message_size(max);
+        let session_id = scheduler
+            .create_session(CreateSessionRequest::default())
+            .await
+            .map_err(|s| connect_err(s.message().to_string()))?
+            .into_inner()
+            .session_id;
+        Ok(Self {
+            url: url.to_string(),
+            scheduler,
+            session_id,
+            max_message_size: max,
+            embedded: None,
+        })
+    }
+
+    /// The scheduler this context talks to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    /// Executors, slots and running jobs of the cluster.
+    pub async fn cluster_info(&self) -> Result<ember_proto::ClusterInfo> {
+        Ok(self
+            .scheduler
+            .clone()
+            .get_cluster_info(ClusterInfoRequest {})
+            .await?
+            .into_inner())
+    }
+
+    /// Runs one SQL statement and collects its result.
+    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
+        self.sql_with_progress(sql, |_| {}).await
+    }
+
+    /// Like [`sql`](Self::sql), calling `progress` with every job snapshot the
+    /// scheduler streams while the query runs.
+    pub async fn sql_with_progress(
+        &self,
+        sql: &str,
+        mut progress: impl FnMut(&JobStatus),
+    ) -> Result<QueryResult> {
+        let response = self
+            .scheduler
+            .clone()
+            .execute(ExecuteRequest {
+                session_id: self.session_id.clone(),
+                query: Some(execute_request::Query::Sql(sql.to_string())),
+            })
+            .await?
+            .into_inner();
+        match response.result {
+            Some(execute_response::Result::Inline(inline)) => {
+                let reader = StreamReader::try_new(Cursor::new(inline.ipc_stream), None)?;
+                let schema = reader.schema();
+                let batches = reader.collect::<Result<Vec<_>, _>>()?;
+                Ok(QueryResult {
+                    schema,
+                    batches,
+                    has_result_set: inline.has_result_set,
+                    job: None,
+                })
+            }
+            Some(execute_response::Result::Job(job)) => {
+                let schema = ember_planner::codec::schema_from_bytes(&job.schema)
+                    .map_err(|e| EmberError::Internal(e.to_string()))?;
+                let status = self.wait(&job.job_id, &mut progress).await;
+                let result = match status {
+                    Ok(status) => self.fetch(&status).await.map(|batches| (status, batches)),
+                    Err(e) => Err(e),
+                };
+                // Free the job's data on the executors whatever happened.
+                let _ = self
+                    .scheduler
+                    .clone()
+                    .release_job(ReleaseJobRequest {
+                        job_id: job.job_id.clone(),
+                    })
+                    .await;
+                let (status, batches) = result?;
+                Ok(QueryResult {
+                    schema,
+                    batches,
+                    has_result_set: true,
+                    job: Some(status),
+                })
+            }
+            None => Err(EmberError::Internal(
+                "empty response from the scheduler".into(),
+            )),
+        }
+    }
+
+    /// Cancels a running job.
+    pub async fn cancel(&self, job_id: &str) -> Result<bool> {
+        Ok(self
+            .scheduler
+            .clone()
+            .cancel_job(CancelJobRequest {
+                job_id: job_id.to_string(),
+            })
+            .await?
+            .into_inner()
+            .cancelled)
+    }
+
+    async fn wait(&self, job_id: &str, progress: &mut impl FnMut(&JobStatus)) -> Result<JobStatus> {
+        let mut stream = self
+            .scheduler
+            .clone()
+            .watch_job(WatchJobRequest {
+                job_id: job_id.to_string(),
+            })
+            .await?
+            .into_inner();
+        while let Some(status) = stream.message().await? {
+            progress(&status);
+            match JobState::try_from(status.state).unwrap_or(JobState::Unspecified) {
+                JobState::Succeeded => return Ok(status),
+                JobState::Failed => return Err(EmberError::JobFailed(status.error)),
+                JobState::Cancelled => return Err(EmberError::Cancelled),
+                _ => {}
+            }
+        }
+        Err(EmberError::Cluster(format!(
+            "the scheduler stopped reporting on job {job_id}"
+        )))
+    }
+
+    /// Streams the final partitions, in order, from the executors holding them.
+    async fn fetch(&self, status: &JobStatus) -> Result<Vec<RecordBatch>> {
+        let mut results = status.results.clone();
+        results.sort_by_key(|r| r.partition);
+        let mut batches = vec![];
+        for r in results {
+            let fetch_err = |message: String| EmberError::Fetch {
+                executor: r.executor_id.clone(),
+                message,
+            };
+            let endpoint = Endpoint::from_shared(format!("http://{}", r.flight_address))
+                .map_err(|e| fetch_err(e.to_string()))?
+                .connect_timeout(Duration::from_secs(5))
+                .tcp_nodelay(true);
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| fetch_err(transport_message(&e)))?;
+            let inner =
+                FlightServiceClient::new(channel).max_decoding_message_size(self.max_message_size);
+            let mut client = FlightClient::new_from_inner(inner);
+            let stream = client
+                .do_get(Ticket::new(r.ticket.clone()))
+                .await
+                .map_err(|e| fetch_err(e.to_string()))?;
+            let part: Vec<RecordBatch> = stream
+                .try_collect()
+                .await
+                .map_err(|e| fetch_err(e.to_string()))?;
+            batches.extend(part.into_iter().filter(|b| b.num_rows() > 0));
+        }
+        Ok(batches)
+    }
+}
+
+fn transport_message(e: &tonic::transport::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}

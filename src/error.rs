@@ -1,0 +1,57 @@
+//! The client library's error type.
+
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmberError {
+    /// The scheduler could not be reached.
+    #[error("cannot connect to the scheduler at {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The statement was refused (syntax, unknown table or column, ...).
+    #[error("{0}")]
+    Query(String),
+    /// The statement is valid but Ember cannot run it.
+    #[error("{0}")]
+    NotSupported(String),
+    /// The job ran and failed.
+    #[error("query failed: {0}")]
+    JobFailed(String),
+    #[error("query cancelled")]
+    Cancelled,
+    /// Fetching the result from an executor failed.
+    #[error("fetching results from executor {executor}: {message}")]
+    Fetch { executor: String, message: String },
+    /// The cluster refused (no executors, limits, ...).
+    #[error("{0}")]
+    Cluster(String),
+    #[error("I/O error: {0}")]
+    Io(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = EmberError> = std::result::Result<T, E>;
+
+impl From<Status> for EmberError {
+    fn from(s: Status) -> Self {
+        let msg = s.message().to_string();
+        match s.code() {
+            Code::InvalidArgument | Code::NotFound => EmberError::Query(msg),
+            Code::Unimplemented => EmberError::NotSupported(msg),
+            Code::FailedPrecondition | Code::ResourceExhausted | Code::AlreadyExists => {
+                EmberError::Cluster(msg)
+            }
+            Code::Unavailable | Code::DeadlineExceeded => {
+                EmberError::Cluster(format!("the scheduler is unavailable: {msg}"))
+            }
+            Code::OutOfRange => EmberError::Cluster(msg),
+            _ => EmberError::Internal(format!("{:?}: {msg}", s.code())),
+        }
+    }
+}
+
+impl From<arrow::error::ArrowError> for EmberError {
+    fn from(e: arrow::error::ArrowError) -> Self {
+        EmberError::Internal(e.to_string())
+    }
+}

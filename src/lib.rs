@@ -1,0 +1,33 @@
+//! # Ember
+//!
+//! A distributed, in-memory SQL engine: Spark's execution model (queries cut
+//! into stages, stages run as tasks on executors, shuffle between them, lost
+//! work recomputed from lineage) on DataFusion and Arrow.
+//!
+//! [`EmberContext`] is the entry point. It talks to a scheduler over gRPC and
+//! fetches results from executors over Arrow Flight, whether the cluster is
+//! remote ([`EmberContext::remote`]) or embedded in this process
+//! ([`EmberContext::standalone`]: a scheduler and executors on loopback ports,
+//! the very same network path).
+//!
+//! ```no_run
+//! # async fn demo() -> ember::Result<()> {
+//! let ctx = ember::EmberContext::standalone(2).await?;
+//! ctx.sql("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'data/t/'").await?;
+//! let result = ctx.sql("SELECT count(*) FROM t").await?;
+//! println!("{}", result.pretty()?);
+//! # Ok(()) }
+//! ```
+
+mod context;
+pub mod error;
+pub mod sql;
+pub mod tpch;
+
+pub use context::{EmberContext, QueryResult, StandaloneOptions};
+pub use ember_proto::{ClusterInfo, JobState, JobStatus};
+pub use error::{EmberError, Result};
+
+/// Re-exported so users need not depend on the exact versions themselves.
+pub use arrow;
+pub use datafusion;

@@ -1,0 +1,10 @@
+//! Ember's end-to-end tests: one test binary (DataFusion links once), one
+//! module per concern. Clusters are real: an embedded cluster talks gRPC and
+//! Flight over loopback exactly like separate processes, and `processes`
+//! spawns the real `ember-scheduler` / `ember-executor` binaries.
+
+mod bad_input;
+mod common;
+mod processes;
+mod shuffle;
+mod tpch;

@@ -1,0 +1,81 @@
+//! The distributed path really is distributed: tasks on both executors,
+//! shuffle data fetched remotely, and data freed afterwards.
+
+use ember::{EmberContext, StandaloneOptions};
+
+use crate::common::{assert_same, oracle_rows, register_tpch, rows};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_stage_query_runs_on_both_executors_and_fetches_remotely() {
+    let ctx = EmberContext::standalone_with(StandaloneOptions {
+        executors: 2,
+        slots: Some(2),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    register_tpch(&ctx).await;
+    let sql = "SELECT l_orderkey % 7 AS k, count(*) AS n, sum(l_quantity) AS q \
+               FROM lineitem GROUP BY l_orderkey % 7 ORDER BY k";
+    let result = ctx.sql(sql).await.unwrap();
+    assert_same(
+        "group by",
+        rows(&result.batches),
+        oracle_rows(sql).await,
+        true,
+    );
+
+    let job = result.job.expect("a distributed job");
+    assert!(job.stages.len() >= 2, "expected several stages: {job:?}");
+    let mut executors: Vec<&String> = job.stages.iter().flat_map(|s| &s.executors).collect();
+    executors.sort();
+    executors.dedup();
+    assert_eq!(executors.len(), 2, "tasks ran on {executors:?}");
+    let remote: u64 = job.stages.iter().map(|s| s.remote_fetches).sum();
+    let local: u64 = job.stages.iter().map(|s| s.local_fetches).sum();
+    assert!(remote > 0, "no shuffle data crossed executors: {job:?}");
+    assert!(
+        local > 0,
+        "local map outputs should be read without a network hop"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn trivial_query_and_empty_results_work() {
+    let ctx = EmberContext::standalone(2).await.unwrap();
+    let one = ctx.sql("SELECT 1 AS x").await.unwrap();
+    assert_eq!(one.num_rows(), 1);
+    register_tpch(&ctx).await;
+    let none = ctx
+        .sql("SELECT n_name FROM nation WHERE n_nationkey < 0 ORDER BY n_name")
+        .await
+        .unwrap();
+    assert_eq!(none.num_rows(), 0);
+    assert_eq!(none.schema.fields().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ddl_set_show_and_explain_answer_from_the_session() {
+    let ctx = EmberContext::standalone(1).await.unwrap();
+    register_tpch(&ctx).await;
+    let tables = ctx.sql("SHOW TABLES").await.unwrap();
+    assert!(tables.pretty().unwrap().contains("lineitem"));
+    let set = ctx
+        .sql("SET datafusion.execution.batch_size = 1024")
+        .await
+        .unwrap();
+    assert!(!set.has_result_set);
+    let show = ctx
+        .sql("SHOW datafusion.execution.batch_size")
+        .await
+        .unwrap();
+    assert!(show.pretty().unwrap().contains("1024"));
+    let explain = ctx
+        .sql("EXPLAIN SELECT l_returnflag, count(*) FROM lineitem GROUP BY 1")
+        .await
+        .unwrap();
+    let text = explain.pretty().unwrap();
+    assert!(text.contains("Stage 0"), "{text}");
+    assert!(text.contains("ShuffleWriterExec"), "{text}");
+    assert!(text.contains("ShuffleReaderExec"), "{text}");
+}
