@@ -255,20 +255,15 @@ impl Core {
             let t = match update.outcome {
                 Some(task_status_update::Outcome::Succeeded(stats)) => entry.job.on_task_succeeded(
                     task.stage_id,
-                    task.stage_attempt,
                     task.partition,
                     &update.executor_id,
                     stats,
                 ),
                 Some(task_status_update::Outcome::Failed(f)) => {
                     tracing::debug!(task = %task.display(), error = %f.message, "task failed");
-                    entry.job.on_task_failed(
-                        task.stage_id,
-                        task.stage_attempt,
-                        task.partition,
-                        &update.executor_id,
-                        &f,
-                    )
+                    entry
+                        .job
+                        .on_task_failed(task.stage_id, task.partition, &update.executor_id, &f)
                 }
                 None => Transition::Ignored,
             };

@@ -56,7 +56,8 @@ pub struct StageRun {
     pub inputs: BTreeSet<u32>,
     /// Serialized stage plan, shared by every launch.
     pub plan: Arc<Vec<u8>>,
-    /// Bumped each time lost outputs force the stage to run again.
+    /// Bumped each time lost outputs force the stage to run again (bounded by
+    /// `stage_max_attempts`; sent with launches for the logs).
     pub attempt: u32,
     pub tasks: Vec<TaskState>,
     /// Failed attempts per partition.
@@ -231,16 +232,16 @@ impl Job {
         }
     }
 
+    /// A report counts only if the task is running on the reporting executor;
+    /// anything else is a stale or duplicate report.
     pub fn on_task_succeeded(
         &mut self,
         stage: u32,
-        attempt: u32,
         partition: u32,
         executor: &str,
         stats: TaskSucceeded,
     ) -> Transition {
-        if !self.is_running() || self.stages.get(stage as usize).map(|s| s.attempt) != Some(attempt)
-        {
+        if !self.is_running() {
             return Transition::Ignored;
         }
         let Some(task) = self.running_on(stage, partition, executor) else {
@@ -260,13 +261,11 @@ impl Job {
     pub fn on_task_failed(
         &mut self,
         stage: u32,
-        attempt: u32,
         partition: u32,
         executor: &str,
         failure: &TaskFailure,
     ) -> Transition {
-        if !self.is_running() || self.stages.get(stage as usize).map(|s| s.attempt) != Some(attempt)
-        {
+        if !self.is_running() {
             return Transition::Ignored;
         }
         let Some(task) = self.running_on(stage, partition, executor) else {
@@ -389,6 +388,7 @@ impl Job {
                     tasks_total: s.tasks.len() as u32,
                     tasks_done: s.count(|t| matches!(t, TaskState::Succeeded { .. })),
                     tasks_running: s.count(|t| matches!(t, TaskState::Running { .. })),
+                    attempt: s.attempt,
                     ..Default::default()
                 };
                 let mut executors = BTreeSet::new();
@@ -499,8 +499,8 @@ mod tests {
     fn run_stage0(job: &mut Job) {
         job.mark_running(0, 0, exec("a"));
         job.mark_running(0, 1, exec("b"));
-        job.on_task_succeeded(0, 0, 0, "a", ok());
-        job.on_task_succeeded(0, 0, 1, "b", ok());
+        job.on_task_succeeded(0, 0, "a", ok());
+        job.on_task_succeeded(0, 1, "b", ok());
     }
 
     #[test]
@@ -508,10 +508,10 @@ mod tests {
         let mut job = two_stage_job();
         assert_eq!(job.runnable_tasks(), vec![(0, 0), (0, 1)]);
         job.mark_running(0, 0, exec("a"));
-        job.on_task_succeeded(0, 0, 0, "a", ok());
+        job.on_task_succeeded(0, 0, "a", ok());
         assert_eq!(job.runnable_tasks(), vec![(0, 1)]);
         job.mark_running(0, 1, exec("b"));
-        job.on_task_succeeded(0, 0, 1, "b", ok());
+        job.on_task_succeeded(0, 1, "b", ok());
         assert_eq!(job.runnable_tasks(), vec![(1, 0)]);
         assert_eq!(job.locations(0).len(), 2);
     }
@@ -522,7 +522,7 @@ mod tests {
         run_stage0(&mut job);
         job.mark_running(1, 0, exec("a"));
         assert_eq!(
-            job.on_task_succeeded(1, 0, 0, "a", ok()),
+            job.on_task_succeeded(1, 0, "a", ok()),
             Transition::JobSucceeded
         );
         let status = job.status();
@@ -535,14 +535,7 @@ mod tests {
     fn report_from_an_executor_not_running_the_task_is_ignored() {
         let mut job = two_stage_job();
         job.mark_running(0, 0, exec("a"));
-        assert_eq!(
-            job.on_task_succeeded(0, 0, 0, "b", ok()),
-            Transition::Ignored
-        );
-        assert_eq!(
-            job.on_task_succeeded(0, 7, 0, "a", ok()),
-            Transition::Ignored
-        );
+        assert_eq!(job.on_task_succeeded(0, 0, "b", ok()), Transition::Ignored);
     }
 
     #[test]
@@ -552,10 +545,10 @@ mod tests {
             retryable: true,
         }));
         job.mark_running(0, 0, exec("a"));
-        assert_eq!(job.on_task_failed(0, 0, 0, "a", &f), Transition::Progressed);
+        assert_eq!(job.on_task_failed(0, 0, "a", &f), Transition::Progressed);
         assert!(job.runnable_tasks().contains(&(0, 0)));
         job.mark_running(0, 0, exec("a"));
-        assert_eq!(job.on_task_failed(0, 0, 0, "a", &f), Transition::JobFailed);
+        assert_eq!(job.on_task_failed(0, 0, "a", &f), Transition::JobFailed);
         assert_eq!(job.phase, JobPhase::Failed("boom".into()));
         assert!(job.runnable_tasks().is_empty());
     }
@@ -567,7 +560,7 @@ mod tests {
             retryable: false,
         }));
         job.mark_running(0, 0, exec("a"));
-        assert_eq!(job.on_task_failed(0, 0, 0, "a", &f), Transition::JobFailed);
+        assert_eq!(job.on_task_failed(0, 0, "a", &f), Transition::JobFailed);
     }
 
     #[test]
@@ -580,7 +573,7 @@ mod tests {
             map_stage: 0,
             map_partition: 1,
         }));
-        assert_eq!(job.on_task_failed(1, 0, 0, "a", &f), Transition::Progressed);
+        assert_eq!(job.on_task_failed(1, 0, "a", &f), Transition::Progressed);
         // Only b's output is recomputed; the reducer waits for it.
         assert_eq!(job.runnable_tasks(), vec![(0, 1)]);
         assert!(matches!(
@@ -606,7 +599,7 @@ mod tests {
         let mut job = two_stage_job();
         job.mark_running(0, 0, exec("a"));
         let f = failure(task_failure::Reason::Killed(TaskKilled {}));
-        assert_eq!(job.on_task_failed(0, 0, 0, "a", &f), Transition::Progressed);
+        assert_eq!(job.on_task_failed(0, 0, "a", &f), Transition::Progressed);
         assert!(job.runnable_tasks().contains(&(0, 0)));
     }
 
