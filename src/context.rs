@@ -86,6 +86,8 @@ pub struct EmberContext {
     scheduler: SchedulerServiceClient<Channel>,
     session_id: String,
     max_message_size: usize,
+    /// Flight channels to executors, by address, reused across queries.
+    flight_channels: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
     embedded: Option<Arc<Embedded>>,
 }
 
@@ -179,6 +181,7 @@ impl EmberContext {
             scheduler,
             session_id,
             max_message_size: max,
+            flight_channels: Default::default(),
             embedded: None,
         })
     }
@@ -212,6 +215,28 @@ impl EmberContext {
     pub async fn sql_with_progress(
         &self,
         sql: &str,
+        progress: impl FnMut(&JobStatus),
+    ) -> Result<QueryResult> {
+        self.execute(execute_request::Query::Sql(sql.to_string()), progress)
+            .await
+    }
+
+    /// Runs a DataFusion logical plan (e.g. built with the DataFrame API
+    /// against the same tables) on the cluster. Tables are resolved by name in
+    /// this session's catalog on the scheduler.
+    pub async fn execute_logical_plan(
+        &self,
+        plan: &datafusion::logical_expr::LogicalPlan,
+    ) -> Result<QueryResult> {
+        let bytes = datafusion_proto::bytes::logical_plan_to_bytes(plan)
+            .map_err(|e| EmberError::NotSupported(e.to_string()))?;
+        self.execute(execute_request::Query::LogicalPlan(bytes.to_vec()), |_| {})
+            .await
+    }
+
+    async fn execute(
+        &self,
+        query: execute_request::Query,
         mut progress: impl FnMut(&JobStatus),
     ) -> Result<QueryResult> {
         let response = self
@@ -219,7 +244,7 @@ impl EmberContext {
             .clone()
             .execute(ExecuteRequest {
                 session_id: self.session_id.clone(),
-                query: Some(execute_request::Query::Sql(sql.to_string())),
+                query: Some(query),
             })
             .await?
             .into_inner();
@@ -311,14 +336,10 @@ impl EmberContext {
                 executor: r.executor_id.clone(),
                 message,
             };
-            let endpoint = Endpoint::from_shared(format!("http://{}", r.flight_address))
-                .map_err(|e| fetch_err(e.to_string()))?
-                .connect_timeout(Duration::from_secs(5))
-                .tcp_nodelay(true);
-            let channel = endpoint
-                .connect()
+            let channel = self
+                .flight_channel(&r.flight_address)
                 .await
-                .map_err(|e| fetch_err(transport_message(&e)))?;
+                .map_err(fetch_err)?;
             let inner =
                 FlightServiceClient::new(channel).max_decoding_message_size(self.max_message_size);
             let mut client = FlightClient::new_from_inner(inner);
@@ -326,13 +347,45 @@ impl EmberContext {
                 .do_get(Ticket::new(r.ticket.clone()))
                 .await
                 .map_err(|e| fetch_err(e.to_string()))?;
-            let part: Vec<RecordBatch> = stream
-                .try_collect()
-                .await
-                .map_err(|e| fetch_err(e.to_string()))?;
+            let part: Vec<RecordBatch> = match stream.try_collect().await {
+                Ok(part) => part,
+                Err(e) => {
+                    // The executor may be gone: do not keep its channel.
+                    self.forget_channel(&r.flight_address);
+                    return Err(fetch_err(e.to_string()));
+                }
+            };
             batches.extend(part.into_iter().filter(|b| b.num_rows() > 0));
         }
         Ok(batches)
+    }
+}
+
+impl EmberContext {
+    async fn flight_channel(&self, address: &str) -> Result<Channel, String> {
+        if let Some(c) = self.channels().get(address) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| transport_message(&e))?;
+        self.channels().insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn forget_channel(&self, address: &str) {
+        self.channels().remove(address);
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Channel>> {
+        // A poisoned cache is still a valid cache.
+        self.flight_channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -185,7 +185,7 @@ impl Executor {
         let flight = FlightServiceServer::new(ShuffleFlightService::new(Arc::clone(&inner.store)))
             .max_decoding_message_size(max)
             .max_encoding_message_size(max);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = ember_proto::nodelay_incoming(listener);
         let server = tokio::spawn(async move {
             let result = Server::builder()
                 .tcp_nodelay(true)

@@ -27,3 +27,18 @@ impl TaskId {
         )
     }
 }
+
+/// Accepted connections of `listener` with `TCP_NODELAY` set, for
+/// `Server::serve_with_incoming*`. (tonic applies its own nodelay setting
+/// only to listeners it binds itself; without this, small RPCs and Flight
+/// messages wait on delayed ACKs, tens of milliseconds each.)
+pub fn nodelay_incoming(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
+}

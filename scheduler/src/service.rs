@@ -59,7 +59,7 @@ impl Scheduler {
             .max_decoding_message_size(config.max_message_size)
             .max_encoding_message_size(config.max_message_size);
         let (tx, rx) = oneshot::channel::<()>();
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = ember_proto::nodelay_incoming(listener);
         let server = tokio::spawn(async move {
             let result = Server::builder()
                 .tcp_nodelay(true)

@@ -79,3 +79,65 @@ async fn ddl_set_show_and_explain_answer_from_the_session() {
     assert!(text.contains("ShuffleWriterExec"), "{text}");
     assert!(text.contains("ShuffleReaderExec"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelling_a_running_query_stops_it_and_frees_the_slots() {
+    let ctx = std::sync::Arc::new(EmberContext::standalone(2).await.unwrap());
+    register_tpch(&ctx).await;
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    let runner = std::sync::Arc::clone(&ctx);
+    let query = tokio::spawn(async move {
+        let mut tx = Some(tx);
+        // Billions of row pairs: runs far longer than this test waits.
+        runner
+            .sql_with_progress(
+                "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey < b.l_orderkey",
+                |status| {
+                    if status.stages.iter().any(|s| s.tasks_running > 0)
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(status.job_id.clone());
+                    }
+                },
+            )
+            .await
+    });
+    let job_id = tokio::time::timeout(std::time::Duration::from_secs(30), rx)
+        .await
+        .expect("the query should start")
+        .unwrap();
+    assert!(ctx.cancel(&job_id).await.unwrap());
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(30), query)
+        .await
+        .expect("a cancelled query returns promptly")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(ember::EmberError::Cancelled)),
+        "{outcome:?}"
+    );
+    // Killed tasks report back, so every slot is free for the next query.
+    let sql = "SELECT n_regionkey, count(*) FROM nation GROUP BY n_regionkey";
+    let next = tokio::time::timeout(std::time::Duration::from_secs(30), ctx.sql(sql))
+        .await
+        .expect("slots must be free again")
+        .unwrap();
+    assert_eq!(next.num_rows(), 5);
+    assert_eq!(ctx.cluster_info().await.unwrap().running_jobs, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_serialized_logical_plan_runs_like_sql() {
+    let ctx = EmberContext::standalone(2).await.unwrap();
+    register_tpch(&ctx).await;
+    let oracle = crate::common::oracle().await;
+    let sql =
+        "SELECT n_regionkey, count(*) AS n FROM nation GROUP BY n_regionkey ORDER BY n_regionkey";
+    let plan = oracle.sql(sql).await.unwrap().into_unoptimized_plan();
+    let result = ctx.execute_logical_plan(&plan).await.unwrap();
+    assert_same(
+        "logical plan",
+        rows(&result.batches),
+        oracle_rows(sql).await,
+        true,
+    );
+}
