@@ -23,6 +23,7 @@ mod context;
 pub mod error;
 pub mod sql;
 pub mod tpch;
+pub mod verify;
 
 pub use context::{EmberContext, QueryResult, StandaloneOptions};
 pub use ember_proto::{ClusterInfo, JobState, JobStatus};

@@ -20,6 +20,25 @@ use tpchgen_arrow::{
 
 use crate::error::{EmberError, Result};
 
+/// Written next to the tables: how they were generated.
+pub const METADATA_FILE: &str = "ember-tpch.json";
+
+fn metadata_number(dir: &Path, key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(dir.join(METADATA_FILE)).ok()?;
+    let rest = text.split(&format!("\"{key}\":")).nth(1)?;
+    rest.split([',', '}']).next()?.trim().parse().ok()
+}
+
+/// The scale factor recorded by [`generate`] in `dir`.
+pub fn scale_factor(dir: &Path) -> Option<f64> {
+    metadata_number(dir, "scale_factor")
+}
+
+/// The files per large table recorded by [`generate`] in `dir`.
+pub fn files_per_table(dir: &Path) -> Option<usize> {
+    metadata_number(dir, "files_per_table").map(|n| n as usize)
+}
+
 /// The eight TPC-H tables.
 pub const TABLES: [&str; 8] = [
     "customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier",
@@ -115,6 +134,12 @@ pub fn generate(dir: &Path, sf: f64, files_per_table: usize) -> Result<Vec<(Stri
             t.1 += rows;
         }
     }
+    // Remember how the data was made, for benchmark reports and verification.
+    let meta = format!(
+        "{{\"scale_factor\": {sf}, \"files_per_table\": {files_per_table}, \"generator\": \"tpchgen 4\"}}\n"
+    );
+    std::fs::write(dir.join(METADATA_FILE), meta)
+        .map_err(|e| EmberError::Io(format!("{}: {e}", dir.display())))?;
     Ok(totals)
 }
 

@@ -1,10 +1,20 @@
-//! `ember-bench`: Ember's TPC-H benchmark runner. For now it generates data;
-//! running and comparing against single-process DataFusion is tracked
-//! separately.
+//! `ember-bench`: Ember's TPC-H benchmark runner.
+//!
+//! * `tpch gen` writes TPC-H Parquet with the `tpchgen` crates.
+//! * `tpch run` runs the queries on Ember (embedded or remote cluster) and,
+//!   with `--baseline`, on single-process DataFusion with the same total
+//!   number of cores in the same run; `--verify` checks every answer against
+//!   the reference answers in `benchmarks/answers/`.
+//! * `tpch answers` writes reference answers (single-process DataFusion).
+//! * `report` compares JSON reports of runs and draws them as SVG.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+mod csv;
+mod report;
+mod run;
 
 #[derive(Debug, Parser)]
 #[command(name = "ember-bench", version)]
@@ -18,6 +28,15 @@ enum Command {
     /// TPC-H benchmark.
     #[command(subcommand)]
     Tpch(Tpch),
+    /// Compare JSON reports of runs (`tpch run --json`).
+    Report {
+        /// Report files; the first is the reference.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also draw per-query bars into this SVG file.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -34,35 +53,152 @@ enum Tpch {
         #[arg(long, default_value_t = 8)]
         files_per_table: usize,
     },
+    /// Run the queries and report timings.
+    Run {
+        /// Data directory written by `tpch gen`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Queries to run, e.g. `1,3,5-9`.
+        #[arg(long, default_value = "1-22")]
+        queries: String,
+        /// Runs per query; the first is reported as cold.
+        #[arg(long, default_value_t = 3)]
+        iterations: usize,
+        /// Executors of the embedded cluster.
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        /// Slots per executor of the embedded cluster.
+        #[arg(long, default_value_t = 1)]
+        slots: usize,
+        /// Memory per executor of the embedded cluster, in MiB.
+        #[arg(long, default_value_t = 4096)]
+        memory_mib: u64,
+        /// Use this cluster instead of an embedded one.
+        #[arg(long)]
+        scheduler: Option<String>,
+        /// Check every answer against the reference answers.
+        #[arg(long)]
+        verify: bool,
+        /// Also run single-process DataFusion with the same total cores.
+        #[arg(long)]
+        baseline: bool,
+        /// Write every figure and the environment to this JSON file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Where reference answers live (`sf<SF>/q<N>.csv`).
+        #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/answers"))]
+        answers: PathBuf,
+    },
+    /// Write reference answers (single-process DataFusion) as CSV.
+    Answers {
+        /// Data directory written by `tpch gen`.
+        #[arg(long)]
+        data: PathBuf,
+        /// Output directory (e.g. benchmarks/answers/sf0.01).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
-fn main() {
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("ember-bench: {msg}");
+    std::process::exit(1);
+}
+
+#[tokio::main]
+async fn main() {
     let args = Args::parse();
     match args.command {
         Command::Tpch(Tpch::Gen {
             sf,
             out,
             files_per_table,
+        }) => generate(sf, &out, files_per_table),
+        Command::Tpch(Tpch::Run {
+            data,
+            queries,
+            iterations,
+            executors,
+            slots,
+            memory_mib,
+            scheduler,
+            verify,
+            baseline,
+            json,
+            answers,
         }) => {
-            let started = std::time::Instant::now();
-            match ember::tpch::generate(&out, sf, files_per_table) {
-                Ok(tables) => {
-                    let secs = started.elapsed().as_secs_f64();
-                    let rows: u64 = tables.iter().map(|(_, r)| r).sum();
-                    for (t, r) in &tables {
-                        println!("{t:>10} {r:>12} rows");
-                    }
-                    println!(
-                        "{rows} rows in {secs:.2} s ({:.0} rows/s) into {}",
-                        rows as f64 / secs.max(1e-9),
-                        out.display()
-                    );
-                }
-                Err(e) => {
-                    eprintln!("ember-bench: {e}");
-                    std::process::exit(1);
-                }
+            let opts = run::RunOptions {
+                data,
+                queries: run::parse_queries(&queries).unwrap_or_else(|e| fail(e)),
+                iterations: iterations.max(1),
+                executors,
+                slots,
+                memory_bytes: memory_mib << 20,
+                scheduler,
+                verify,
+                baseline,
+                answers_dir: answers,
+            };
+            let report = run::run(&opts).await.unwrap_or_else(|e| fail(e));
+            print!("{}", report.to_table());
+            if let Some(path) = json {
+                let text = serde_json::to_string_pretty(&report).unwrap_or_else(|e| fail(e));
+                std::fs::write(&path, text)
+                    .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
+            }
+            if report.has_failures() {
+                eprintln!("\n*** SOME QUERIES FAILED OR GAVE WRONG ANSWERS (see above) ***");
+                std::process::exit(2);
+            }
+        }
+        Command::Tpch(Tpch::Answers { data, out }) => {
+            run::write_answers(&data, &out)
+                .await
+                .unwrap_or_else(|e| fail(e));
+            println!("reference answers written to {}", out.display());
+        }
+        Command::Report { files, plot } => {
+            let reports: Vec<(String, report::RunReport)> = files
+                .iter()
+                .map(|f| {
+                    let text = std::fs::read_to_string(f)
+                        .unwrap_or_else(|e| fail(format!("{}: {e}", f.display())));
+                    let r = serde_json::from_str(&text)
+                        .unwrap_or_else(|e| fail(format!("{}: {e}", f.display())));
+                    (f.display().to_string(), r)
+                })
+                .collect();
+            if reports.len() == 1 {
+                print!("{}", reports[0].1.to_table());
+            }
+            for pair in reports.windows(2) {
+                print!("{}", report::compare(&pair[0].1, &pair[1].1));
+            }
+            if let Some(path) = plot {
+                let runs: Vec<(String, &report::RunReport)> =
+                    reports.iter().map(|(n, r)| (n.clone(), r)).collect();
+                std::fs::write(&path, report::svg(&runs))
+                    .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
+                println!("plot written to {}", path.display());
             }
         }
     }
+}
+
+fn generate(sf: f64, out: &std::path::Path, files_per_table: usize) {
+    if sf <= 0.0 {
+        fail("--sf must be positive");
+    }
+    let started = std::time::Instant::now();
+    let tables = ember::tpch::generate(out, sf, files_per_table).unwrap_or_else(|e| fail(e));
+    let secs = started.elapsed().as_secs_f64();
+    let rows: u64 = tables.iter().map(|(_, r)| r).sum();
+    for (t, r) in &tables {
+        println!("{t:>10} {r:>12} rows");
+    }
+    println!(
+        "{rows} rows in {secs:.2} s ({:.0} rows/s) into {}",
+        rows as f64 / secs.max(1e-9),
+        out.display()
+    );
 }

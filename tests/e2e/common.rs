@@ -4,9 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use arrow::array::{Array, RecordBatch};
-use arrow::compute::cast;
-use arrow::datatypes::DataType;
+use arrow::array::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use ember::EmberContext;
 
@@ -52,7 +50,7 @@ pub async fn oracle() -> SessionContext {
     ctx
 }
 
-pub async fn oracle_rows(sql: &str) -> Vec<Vec<Cell>> {
+pub async fn oracle_rows(sql: &str) -> Vec<Vec<String>> {
     let batches = oracle()
         .await
         .sql(sql)
@@ -64,97 +62,19 @@ pub async fn oracle_rows(sql: &str) -> Vec<Vec<Cell>> {
     rows(&batches)
 }
 
-/// A value, compared exactly unless it is a number with a fraction.
-#[derive(Debug, Clone)]
-pub enum Cell {
-    Exact(String),
-    Number(f64),
-}
-
-impl PartialEq for Cell {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Cell::Exact(a), Cell::Exact(b)) => a == b,
-            (Cell::Number(a), Cell::Number(b)) => {
-                (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0) + 1e-9
-            }
-            _ => false,
-        }
-    }
-}
-
-pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
-    let mut out = vec![];
-    for batch in batches {
-        let cols: Vec<(bool, std::sync::Arc<dyn Array>)> = batch
-            .columns()
-            .iter()
-            .map(|c| {
-                let numeric = matches!(
-                    c.data_type(),
-                    DataType::Float16
-                        | DataType::Float32
-                        | DataType::Float64
-                        | DataType::Decimal128(..)
-                        | DataType::Decimal256(..)
-                );
-                let as_text = cast(c, &DataType::Utf8).expect("cast to text");
-                (numeric, as_text)
-            })
-            .collect();
-        for r in 0..batch.num_rows() {
-            out.push(
-                cols.iter()
-                    .map(|(numeric, col)| {
-                        let s = col
-                            .as_any()
-                            .downcast_ref::<arrow::array::StringArray>()
-                            .unwrap();
-                        if col.is_null(r) {
-                            Cell::Exact("NULL".into())
-                        } else if *numeric {
-                            Cell::Number(s.value(r).parse().unwrap())
-                        } else {
-                            Cell::Exact(s.value(r).to_string())
-                        }
-                    })
-                    .collect(),
-            );
-        }
-    }
-    out
-}
-
-fn sort_key(row: &[Cell]) -> String {
-    row.iter()
-        .map(|c| match c {
-            Cell::Exact(s) => s.clone(),
-            Cell::Number(n) => format!("{:.2}", n),
-        })
-        .collect::<Vec<_>>()
-        .join("\u{1}")
+pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    ember::verify::rows_as_text(batches).expect("render rows")
 }
 
 /// Compares results; row order counts only when `ordered`.
 pub fn assert_same(
     what: &str,
-    mut actual: Vec<Vec<Cell>>,
-    mut expected: Vec<Vec<Cell>>,
+    actual: Vec<Vec<String>>,
+    expected: Vec<Vec<String>>,
     ordered: bool,
 ) {
-    assert_eq!(
-        actual.len(),
-        expected.len(),
-        "{what}: {} rows, expected {}",
-        actual.len(),
-        expected.len()
-    );
-    if !ordered {
-        actual.sort_by_key(|r| sort_key(r));
-        expected.sort_by_key(|r| sort_key(r));
-    }
-    for (i, (a, e)) in actual.iter().zip(&expected).enumerate() {
-        assert_eq!(a, e, "{what}: row {i} differs");
+    if let Err(e) = ember::verify::compare(actual, expected, ordered) {
+        panic!("{what}: {e}");
     }
 }
 

@@ -9,7 +9,7 @@ async fn all_22_tpch_queries_match_single_process_datafusion() {
     let mut failures = vec![];
     for q in 1..=22 {
         let sql = query_text(q);
-        let ordered = sql.to_lowercase().contains("order by");
+        let ordered = ember::verify::is_ordered(&sql);
         let result = match ctx.sql(&sql).await {
             Ok(r) => r,
             Err(e) => {

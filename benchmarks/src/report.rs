@@ -1,0 +1,301 @@
+//! Benchmark reports: the JSON record of a run, the text table, the
+//! comparison of two runs, and a per-query SVG bar chart.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one `ember-bench tpch run` measured, with its environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReport {
+    pub environment: Environment,
+    pub queries: Vec<QueryReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Environment {
+    pub ember_version: String,
+    pub datafusion_version: String,
+    pub git_commit: Option<String>,
+    pub cluster: String,
+    pub executors: usize,
+    pub slots_per_executor: usize,
+    pub executor_memory_bytes: u64,
+    pub scale_factor: Option<f64>,
+    pub data_dir: String,
+    pub files_per_table: Option<usize>,
+    pub iterations: usize,
+    pub cores: usize,
+    pub started_unix: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryReport {
+    pub query: usize,
+    pub rows: usize,
+    /// Every iteration, the first being the cold run.
+    pub ember_seconds: Vec<f64>,
+    pub datafusion_seconds: Vec<f64>,
+    /// `None` when not verified; otherwise whether the answer was right.
+    pub verified: Option<bool>,
+    pub verify_error: Option<String>,
+    pub error: Option<String>,
+}
+
+/// min, median, max of the warm runs (all runs when there is only one).
+pub fn stats(seconds: &[f64]) -> Option<(f64, f64, f64)> {
+    let warm = if seconds.len() > 1 {
+        &seconds[1..]
+    } else {
+        seconds
+    };
+    if warm.is_empty() {
+        return None;
+    }
+    let mut v = warm.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    Some((v[0], median, v[v.len() - 1]))
+}
+
+fn median(seconds: &[f64]) -> Option<f64> {
+    stats(seconds).map(|s| s.1)
+}
+
+impl RunReport {
+    /// The table printed after a run.
+    pub fn to_table(&self) -> String {
+        let baseline = self
+            .queries
+            .iter()
+            .any(|q| !q.datafusion_seconds.is_empty());
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            "{:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            "query", "rows", "cold s", "min s", "median s", "max s"
+        );
+        if baseline {
+            let _ = write!(out, " {:>10} {:>8}", "DF median", "ratio");
+        }
+        let _ = writeln!(out, "  verify");
+        let (mut ember_total, mut df_total) = (0.0, 0.0);
+        for q in &self.queries {
+            let _ = write!(out, "{:>5} ", format!("q{}", q.query));
+            if let Some(e) = &q.error {
+                let _ = writeln!(out, "FAILED: {e}");
+                continue;
+            }
+            let cold = q.ember_seconds.first().copied().unwrap_or(f64::NAN);
+            let (min, med, max) = stats(&q.ember_seconds).unwrap_or((f64::NAN, f64::NAN, f64::NAN));
+            ember_total += med;
+            let _ = write!(
+                out,
+                "{:>8} {cold:>8.3} {min:>8.3} {med:>8.3} {max:>8.3}",
+                q.rows
+            );
+            if baseline {
+                match median(&q.datafusion_seconds) {
+                    Some(df) => {
+                        df_total += df;
+                        let _ = write!(out, " {df:>10.3} {:>8.2}", med / df);
+                    }
+                    None => {
+                        let _ = write!(out, " {:>10} {:>8}", "-", "-");
+                    }
+                }
+            }
+            let verdict = match (q.verified, &q.verify_error) {
+                (None, _) => "-".to_string(),
+                (Some(true), _) => "ok".to_string(),
+                (Some(false), e) => format!("WRONG: {}", e.clone().unwrap_or_default()),
+            };
+            let _ = writeln!(out, "  {verdict}");
+        }
+        let _ = write!(
+            out,
+            "{:>5} {:>8} {:>8} {:>8} {ember_total:>8.3} {:>8}",
+            "total", "", "", "", ""
+        );
+        if baseline && df_total > 0.0 {
+            let _ = write!(out, " {df_total:>10.3} {:>8.2}", ember_total / df_total);
+        }
+        let _ = writeln!(out);
+        out
+    }
+
+    /// Any query failed or gave a wrong answer.
+    pub fn has_failures(&self) -> bool {
+        self.queries
+            .iter()
+            .any(|q| q.error.is_some() || q.verified == Some(false))
+    }
+}
+
+/// Side-by-side medians of two runs.
+pub fn compare(a: &RunReport, b: &RunReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "a: {} ({} x {} slots, sf {:?}, commit {})",
+        a.environment.cluster,
+        a.environment.executors,
+        a.environment.slots_per_executor,
+        a.environment.scale_factor,
+        a.environment.git_commit.as_deref().unwrap_or("?")
+    );
+    let _ = writeln!(
+        out,
+        "b: {} ({} x {} slots, sf {:?}, commit {})",
+        b.environment.cluster,
+        b.environment.executors,
+        b.environment.slots_per_executor,
+        b.environment.scale_factor,
+        b.environment.git_commit.as_deref().unwrap_or("?")
+    );
+    let _ = writeln!(
+        out,
+        "{:>5} {:>10} {:>10} {:>8}",
+        "query", "a median", "b median", "b/a"
+    );
+    let (mut ta, mut tb) = (0.0, 0.0);
+    for qa in &a.queries {
+        let Some(qb) = b.queries.iter().find(|q| q.query == qa.query) else {
+            continue;
+        };
+        let (Some(ma), Some(mb)) = (median(&qa.ember_seconds), median(&qb.ember_seconds)) else {
+            continue;
+        };
+        ta += ma;
+        tb += mb;
+        let _ = writeln!(
+            out,
+            "{:>5} {ma:>10.3} {mb:>10.3} {:>8.2}",
+            format!("q{}", qa.query),
+            mb / ma
+        );
+    }
+    if ta > 0.0 {
+        let _ = writeln!(out, "{:>5} {ta:>10.3} {tb:>10.3} {:>8.2}", "total", tb / ta);
+    }
+    out
+}
+
+/// A grouped bar chart of median seconds per query: one bar per run (and the
+/// DataFusion baseline of the first run when it has one).
+pub fn svg(runs: &[(String, &RunReport)]) -> String {
+    let mut series: Vec<(String, Vec<(usize, f64)>)> = vec![];
+    for (name, run) in runs {
+        series.push((
+            name.clone(),
+            run.queries
+                .iter()
+                .filter_map(|q| median(&q.ember_seconds).map(|m| (q.query, m)))
+                .collect(),
+        ));
+    }
+    if let Some((name, run)) = runs.first() {
+        let df: Vec<(usize, f64)> = run
+            .queries
+            .iter()
+            .filter_map(|q| median(&q.datafusion_seconds).map(|m| (q.query, m)))
+            .collect();
+        if !df.is_empty() {
+            series.push((format!("{name}: DataFusion"), df));
+        }
+    }
+    let mut queries: Vec<usize> = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.0))
+        .collect();
+    queries.sort_unstable();
+    queries.dedup();
+    let max = series
+        .iter()
+        .flat_map(|s| s.1.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-6);
+    let colors = ["#d9480f", "#1c7ed6", "#37b24d", "#ae3ec9", "#f59f00"];
+    let (left, top, height) = (60.0, 40.0, 300.0);
+    let group = 14.0 * series.len().max(1) as f64 + 10.0;
+    let width = left + group * queries.len() as f64 + 20.0;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">"#,
+        w = width.max(400.0),
+        h = top + height + 60.0
+    );
+    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        out,
+        r#"<text x="{left}" y="20" font-size="14">TPC-H median seconds per query (lower is better)</text>"#
+    );
+    for i in 0..=4 {
+        let v = max * i as f64 / 4.0;
+        let y = top + height - height * i as f64 / 4.0;
+        let _ = writeln!(
+            out,
+            r##"<line x1="{left}" x2="{x2}" y1="{y}" y2="{y}" stroke="#ddd"/><text x="5" y="{ty}">{v:.2}s</text>"##,
+            x2 = width - 10.0,
+            ty = y + 4.0
+        );
+    }
+    for (qi, q) in queries.iter().enumerate() {
+        let x0 = left + group * qi as f64 + 5.0;
+        for (si, (_, points)) in series.iter().enumerate() {
+            if let Some((_, v)) = points.iter().find(|p| p.0 == *q) {
+                let h = height * v / max;
+                let _ = writeln!(
+                    out,
+                    r#"<rect x="{x}" y="{y}" width="12" height="{h}" fill="{c}"><title>q{q}: {v:.3}s</title></rect>"#,
+                    x = x0 + 14.0 * si as f64,
+                    y = top + height - h,
+                    c = colors[si % colors.len()]
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            r#"<text x="{x}" y="{y}">q{q}</text>"#,
+            x = x0,
+            y = top + height + 15.0
+        );
+    }
+    for (si, (name, _)) in series.iter().enumerate() {
+        let y = top + height + 32.0 + 0.0 * si as f64;
+        let x = left + 220.0 * si as f64;
+        let _ = writeln!(
+            out,
+            r#"<rect x="{x}" y="{ry}" width="10" height="10" fill="{c}"/><text x="{tx}" y="{y}">{name}</text>"#,
+            ry = y - 9.0,
+            tx = x + 14.0,
+            c = colors[si % colors.len()],
+            name = escape(name)
+        );
+    }
+    let _ = writeln!(out, "</svg>");
+    out
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_leave_out_the_cold_run() {
+        assert_eq!(stats(&[9.0, 1.0, 3.0, 2.0]), Some((1.0, 2.0, 3.0)));
+        assert_eq!(stats(&[5.0]), Some((5.0, 5.0, 5.0)));
+        assert_eq!(stats(&[]), None);
+    }
+}
