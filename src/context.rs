@@ -43,6 +43,22 @@ impl QueryResult {
     }
 }
 
+/// What [`EmberContext::submit_sql`] returns.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Answered by the scheduler (DDL, SET, SHOW, EXPLAIN, ...).
+    Done(QueryResult),
+    /// A distributed job is running.
+    Job(RunningJob),
+}
+
+/// A job submitted to the cluster.
+#[derive(Debug, Clone)]
+pub struct RunningJob {
+    pub job_id: String,
+    pub schema: SchemaRef,
+}
+
 /// Shape of an embedded cluster.
 #[derive(Debug, Clone)]
 pub struct StandaloneOptions {
@@ -237,8 +253,24 @@ impl EmberContext {
     async fn execute(
         &self,
         query: execute_request::Query,
-        mut progress: impl FnMut(&JobStatus),
+        progress: impl FnMut(&JobStatus),
     ) -> Result<QueryResult> {
+        match self.submit(query).await? {
+            Submitted::Done(result) => Ok(result),
+            Submitted::Job(job) => self.complete(job, progress).await,
+        }
+    }
+
+    /// Submits one SQL statement without waiting for a distributed job:
+    /// statements the scheduler answers itself come back done; queries come
+    /// back as a [`RunningJob`] to [`complete`](Self::complete) or
+    /// [`cancel`](Self::cancel).
+    pub async fn submit_sql(&self, sql: &str) -> Result<Submitted> {
+        self.submit(execute_request::Query::Sql(sql.to_string()))
+            .await
+    }
+
+    async fn submit(&self, query: execute_request::Query) -> Result<Submitted> {
         let response = self
             .scheduler
             .clone()
@@ -253,41 +285,54 @@ impl EmberContext {
                 let reader = StreamReader::try_new(Cursor::new(inline.ipc_stream), None)?;
                 let schema = reader.schema();
                 let batches = reader.collect::<Result<Vec<_>, _>>()?;
-                Ok(QueryResult {
+                Ok(Submitted::Done(QueryResult {
                     schema,
                     batches,
                     has_result_set: inline.has_result_set,
                     job: None,
-                })
+                }))
             }
             Some(execute_response::Result::Job(job)) => {
                 let schema = ember_planner::codec::schema_from_bytes(&job.schema)
                     .map_err(|e| EmberError::Internal(e.to_string()))?;
-                let status = self.wait(&job.job_id, &mut progress).await;
-                let result = match status {
-                    Ok(status) => self.fetch(&status).await.map(|batches| (status, batches)),
-                    Err(e) => Err(e),
-                };
-                // Free the job's data on the executors whatever happened.
-                let _ = self
-                    .scheduler
-                    .clone()
-                    .release_job(ReleaseJobRequest {
-                        job_id: job.job_id.clone(),
-                    })
-                    .await;
-                let (status, batches) = result?;
-                Ok(QueryResult {
+                Ok(Submitted::Job(RunningJob {
+                    job_id: job.job_id,
                     schema,
-                    batches,
-                    has_result_set: true,
-                    job: Some(status),
-                })
+                }))
             }
             None => Err(EmberError::Internal(
                 "empty response from the scheduler".into(),
             )),
         }
+    }
+
+    /// Follows `job` to its end (calling `progress` with every snapshot),
+    /// fetches its result from the executors and frees the job's data.
+    pub async fn complete(
+        &self,
+        job: RunningJob,
+        mut progress: impl FnMut(&JobStatus),
+    ) -> Result<QueryResult> {
+        let status = self.wait(&job.job_id, &mut progress).await;
+        let result = match status {
+            Ok(status) => self.fetch(&status).await.map(|batches| (status, batches)),
+            Err(e) => Err(e),
+        };
+        // Free the job's data on the executors whatever happened.
+        let _ = self
+            .scheduler
+            .clone()
+            .release_job(ReleaseJobRequest {
+                job_id: job.job_id.clone(),
+            })
+            .await;
+        let (status, batches) = result?;
+        Ok(QueryResult {
+            schema: job.schema,
+            batches,
+            has_result_set: true,
+            job: Some(status),
+        })
     }
 
     /// Cancels a running job.

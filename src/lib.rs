@@ -25,7 +25,7 @@ pub mod sql;
 pub mod tpch;
 pub mod verify;
 
-pub use context::{EmberContext, QueryResult, StandaloneOptions};
+pub use context::{EmberContext, QueryResult, RunningJob, StandaloneOptions, Submitted};
 pub use ember_proto::{ClusterInfo, JobState, JobStatus};
 pub use error::{EmberError, Result};
 

@@ -87,11 +87,16 @@ struct Inner {
     /// Per job, a flag its tasks watch: set, they stop and report `Killed`.
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
     task_slots: Arc<Semaphore>,
+    /// Tasks run here, apart from the runtime serving gRPC, Flight and
+    /// heartbeats: CPU-bound operators must not starve the network side (a
+    /// starved heartbeat would get the executor declared lost).
+    cpu: tokio::runtime::Handle,
 }
 
 /// A running executor.
 pub struct Executor {
     inner: Arc<Inner>,
+    _cpu_runtime: CpuRuntime,
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
@@ -152,6 +157,15 @@ impl Executor {
             .unwrap_or_else(|| local.ip().to_string());
         let address = format!("{host}:{}", local.port());
 
+        // One thread beyond the slots: a cancelled task keeps its thread until
+        // its operator yields, and must not block the next task meanwhile.
+        let cpu_runtime = CpuRuntime(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(config.slots + 1)
+                .thread_name("ember-task")
+                .enable_all()
+                .build()?,
+        ));
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_bytes as usize)))
             .with_disk_manager_builder(
@@ -175,6 +189,7 @@ impl Executor {
             scheduler: scheduler_channel(&config.scheduler_url, config.max_message_size)?,
             running: Mutex::new(HashMap::new()),
             task_slots: Arc::new(Semaphore::new(config.slots)),
+            cpu: cpu_runtime.handle(),
         });
 
         let (tx, rx) = oneshot::channel::<()>();
@@ -209,6 +224,7 @@ impl Executor {
         ));
         Ok(Self {
             inner,
+            _cpu_runtime: cpu_runtime,
             shutdown: Some(tx),
             server,
             heartbeat,
@@ -246,6 +262,27 @@ impl Drop for Executor {
     fn drop(&mut self) {
         self.heartbeat.abort();
         self.server.abort();
+    }
+}
+
+/// The runtime tasks run on. Dropped without blocking, so an executor can be
+/// dropped (or fail to start) inside another runtime.
+struct CpuRuntime(Option<tokio::runtime::Runtime>);
+
+impl CpuRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        match &self.0 {
+            Some(rt) => rt.handle().clone(),
+            None => unreachable!("the runtime is only taken on drop"),
+        }
+    }
+}
+
+impl Drop for CpuRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
     }
 }
 
@@ -410,9 +447,26 @@ async fn run_and_report(
     let counters = Arc::new(FetchCounters::default());
     // Every launched task reports exactly once, killed ones included: the
     // scheduler's slot accounting depends on it.
+    let mut work = {
+        let inner = Arc::clone(&inner);
+        let launch = Arc::clone(&launch);
+        let counters = Arc::clone(&counters);
+        inner
+            .cpu
+            .clone()
+            .spawn(async move { run_task(&inner, &launch, partition, counters).await })
+    };
+    // Cancellation is answered from this (network) side at once; the task
+    // itself stops at its next yield point.
     let result = tokio::select! {
-        r = run_task(&inner, &launch, partition, Arc::clone(&counters)) => r.map_err(Some),
-        _ = cancelled.wait_for(|c| *c) => Err(None),
+        r = &mut work => match r {
+            Ok(r) => r.map_err(Some),
+            Err(e) => Err(Some(DataFusionError::Internal(format!("task panicked: {e}")))),
+        },
+        _ = cancelled.wait_for(|c| *c) => {
+            work.abort();
+            Err(None)
+        }
     };
     drop(permit);
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);

@@ -24,7 +24,8 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::coop::make_cooperative;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -65,7 +66,8 @@ impl ShuffleReaderExec {
             partitioning,
             EmissionType::Incremental,
             Boundedness::Bounded,
-        );
+        )
+        .with_scheduling_type(SchedulingType::Cooperative);
         Self {
             stage_id,
             schema,
@@ -177,9 +179,12 @@ impl ExecutionPlan for ShuffleReaderExec {
         let batches = futures::stream::iter(fetches)
             .buffer_unordered(CONCURRENT_FETCHES)
             .try_flatten_unordered(CONCURRENT_FETCHES);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
+        // In-memory map outputs are always ready: spend tokio's budget like
+        // DataFusion's own leaves do, so the task yields (and can be
+        // cancelled) even while a CPU-heavy operator consumes this stream.
+        Ok(make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.schema),
             batches,
-        )))
+        ))))
     }
 }

@@ -91,6 +91,16 @@ impl StageDag {
 
     /// The DAG as text, for `EXPLAIN`: one block per stage, final stage first.
     pub fn display(&self, verbose: bool) -> String {
+        self.display_annotated(verbose, |_| None)
+    }
+
+    /// Like [`display`](Self::display), with a line of `annotate(stage id)`
+    /// (e.g. run-time metrics) under each stage's header.
+    pub fn display_annotated(
+        &self,
+        verbose: bool,
+        annotate: impl Fn(u32) -> Option<String>,
+    ) -> String {
         let mut out = String::new();
         for stage in self.stages.iter().rev() {
             let reads = if stage.inputs.is_empty() {
@@ -109,6 +119,9 @@ impl StageDag {
                 "Stage {} [{} task(s), {role}] {reads}",
                 stage.id, stage.partitions
             );
+            if let Some(note) = annotate(stage.id) {
+                let _ = writeln!(out, "  -- {note}");
+            }
             let body = if verbose {
                 displayable(stage.plan.as_ref()).indent(true).to_string()
             } else {

@@ -398,6 +398,8 @@ impl Job {
                         p.output_bytes += stats.output_bytes;
                         p.local_fetches += stats.local_fetches;
                         p.remote_fetches += stats.remote_fetches;
+                        p.task_time_ms += stats.elapsed_ms;
+                        p.task_time_max_ms = p.task_time_max_ms.max(stats.elapsed_ms);
                         executors.insert(executor.id.clone());
                     }
                 }

@@ -10,9 +10,10 @@ use ember_proto::scheduler_service_server::{SchedulerService, SchedulerServiceSe
 use ember_proto::{
     CancelJobRequest, CancelJobResponse, CloseSessionRequest, CloseSessionResponse, ClusterInfo,
     ClusterInfoRequest, CreateSessionRequest, CreateSessionResponse, ExecuteRequest,
-    ExecuteResponse, HeartbeatRequest, HeartbeatResponse, InlineResult, JobAccepted, JobStatus,
-    RegisterExecutorRequest, RegisterExecutorResponse, ReleaseJobRequest, ReleaseJobResponse,
-    TaskStatusAck, TaskStatusUpdate, WatchJobRequest, execute_request, execute_response,
+    ExecuteResponse, HeartbeatRequest, HeartbeatResponse, InlineResult, JobAccepted, JobState,
+    JobStatus, RegisterExecutorRequest, RegisterExecutorResponse, ReleaseJobRequest,
+    ReleaseJobResponse, TaskStatusAck, TaskStatusUpdate, WatchJobRequest, execute_request,
+    execute_response,
 };
 use futures::Stream;
 use parking_lot::Mutex;
@@ -153,51 +154,13 @@ impl Api {
                 has_result_set,
                 schema,
                 batches,
-            } => {
-                let mut buf = Vec::new();
-                {
-                    let mut w = StreamWriter::try_new(&mut buf, &schema)
-                        .map_err(|e| SchedulerError::Internal(e.to_string()))?;
-                    for b in &batches {
-                        w.write(b)
-                            .map_err(|e| SchedulerError::Internal(e.to_string()))?;
-                    }
-                    w.finish()
-                        .map_err(|e| SchedulerError::Internal(e.to_string()))?;
-                }
-                Ok(ExecuteResponse {
-                    result: Some(execute_response::Result::Inline(InlineResult {
-                        has_result_set,
-                        ipc_stream: buf,
-                    })),
-                })
-            }
+            } => inline_response(has_result_set, &schema, &batches),
             Planned::Job {
                 dag,
                 schema,
                 settings,
             } => {
-                let plans = dag
-                    .stages()
-                    .iter()
-                    .map(|s| encode_plan(Arc::clone(&s.plan)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let opts = ember_options(session.ctx.state().config());
-                let id = uuid::Uuid::new_v4().to_string();
-                let token = uuid::Uuid::new_v4().simple().to_string();
-                let job = Job::new(
-                    id.clone(),
-                    token,
-                    &dag,
-                    plans,
-                    settings,
-                    JobLimits {
-                        task_max_attempts: opts.task_max_attempts.max(1) as u32,
-                        stage_max_attempts: opts.stage_max_attempts.max(1) as u32,
-                    },
-                );
-                tracing::debug!(job = %id, stages = dag.stages().len(), "job submitted");
-                self.core.submit(job)?;
+                let id = self.submit_job(&session, &dag, settings)?;
                 Ok(ExecuteResponse {
                     result: Some(execute_response::Result::Job(JobAccepted {
                         job_id: id,
@@ -205,8 +168,98 @@ impl Api {
                     })),
                 })
             }
+            Planned::Analyze {
+                dag,
+                settings,
+                verbose,
+            } => {
+                let id = self.submit_job(&session, &dag, settings)?;
+                let last = self.wait_for_end(&id).await?;
+                // The rows themselves are not wanted: free them now.
+                self.core.release_job(&id);
+                if last.state != JobState::Succeeded as i32 {
+                    return Err(SchedulerError::InvalidQuery(format!(
+                        "EXPLAIN ANALYZE: the query failed: {}",
+                        last.error
+                    )));
+                }
+                let text = crate::session::analyze_text(&dag, &last, verbose);
+                let (schema, batch) = crate::session::explain_batch(vec![(
+                    "distributed_plan_with_metrics".to_string(),
+                    text,
+                )])?;
+                inline_response(true, &schema, &[batch])
+            }
         }
     }
+
+    /// The job's final status.
+    async fn wait_for_end(&self, job_id: &str) -> Result<JobStatus, SchedulerError> {
+        let mut status = self.core.watch(job_id)?;
+        loop {
+            let current = status.borrow_and_update().clone();
+            if current.state != JobState::Running as i32 {
+                return Ok(current);
+            }
+            if status.changed().await.is_err() {
+                return Ok(status.borrow().clone());
+            }
+        }
+    }
+
+    /// Encodes the DAG's stage plans and hands the job to the core.
+    fn submit_job(
+        &self,
+        session: &Session,
+        dag: &ember_planner::StageDag,
+        settings: Arc<HashMap<String, String>>,
+    ) -> Result<String, SchedulerError> {
+        let plans = dag
+            .stages()
+            .iter()
+            .map(|s| encode_plan(Arc::clone(&s.plan)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let opts = ember_options(session.ctx.state().config());
+        let id = uuid::Uuid::new_v4().to_string();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let job = Job::new(
+            id.clone(),
+            token,
+            dag,
+            plans,
+            settings,
+            JobLimits {
+                task_max_attempts: opts.task_max_attempts.max(1) as u32,
+                stage_max_attempts: opts.stage_max_attempts.max(1) as u32,
+            },
+        );
+        tracing::debug!(job = %id, stages = dag.stages().len(), "job submitted");
+        self.core.submit(job)?;
+        Ok(id)
+    }
+}
+
+/// An answer computed on the scheduler, as an Arrow IPC stream.
+fn inline_response(
+    has_result_set: bool,
+    schema: &arrow::datatypes::Schema,
+    batches: &[arrow::record_batch::RecordBatch],
+) -> Result<ExecuteResponse, SchedulerError> {
+    let internal = |e: arrow::error::ArrowError| SchedulerError::Internal(e.to_string());
+    let mut buf = Vec::new();
+    {
+        let mut w = StreamWriter::try_new(&mut buf, schema).map_err(internal)?;
+        for b in batches {
+            w.write(b).map_err(internal)?;
+        }
+        w.finish().map_err(internal)?;
+    }
+    Ok(ExecuteResponse {
+        result: Some(execute_response::Result::Inline(InlineResult {
+            has_result_set,
+            ipc_stream: buf,
+        })),
+    })
 }
 
 type StatusStream = std::pin::Pin<Box<dyn Stream<Item = Result<JobStatus, Status>> + Send>>;

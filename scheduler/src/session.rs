@@ -34,6 +34,12 @@ pub enum Planned {
         schema: SchemaRef,
         batches: Vec<RecordBatch>,
     },
+    /// `EXPLAIN ANALYZE`: run the job, then describe its stages with metrics.
+    Analyze {
+        dag: StageDag,
+        settings: Arc<HashMap<String, String>>,
+        verbose: bool,
+    },
     /// To be run by the cluster.
     Job {
         dag: StageDag,
@@ -100,9 +106,25 @@ impl Session {
                     explain.plan.display_indent().to_string(),
                 )];
                 rows.push(("distributed_plan".to_string(), dag.display(explain.verbose)));
-                explain_batch(rows)
+                let (schema, batch) = explain_batch(rows)?;
+                Ok(Planned::Inline {
+                    has_result_set: true,
+                    schema,
+                    batches: vec![batch],
+                })
             }
-            LogicalPlan::Analyze(_) => Err(SchedulerError::NotSupported("EXPLAIN ANALYZE".into())),
+            LogicalPlan::Analyze(analyze) => {
+                let physical = self
+                    .ctx
+                    .state()
+                    .create_physical_plan(&analyze.input)
+                    .await?;
+                Ok(Planned::Analyze {
+                    dag: StageDag::cut(physical, self.target_partitions())?,
+                    settings: Arc::new(self.settings()),
+                    verbose: analyze.verbose,
+                })
+            }
             LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(SchedulerError::NotSupported(
                 "INSERT, UPDATE, DELETE and COPY".into(),
             )),
@@ -146,7 +168,32 @@ impl Session {
     }
 }
 
-fn explain_batch(rows: Vec<(String, String)>) -> Result<Planned> {
+/// The text of `EXPLAIN ANALYZE`: the stage DAG with each stage's metrics.
+pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bool) -> String {
+    let mut text = dag.display_annotated(verbose, |id| {
+        let s = status.stages.iter().find(|s| s.stage_id == id)?;
+        Some(format!(
+            "rows={} bytes={} tasks={} task_time_total={}ms task_time_max={}ms fetches(local/remote)={}/{} attempts={} executors=[{}]",
+            s.output_rows,
+            s.output_bytes,
+            s.tasks_total,
+            s.task_time_ms,
+            s.task_time_max_ms,
+            s.local_fetches,
+            s.remote_fetches,
+            s.attempt + 1,
+            s.executors.join(", ")
+        ))
+    });
+    text.push_str(&format!(
+        "Job {} took {} ms\n",
+        status.job_id, status.elapsed_ms
+    ));
+    text
+}
+
+/// A `(plan_type, plan)` batch like DataFusion's `EXPLAIN` output.
+pub fn explain_batch(rows: Vec<(String, String)>) -> Result<(SchemaRef, RecordBatch)> {
     let schema = Arc::new(Schema::new(vec![
         Field::new("plan_type", DataType::Utf8, false),
         Field::new("plan", DataType::Utf8, false),
@@ -160,11 +207,7 @@ fn explain_batch(rows: Vec<(String, String)>) -> Result<Planned> {
         ],
     )
     .map_err(|e| SchedulerError::Internal(e.to_string()))?;
-    Ok(Planned::Inline {
-        has_result_set: true,
-        schema,
-        batches: vec![batch],
-    })
+    Ok((schema, batch))
 }
 
 /// Does the plan scan `information_schema` (SHOW TABLES, SHOW key, ...)? Those

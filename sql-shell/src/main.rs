@@ -3,24 +3,24 @@
 //! With no `--scheduler` it starts an embedded cluster (a scheduler and
 //! `--executors` executors in this process, on loopback ports, the same
 //! gRPC/Flight path as a real cluster). `-c` and `-f` run statements in the
-//! order given, in one session; without them, statements are read from
-//! standard input (a prompt when it is a terminal).
+//! order given, in one session, and exit non-zero on the first error;
+//! piped standard input is run the same way. On a terminal it is an
+//! interactive shell ([`repl`]).
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
-use std::time::Instant;
 
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
-use ember::{EmberContext, QueryResult, StandaloneOptions};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
+use ember::{EmberContext, StandaloneOptions};
 
+mod completion;
 mod output;
+mod progress;
+mod repl;
+mod shell;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Table,
-    Csv,
-    Json,
-}
+use output::Format;
+use shell::Shell;
 
 /// Ember's SQL shell.
 #[derive(Debug, Parser)]
@@ -41,6 +41,13 @@ struct Args {
     /// Executors of the embedded cluster.
     #[arg(long, default_value_t = 2)]
     executors: usize,
+    /// Rows shown per result in table format (default: 1000 interactively,
+    /// all otherwise).
+    #[arg(long)]
+    max_rows: Option<usize>,
+    /// Print the elapsed time after each result (default: on interactively).
+    #[arg(long)]
+    timing: bool,
     /// Generate TPC-H data at this scale factor (cached) and register its tables.
     #[arg(long)]
     tpch: Option<f64>,
@@ -72,7 +79,7 @@ async fn main() {
     // Quiet unless RUST_LOG asks: the terminal belongs to the user.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -88,7 +95,7 @@ async fn main() {
     }
 }
 
-async fn run(args: Args, inputs: Vec<Input>) -> Result<(), String> {
+async fn connect(args: &Args) -> Result<EmberContext, String> {
     let ctx = match &args.scheduler {
         Some(url) => EmberContext::remote(url).await,
         None => {
@@ -100,13 +107,12 @@ async fn run(args: Args, inputs: Vec<Input>) -> Result<(), String> {
         }
     }
     .map_err(|e| e.to_string())?;
-
     if let Some(sf) = args.tpch {
         let dir = args
             .tpch_dir
             .clone()
             .unwrap_or_else(|| default_tpch_dir(sf));
-        if !dir.join("lineitem").exists() {
+        if !dir.join(ember::tpch::METADATA_FILE).exists() {
             eprintln!("generating TPC-H SF {sf} into {} ...", dir.display());
             ember::tpch::generate(&dir, sf, 4).map_err(|e| e.to_string())?;
         }
@@ -114,35 +120,35 @@ async fn run(args: Args, inputs: Vec<Input>) -> Result<(), String> {
             ctx.sql(&stmt).await.map_err(|e| e.to_string())?;
         }
     }
+    Ok(ctx)
+}
 
-    let mut out = std::io::stdout().lock();
-    if !inputs.is_empty() {
-        for input in inputs {
-            let text = match input {
-                Input::Sql(s) => s,
-                Input::File(p) => std::fs::read_to_string(&p)
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
-            };
-            for stmt in ember::sql::split_statements(&text) {
-                run_statement(&ctx, &stmt, args.format, &mut out).await?;
-            }
-        }
-        return Ok(());
+async fn run(args: Args, inputs: Vec<Input>) -> Result<(), String> {
+    let interactive = inputs.is_empty() && std::io::stdin().is_terminal();
+    let ctx = connect(&args).await?;
+    let mut shell = Shell::new(ctx, args.format, interactive);
+    shell.timing = args.timing || interactive;
+    shell.max_rows = args.max_rows.or(interactive.then_some(1000));
+
+    if interactive {
+        return repl::run(&mut shell).await;
     }
-
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() {
+    if inputs.is_empty() {
         let mut text = String::new();
-        for line in stdin.lock().lines() {
-            text.push_str(&line.map_err(|e| e.to_string())?);
-            text.push('\n');
-        }
-        for stmt in ember::sql::split_statements(&text) {
-            run_statement(&ctx, &stmt, args.format, &mut out).await?;
-        }
-        return Ok(());
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| format!("reading standard input: {e}"))?;
+        return shell.run_script(&text).await;
     }
-    interactive(&ctx, args.format).await
+    for input in inputs {
+        let text = match input {
+            Input::Sql(s) => s,
+            Input::File(p) => std::fs::read_to_string(&p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
+        };
+        shell.run_script(&text).await?;
+    }
+    Ok(())
 }
 
 fn default_tpch_dir(sf: f64) -> PathBuf {
@@ -151,89 +157,4 @@ fn default_tpch_dir(sf: f64) -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
         .unwrap_or_else(std::env::temp_dir);
     base.join("ember").join(format!("tpch-sf{sf}"))
-}
-
-async fn run_statement(
-    ctx: &EmberContext,
-    sql: &str,
-    format: Format,
-    out: &mut impl Write,
-) -> Result<(), String> {
-    let started = Instant::now();
-    let result = ctx.sql(sql).await.map_err(|e| e.to_string())?;
-    print_result(&result, format, started, out).map_err(|e| e.to_string())
-}
-
-fn print_result(
-    result: &QueryResult,
-    format: Format,
-    started: Instant,
-    out: &mut impl Write,
-) -> std::io::Result<()> {
-    if !result.has_result_set {
-        return Ok(());
-    }
-    match format {
-        Format::Table => {
-            output::write_table(result, out)?;
-            let rows = result.num_rows();
-            writeln!(
-                out,
-                "{rows} row{} in {:.3} s",
-                if rows == 1 { "" } else { "s" },
-                started.elapsed().as_secs_f64()
-            )?;
-        }
-        Format::Csv => output::write_csv(result, out)?,
-        Format::Json => output::write_json(result, out)?,
-    }
-    out.flush()
-}
-
-async fn interactive(ctx: &EmberContext, format: Format) -> Result<(), String> {
-    let info = ctx.cluster_info().await.map_err(|e| e.to_string())?;
-    let slots: u32 = info.executors.iter().map(|e| e.slots).sum();
-    println!(
-        "ember-sql {} connected to {} ({} executors, {slots} slots). End statements with ';', Ctrl-D to exit.",
-        env!("CARGO_PKG_VERSION"),
-        ctx.url(),
-        info.executors.len()
-    );
-    let stdin = std::io::stdin();
-    let mut buffer = String::new();
-    let mut out = std::io::stdout();
-    loop {
-        print!(
-            "{}",
-            if buffer.is_empty() {
-                "ember> "
-            } else {
-                "   ..> "
-            }
-        );
-        let _ = out.flush();
-        let mut line = String::new();
-        match stdin.lock().read_line(&mut line) {
-            Ok(0) => {
-                println!();
-                return Ok(());
-            }
-            Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-        let trimmed = line.trim();
-        if buffer.is_empty() && (trimmed == "\\q" || trimmed == "quit" || trimmed == "exit") {
-            return Ok(());
-        }
-        buffer.push_str(&line);
-        if !ember::sql::is_complete(&buffer) {
-            continue;
-        }
-        for stmt in ember::sql::split_statements(&buffer) {
-            if let Err(e) = run_statement(ctx, &stmt, format, &mut out).await {
-                eprintln!("Error: {e}");
-            }
-        }
-        buffer.clear();
-    }
 }

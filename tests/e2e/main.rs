@@ -6,5 +6,6 @@
 mod bad_input;
 mod common;
 mod processes;
+mod shell;
 mod shuffle;
 mod tpch;

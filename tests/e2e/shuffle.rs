@@ -141,3 +141,22 @@ async fn a_serialized_logical_plan_runs_like_sql() {
         true,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn explain_analyze_runs_the_query_and_reports_stage_metrics() {
+    let ctx = EmberContext::standalone(2).await.unwrap();
+    register_tpch(&ctx).await;
+    let result = ctx
+        .sql("EXPLAIN ANALYZE SELECT l_returnflag, count(*) FROM lineitem GROUP BY 1")
+        .await
+        .unwrap();
+    let text = result.pretty().unwrap();
+    assert!(text.contains("distributed_plan_with_metrics"), "{text}");
+    // The scan stage wrote one partial row per group and task.
+    assert!(text.contains("Stage 0"), "{text}");
+    assert!(text.contains("rows="), "{text}");
+    assert!(text.contains("task_time_total="), "{text}");
+    assert!(text.contains("fetches(local/remote)="), "{text}");
+    // Its data is gone, and the cluster is idle again.
+    assert_eq!(ctx.cluster_info().await.unwrap().running_jobs, 0);
+}

@@ -1,0 +1,168 @@
+//! What the shell does with a statement: run it (with progress and Ctrl-C
+//! cancellation on a terminal), then print the result in the chosen format.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use ember::{EmberContext, EmberError, QueryResult, Submitted};
+use futures::FutureExt;
+
+use crate::output::{self, Format};
+use crate::progress::Progress;
+
+pub struct Shell {
+    pub ctx: EmberContext,
+    pub format: Format,
+    pub timing: bool,
+    pub max_rows: Option<usize>,
+    pub interactive: bool,
+    /// `\o FILE` redirects results here.
+    pub output: Option<(String, std::fs::File)>,
+    /// SIGINT, listened to for the whole session so that no Ctrl-C is lost
+    /// between two polls (and none kills the shell).
+    interrupts: Option<tokio::signal::unix::Signal>,
+}
+
+impl Shell {
+    pub fn new(ctx: EmberContext, format: Format, interactive: bool) -> Self {
+        Self {
+            ctx,
+            format,
+            timing: false,
+            max_rows: None,
+            interactive,
+            output: None,
+            interrupts: if interactive {
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok()
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Runs every statement of `text`; stops at the first error.
+    pub async fn run_script(&mut self, text: &str) -> Result<(), String> {
+        for stmt in ember::sql::split_statements(text) {
+            self.execute(&stmt)
+                .await
+                .map_err(|e| format_error(&stmt, &e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs one statement and prints its result.
+    pub async fn execute(&mut self, sql: &str) -> Result<(), EmberError> {
+        let started = Instant::now();
+        let result = match self.ctx.submit_sql(sql).await? {
+            Submitted::Done(result) => result,
+            Submitted::Job(job) => self.follow(job).await?,
+        };
+        self.print(&result, started.elapsed())
+            .map_err(|e| EmberError::Io(format!("writing the result: {e}")))
+    }
+
+    /// Waits for a job, drawing progress and cancelling it on Ctrl-C when
+    /// interactive.
+    async fn follow(&mut self, job: ember::RunningJob) -> Result<QueryResult, EmberError> {
+        let Some(interrupts) = self.interrupts.as_mut() else {
+            return self.ctx.complete(job, |_| {}).await;
+        };
+        // A Ctrl-C pressed before this query (at the prompt) is not for it.
+        while interrupts.recv().now_or_never().is_some() {}
+        let job_id = job.job_id.clone();
+        let progress = Progress::new(std::io::stderr().is_terminal());
+        let completion = self.ctx.complete(job, |s| progress.update(s));
+        tokio::pin!(completion);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        let mut cancelled = false;
+        let result = loop {
+            tokio::select! {
+                r = &mut completion => break r,
+                _ = tick.tick() => progress.draw(),
+                _ = interrupts.recv(), if !cancelled => {
+                    cancelled = true;
+                    progress.clear();
+                    eprintln!("cancelling query {job_id} ...");
+                    if let Err(e) = self.ctx.cancel(&job_id).await {
+                        eprintln!("cancel failed: {e}");
+                    }
+                }
+            }
+        };
+        progress.clear();
+        result
+    }
+
+    fn print(&mut self, result: &QueryResult, elapsed: Duration) -> std::io::Result<()> {
+        if !result.has_result_set {
+            if self.interactive && self.timing {
+                eprintln!("OK in {:.3} s", elapsed.as_secs_f64());
+            }
+            return Ok(());
+        }
+        let format = self.format;
+        let max_rows = self.max_rows;
+        let timing = self.timing;
+        let mut stdout = std::io::stdout().lock();
+        let out: &mut dyn Write = match &mut self.output {
+            Some((_, file)) => file,
+            None => &mut stdout,
+        };
+        match format {
+            Format::Table => {
+                output::write_table(result, max_rows, out)?;
+                let rows = result.num_rows();
+                let noun = if rows == 1 { "row" } else { "rows" };
+                if timing {
+                    writeln!(out, "{rows} {noun} in {:.3} s", elapsed.as_secs_f64())?;
+                } else {
+                    writeln!(out, "{rows} {noun}")?;
+                }
+            }
+            Format::Csv => output::write_csv(result, out)?,
+            Format::Json => output::write_json(result, out)?,
+        }
+        out.flush()
+    }
+}
+
+/// One clear line; for syntax errors the statement's line with a caret under
+/// the position the parser reported.
+pub fn format_error(sql: &str, e: &EmberError) -> String {
+    let msg = e.to_string();
+    let Some(pos) = parse_position(&msg) else {
+        return msg;
+    };
+    let Some(line) = sql.lines().nth(pos.0.saturating_sub(1)) else {
+        return msg;
+    };
+    format!(
+        "{msg}\n  {line}\n  {}^",
+        " ".repeat(pos.1.saturating_sub(1))
+    )
+}
+
+/// `(line, column)` from a message containing `Line: L, Column: C`.
+fn parse_position(msg: &str) -> Option<(usize, usize)> {
+    let rest = &msg[msg.find("Line: ")? + 6..];
+    let (line, rest) = rest.split_once(", Column: ")?;
+    let col: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    Some((line.trim().parse().ok()?, col.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syntax_errors_point_at_the_position() {
+        let e = EmberError::Query(
+            "SQL error: ParserError(\"Expected: an expression, found: FROM at Line: 2, Column: 8\")"
+                .into(),
+        );
+        let text = format_error("SELECT a,\nSELECT FROM t", &e);
+        assert!(text.ends_with("\n  SELECT FROM t\n         ^"), "{text}");
+        let plain = EmberError::Query("table 't' not found".into());
+        assert_eq!(format_error("SELECT 1", &plain), "table 't' not found");
+    }
+}
