@@ -20,7 +20,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{RecordBatch, UInt64Array};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
@@ -95,6 +95,35 @@ impl ShuffleWriterExec {
             .as_ref()
             .map_or(1, |p| p.partition_count())
     }
+}
+
+/// Copies the strings a view array (`Utf8View`, `BinaryView`) really uses
+/// into buffers of its own.
+///
+/// Taking rows out of a view array (as the hash partitioner does) keeps
+/// references to *all* of the source's data buffers, so every bucket would
+/// carry, account for and ship the whole input's strings: memory budgets blow
+/// up and Flight sends the same bytes once per bucket.
+fn compact(batch: RecordBatch) -> Result<RecordBatch> {
+    let needs = batch
+        .columns()
+        .iter()
+        .any(|c| matches!(c.data_type(), DataType::Utf8View | DataType::BinaryView));
+    if !needs {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .map(|c| -> ArrayRef {
+            match c.data_type() {
+                DataType::Utf8View => Arc::new(c.as_string_view().gc()),
+                DataType::BinaryView => Arc::new(c.as_binary_view().gc()),
+                _ => Arc::clone(c),
+            }
+        })
+        .collect();
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// Schema of the one-row statistics batch a writer task yields.
@@ -220,8 +249,8 @@ impl ExecutionPlan for ShuffleWriterExec {
                     continue;
                 }
                 match partitioner.as_mut() {
-                    Some(p) => p.partition(batch, |bucket, b| sink.push(bucket, b))?,
-                    None => sink.push(0, batch)?,
+                    Some(p) => p.partition(batch, |bucket, b| sink.push(bucket, compact(b)?))?,
+                    None => sink.push(0, compact(batch)?)?,
                 }
             }
             let stats = sink.finish()?;
@@ -243,5 +272,38 @@ impl ExecutionPlan for ShuffleWriterExec {
 
     fn metrics(&self) -> Option<MetricsSet> {
         Some(self.metrics.clone_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::StringViewArray;
+    use arrow::compute::take;
+
+    use super::*;
+
+    #[test]
+    fn compacted_bucket_no_longer_carries_the_whole_input() {
+        let long: Vec<String> = (0..10_000)
+            .map(|i| format!("a fairly long string number {i}"))
+            .collect();
+        let strings = StringViewArray::from_iter_values(long.iter());
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "s",
+            DataType::Utf8View,
+            false,
+        )]));
+        // What the hash partitioner does: take a few rows out of a big batch.
+        let few = take(&strings, &UInt64Array::from(vec![1u64, 5000, 9999]), None).unwrap();
+        let bucket = RecordBatch::try_new(Arc::clone(&schema), vec![few]).unwrap();
+        let before = bucket.get_array_memory_size();
+        let after = compact(bucket.clone()).unwrap();
+        assert!(
+            after.get_array_memory_size() * 10 < before,
+            "{} -> {}",
+            before,
+            after.get_array_memory_size()
+        );
+        assert_eq!(after, bucket, "compaction must not change values");
     }
 }

@@ -151,7 +151,7 @@ impl Core {
             state.queue.retain(|id| !failed.contains(id));
         }
         for id in failed {
-            self.cleanup_job(&id, true);
+            self.cleanup_job(&id);
         }
         self.dispatch();
     }
@@ -286,7 +286,7 @@ impl Core {
             }
         }
         if let Some((id, true)) = finished {
-            self.cleanup_job(&id, true);
+            self.cleanup_job(&id);
         }
         self.dispatch();
     }
@@ -306,7 +306,7 @@ impl Core {
         };
         if cancelled {
             tracing::info!(job = job_id, "job cancelled");
-            self.cleanup_job(job_id, true);
+            self.cleanup_job(job_id);
             // Slots of killed tasks come back with their status reports.
         }
         Ok(cancelled)
@@ -320,20 +320,19 @@ impl Core {
             state.jobs.remove(job_id)
         };
         if let Some(mut entry) = removed {
-            if entry.job.is_running() {
+            // Only a job released while running still has tasks to kill.
+            let running = entry.job.is_running();
+            if running {
                 entry.job.finish(JobPhase::Cancelled);
                 entry.status.send_replace(entry.job.status());
             }
-            self.free_data(
-                job_id,
-                entry.job.executors_used.iter().cloned().collect(),
-                true,
-            );
+            let executors = entry.job.executors_used.iter().cloned().collect();
+            self.free_data(job_id, executors, running);
         }
     }
 
-    /// Stops a finished-unsuccessfully job's tasks and frees its data.
-    fn cleanup_job(self: &Arc<Self>, job_id: &str, kill: bool) {
+    /// Stops a failed or cancelled job's tasks and frees its data.
+    fn cleanup_job(self: &Arc<Self>, job_id: &str) {
         let executors: Vec<String> = {
             let state = self.state.lock();
             match state.jobs.get(job_id) {
@@ -341,7 +340,7 @@ impl Core {
                 None => return,
             }
         };
-        self.free_data(job_id, executors, kill);
+        self.free_data(job_id, executors, true);
     }
 
     fn free_data(self: &Arc<Self>, job_id: &str, executors: Vec<String>, kill: bool) {
