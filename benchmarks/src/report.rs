@@ -29,6 +29,20 @@ pub struct Environment {
     pub started_unix: u64,
 }
 
+impl Environment {
+    /// One line saying what was measured where.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} ({} x {} slots, sf {:?}, commit {})",
+            self.cluster,
+            self.executors,
+            self.slots_per_executor,
+            self.scale_factor,
+            self.git_commit.as_deref().unwrap_or("?")
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueryReport {
     pub query: usize,
@@ -139,24 +153,8 @@ impl RunReport {
 /// Side-by-side medians of two runs.
 pub fn compare(a: &RunReport, b: &RunReport) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "a: {} ({} x {} slots, sf {:?}, commit {})",
-        a.environment.cluster,
-        a.environment.executors,
-        a.environment.slots_per_executor,
-        a.environment.scale_factor,
-        a.environment.git_commit.as_deref().unwrap_or("?")
-    );
-    let _ = writeln!(
-        out,
-        "b: {} ({} x {} slots, sf {:?}, commit {})",
-        b.environment.cluster,
-        b.environment.executors,
-        b.environment.slots_per_executor,
-        b.environment.scale_factor,
-        b.environment.git_commit.as_deref().unwrap_or("?")
-    );
+    let _ = writeln!(out, "a: {}", a.environment.summary());
+    let _ = writeln!(out, "b: {}", b.environment.summary());
     let _ = writeln!(
         out,
         "{:>5} {:>10} {:>10} {:>8}",
