@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use arrow::record_batch::{RecordBatch, RecordBatchReader};
 use parquet::arrow::ArrowWriter;
@@ -106,30 +107,34 @@ pub fn generate(dir: &Path, sf: f64, files_per_table: usize) -> Result<Vec<(Stri
         }
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let queue = std::sync::Mutex::new(work);
-    let results = std::sync::Mutex::new(Vec::<(String, u64)>::new());
-    let errors = std::sync::Mutex::new(Vec::<EmberError>::new());
+    let queue = Mutex::new(work);
+    let results = Mutex::new(Vec::<(String, u64)>::new());
+    let errors = Mutex::new(Vec::<EmberError>::new());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
-                    let item = queue.lock().ok().and_then(|mut q| q.pop());
+                    let item = lock(&queue).pop();
                     let Some((table, part, parts, path)) = item else {
                         break;
                     };
                     match table_part(&table, sf, part, parts, &path) {
-                        Ok(rows) => results.lock().expect("no panics").push((table, rows)),
-                        Err(e) => errors.lock().expect("no panics").push(e),
+                        Ok(rows) => lock(&results).push((table, rows)),
+                        Err(e) => lock(&errors).push(e),
                     }
                 }
             });
         }
     });
-    if let Some(e) = errors.into_inner().expect("no panics").pop() {
+    if let Some(e) = errors
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .pop()
+    {
         return Err(e);
     }
     let mut totals: Vec<(String, u64)> = TABLES.iter().map(|t| (t.to_string(), 0)).collect();
-    for (table, rows) in results.into_inner().expect("no panics") {
+    for (table, rows) in results.into_inner().unwrap_or_else(PoisonError::into_inner) {
         if let Some(t) = totals.iter_mut().find(|(n, _)| *n == table) {
             t.1 += rows;
         }
@@ -141,6 +146,11 @@ pub fn generate(dir: &Path, sf: f64, files_per_table: usize) -> Result<Vec<(Stri
     std::fs::write(dir.join(METADATA_FILE), meta)
         .map_err(|e| EmberError::Io(format!("{}: {e}", dir.display())))?;
     Ok(totals)
+}
+
+/// A worker that panicked leaves the lists as they were: still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `CREATE EXTERNAL TABLE` statements for tables generated under `dir`.

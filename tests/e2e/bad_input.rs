@@ -151,7 +151,7 @@ async fn flight_refuses_garbage_paths_foreign_jobs_and_freed_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_token_is_refused_while_the_job_data_exists() {
-    // Keep a job's data alive by holding it in a second, unreleased session.
+    // A job registered on an executor, and a client guessing its token.
     let scheduler = Scheduler::start(SchedulerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
