@@ -138,7 +138,7 @@ async fn run(args: Args, inputs: Vec<Input>) -> Result<(), String> {
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| format!("reading standard input: {e}"))?;
-        return shell.run_script(&text).await;
+        return repl::run_script(&mut shell, &text).await;
     }
     for input in inputs {
         let text = match input {
@@ -146,7 +146,7 @@ async fn run(args: Args, inputs: Vec<Input>) -> Result<(), String> {
             Input::File(p) => std::fs::read_to_string(&p)
                 .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
         };
-        shell.run_script(&text).await?;
+        repl::run_script(&mut shell, &text).await?;
     }
     Ok(())
 }

@@ -79,8 +79,9 @@ pub async fn run(shell: &mut Shell) -> Result<(), String> {
         if buffer.is_empty() && trimmed.starts_with('\\') {
             let _ = editor.add_history_entry(trimmed);
             match meta(shell, trimmed).await {
-                Meta::Quit => break,
-                Meta::Continue => {}
+                Ok(Meta::Quit) => break,
+                Ok(Meta::Continue) => {}
+                Err(e) => eprintln!("Error: {e}"),
             }
             refresh_catalog(shell, &catalog).await;
             continue;
@@ -151,17 +152,51 @@ async fn refresh_catalog(shell: &Shell, catalog: &std::sync::Arc<std::sync::Mute
     }
 }
 
-enum Meta {
+pub enum Meta {
     Continue,
     Quit,
 }
 
-async fn meta(shell: &mut Shell, line: &str) -> Meta {
+/// Runs a script the way the shell reads a terminal: statements end with
+/// `;` (the last one need not), and a line starting with `\` is a
+/// meta-command. Stops at the first error, or at `\q`.
+pub async fn run_script(shell: &mut Shell, text: &str) -> Result<(), String> {
+    let mut buffer = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if buffer.trim().is_empty() && trimmed.starts_with('\\') {
+            buffer.clear();
+            match Box::pin(meta(shell, trimmed)).await? {
+                Meta::Quit => return Ok(()),
+                Meta::Continue => continue,
+            }
+        }
+        buffer.push_str(line);
+        buffer.push('\n');
+        if ember::sql::is_complete(&buffer) {
+            run_statements(shell, &buffer).await?;
+            buffer.clear();
+        }
+    }
+    run_statements(shell, &buffer).await
+}
+
+async fn run_statements(shell: &mut Shell, text: &str) -> Result<(), String> {
+    for stmt in ember::sql::split_statements(text) {
+        shell
+            .execute(&stmt)
+            .await
+            .map_err(|e| format_error(&stmt, &e))?;
+    }
+    Ok(())
+}
+
+pub async fn meta(shell: &mut Shell, line: &str) -> Result<Meta, String> {
     let mut parts = line.splitn(2, char::is_whitespace);
     let cmd = parts.next().unwrap_or("");
     let arg = parts.next().map(str::trim).unwrap_or("");
     let result: Result<(), String> = match cmd {
-        "\\q" => return Meta::Quit,
+        "\\q" => return Ok(Meta::Quit),
         "\\?" | "\\h" | "\\help" => {
             print!("{HELP}");
             Ok(())
@@ -210,15 +245,7 @@ async fn meta(shell: &mut Shell, line: &str) -> Meta {
             Err(_) => Err("usage: \\maxrows N (0 shows all rows)".into()),
         },
         "\\i" if !arg.is_empty() => match std::fs::read_to_string(arg) {
-            Ok(text) => {
-                for stmt in ember::sql::split_statements(&text) {
-                    if let Err(e) = shell.execute(&stmt).await {
-                        eprintln!("Error: {}", format_error(&stmt, &e));
-                        break;
-                    }
-                }
-                Ok(())
-            }
+            Ok(text) => Box::pin(run_script(shell, &text)).await,
             Err(e) => Err(format!("cannot read {arg}: {e}")),
         },
         "\\o" if arg.is_empty() => {
@@ -235,10 +262,7 @@ async fn meta(shell: &mut Shell, line: &str) -> Meta {
         "\\cluster" => cluster(shell).await,
         _ => Err(format!("unknown command {cmd}: \\? lists the commands")),
     };
-    if let Err(e) = result {
-        eprintln!("Error: {e}");
-    }
-    Meta::Continue
+    result.map(|()| Meta::Continue)
 }
 
 /// Runs a catalog query and prints it as a table whatever the format.

@@ -40,16 +40,6 @@ impl Shell {
         }
     }
 
-    /// Runs every statement of `text`; stops at the first error.
-    pub async fn run_script(&mut self, text: &str) -> Result<(), String> {
-        for stmt in ember::sql::split_statements(text) {
-            self.execute(&stmt)
-                .await
-                .map_err(|e| format_error(&stmt, &e))?;
-        }
-        Ok(())
-    }
-
     /// Runs one statement and prints its result.
     pub async fn execute(&mut self, sql: &str) -> Result<(), EmberError> {
         let started = Instant::now();

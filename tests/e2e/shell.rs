@@ -211,3 +211,13 @@ fn interactive_shell_edits_describes_shows_progress_cancels_and_exits() {
         .expect("history is saved in the data dir");
     assert!(history.contains("SELECT 40 + 2 AS answer;"), "{history}");
 }
+
+#[test]
+fn meta_commands_work_in_scripts_too() {
+    let out = stdout_of(&["-c", "\\d", "-c", "\\format csv", "-c", "SELECT 1 AS one"]);
+    assert!(out.contains("| lineitem   | BASE TABLE |"), "{out}");
+    assert!(out.ends_with("one\n1\n"), "{out}");
+    let bad = ember_sql(&["-c", "\\nonsense"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown command \\nonsense"));
+}
