@@ -54,6 +54,8 @@ pub struct ExecutorConfig {
     pub executor_id: Option<String>,
     /// Cap on one gRPC/Flight message.
     pub max_message_size: usize,
+    /// How long to keep trying to reach the scheduler at start.
+    pub register_timeout: Duration,
 }
 
 impl ExecutorConfig {
@@ -69,6 +71,7 @@ impl ExecutorConfig {
             work_dir: None,
             executor_id: None,
             max_message_size: ember_proto::DEFAULT_MAX_MESSAGE_SIZE,
+            register_timeout: Duration::ZERO,
         }
     }
 }
@@ -215,7 +218,7 @@ impl Executor {
             }
         });
 
-        let interval = register(&inner, &config.scheduler_url).await?;
+        let interval = register_patiently(&inner, &config).await?;
         tracing::info!(executor = %id, %address, slots = config.slots, "executor registered");
         let heartbeat = tokio::spawn(heartbeat_loop(
             Arc::clone(&inner),
@@ -312,6 +315,25 @@ async fn register(inner: &Inner, url: &str) -> Result<Duration> {
     Ok(Duration::from_millis(
         response.into_inner().heartbeat_interval_ms.max(100),
     ))
+}
+
+/// Registers, retrying while the scheduler is unreachable (it may still be
+/// starting) for up to `register_timeout`; a refusal fails at once.
+async fn register_patiently(inner: &Inner, config: &ExecutorConfig) -> Result<Duration> {
+    let deadline = Instant::now() + config.register_timeout;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match register(inner, &config.scheduler_url).await {
+            Err(ExecutorError::SchedulerUnreachable { .. })
+                if Instant::now() + backoff < deadline =>
+            {
+                tracing::info!(url = %config.scheduler_url, "scheduler not reachable yet; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn heartbeat_loop(inner: Arc<Inner>, url: String, interval: Duration) {

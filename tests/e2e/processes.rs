@@ -33,23 +33,7 @@ async fn query_with_shuffle_runs_through_real_scheduler_and_executor_processes()
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut procs = Processes(vec![]);
-    procs.0.push(
-        Command::new(binary("ember-scheduler"))
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn ember-scheduler"),
-    );
-    // Executors retry nothing: wait until the scheduler answers.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "scheduler did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Executors started before their scheduler keep trying to register.
     for _ in 0..2 {
         procs.0.push(
             Command::new(binary("ember-executor"))
@@ -59,6 +43,23 @@ async fn query_with_shuffle_runs_through_real_scheduler_and_executor_processes()
                 .spawn()
                 .expect("spawn ember-executor"),
         );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    procs.0.push(
+        Command::new(binary("ember-scheduler"))
+            .args(["--bind", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn ember-scheduler"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "scheduler did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let ctx = EmberContext::remote(&url).await.expect("connect");
     loop {
@@ -86,7 +87,7 @@ async fn query_with_shuffle_runs_through_real_scheduler_and_executor_processes()
     assert!(remote > 0, "shuffle data should cross processes: {job:?}");
 
     // SIGTERM shuts an executor down cleanly.
-    let executor = &mut procs.0[1];
+    let executor = &mut procs.0[0];
     let pid = executor.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);

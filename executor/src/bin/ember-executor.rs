@@ -38,6 +38,9 @@ struct Args {
     /// Executor id (default: random).
     #[arg(long, env = "EMBER_EXECUTOR_ID")]
     id: Option<String>,
+    /// Seconds to keep retrying while the scheduler is unreachable at start.
+    #[arg(long, env = "EMBER_REGISTER_TIMEOUT_SECS", default_value_t = 60)]
+    register_timeout_secs: u64,
 }
 
 /// Parses sizes like `4GiB`, `512MiB`, `1G`, `1000000`.
@@ -77,6 +80,7 @@ async fn main() {
     config.shuffle_memory_bytes = args.shuffle_memory.unwrap_or(args.memory / 4);
     config.work_dir = args.work_dir;
     config.executor_id = args.id;
+    config.register_timeout = std::time::Duration::from_secs(args.register_timeout_secs);
 
     let executor = match Executor::start(config).await {
         Ok(e) => e,
