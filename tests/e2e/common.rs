@@ -8,12 +8,23 @@ use arrow::array::RecordBatch;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use ember::EmberContext;
 
-/// SF 0.01 TPC-H, 3 files per large table, generated once per test binary.
+/// SF 0.01 TPC-H, 3 files per large table: generated once and reused by
+/// later runs (generation is deterministic). Written to a private directory
+/// and renamed into place, so concurrent runs never see half a data set.
 pub fn tpch_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("ember-e2e-tpch-{}", std::process::id()));
-        ember::tpch::generate(&dir, 0.01, 3).expect("generate TPC-H data");
+        let dir = std::env::temp_dir().join("ember-e2e-tpch-sf0.01-3files");
+        if !dir.join(ember::tpch::METADATA_FILE).exists() {
+            let staging =
+                std::env::temp_dir().join(format!("ember-e2e-tpch-staging-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&staging);
+            ember::tpch::generate(&staging, 0.01, 3).expect("generate TPC-H data");
+            if std::fs::rename(&staging, &dir).is_err() {
+                // Another run got there first; its data is the same.
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+        }
         dir
     })
 }
