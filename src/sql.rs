@@ -4,6 +4,21 @@
 /// comments (`-- …`) and block comments (`/* … */`). Empty statements (and
 /// statements made only of comments) are dropped.
 pub fn split_statements(text: &str) -> Vec<String> {
+    let (mut statements, unterminated) = scan(text);
+    statements.extend(unterminated);
+    statements
+}
+
+/// Does `text` end with a complete statement (a top-level `;`, ignoring
+/// trailing whitespace and comments)? Used by line-oriented input.
+pub fn is_complete(text: &str) -> bool {
+    let (statements, unterminated) = scan(text);
+    !statements.is_empty() && unterminated.is_none()
+}
+
+/// The `;`-terminated statements of `text`, and the unterminated code after
+/// the last `;` (if any).
+fn scan(text: &str) -> (Vec<String>, Option<String>) {
     let mut out = vec![];
     let mut current = String::new();
     let mut chars = text.chars().peekable();
@@ -60,22 +75,8 @@ pub fn split_statements(text: &str) -> Vec<String> {
             }
         }
     }
-    if has_code {
-        out.push(current.trim().to_string());
-    }
-    out
-}
-
-/// Does `text` end with a complete statement (a top-level `;`, ignoring
-/// trailing whitespace and comments)? Used by line-oriented input.
-pub fn is_complete(text: &str) -> bool {
-    let stmts = split_statements(&format!("{text}\n"));
-    if stmts.is_empty() {
-        return false;
-    }
-    // Complete when splitting "text + marker" yields the marker alone last.
-    let probe = split_statements(&format!("{text}\nX"));
-    probe.last().map(|s| s == "X").unwrap_or(false)
+    let unterminated = has_code.then(|| current.trim().to_string());
+    (out, unterminated)
 }
 
 #[cfg(test)]

@@ -143,11 +143,6 @@ impl ShuffleStore {
         self.spilled_bytes.load(Ordering::Relaxed)
     }
 
-    /// Number of jobs with data here.
-    pub fn job_count(&self) -> usize {
-        self.jobs.lock().len()
-    }
-
     /// Registers `job` with its token (idempotent; a second token for the
     /// same job is refused).
     pub fn register_job(&self, job: &str, token: &str) -> Result<(), StoreError> {

@@ -80,10 +80,6 @@ impl StageDag {
         &self.stages
     }
 
-    pub fn stage(&self, id: u32) -> Option<&Stage> {
-        self.stages.get(id as usize)
-    }
-
     pub fn final_stage(&self) -> &Stage {
         // `cut` always adds the final stage last, so there is at least one.
         &self.stages[self.stages.len() - 1]
