@@ -12,8 +12,9 @@ use arrow_flight::{FlightClient, Ticket};
 use ember_executor::{Executor, ExecutorConfig};
 use ember_proto::scheduler_service_client::SchedulerServiceClient;
 use ember_proto::{
-    CancelJobRequest, ClusterInfoRequest, CreateSessionRequest, ExecuteRequest, JobState,
-    JobStatus, ReleaseJobRequest, WatchJobRequest, execute_request, execute_response,
+    CancelJobRequest, CloseSessionRequest, ClusterInfoRequest, CreateSessionRequest,
+    ExecuteRequest, JobState, JobStatus, ReleaseJobRequest, ResultLostRequest, WatchJobRequest,
+    execute_request, execute_response,
 };
 use ember_scheduler::{Scheduler, SchedulerConfig};
 use futures::TryStreamExt;
@@ -96,7 +97,13 @@ impl Drop for Embedded {
     }
 }
 
-/// A session on an Ember cluster.
+/// How many times one query's result fetch may lose a partition and wait
+/// for it to be recomputed before the query fails.
+const MAX_RESULT_RECOVERIES: usize = 8;
+
+/// A session on an Ember cluster. Dropping it closes the session on the
+/// scheduler (cancelling whatever it still runs); [`close`](Self::close) does
+/// the same and waits for the scheduler's answer.
 pub struct EmberContext {
     url: String,
     scheduler: SchedulerServiceClient<Channel>,
@@ -211,6 +218,20 @@ impl EmberContext {
         &self.session_id
     }
 
+    /// Closes the session on the scheduler: its tables and settings are
+    /// forgotten and its running jobs cancelled.
+    pub async fn close(self) -> Result<()> {
+        let mut scheduler = self.scheduler.clone();
+        let session_id = self.session_id.clone();
+        // Closed here, not again on drop.
+        let mut this = self;
+        this.session_id.clear();
+        scheduler
+            .close_session(CloseSessionRequest { session_id })
+            .await?;
+        Ok(())
+    }
+
     /// Executors, slots and running jobs of the cluster.
     pub async fn cluster_info(&self) -> Result<ember_proto::ClusterInfo> {
         Ok(self
@@ -308,16 +329,17 @@ impl EmberContext {
 
     /// Follows `job` to its end (calling `progress` with every snapshot),
     /// fetches its result from the executors and frees the job's data.
+    ///
+    /// A result partition that cannot be fetched (its executor died) is
+    /// reported to the scheduler, which recomputes it; the fetch then goes
+    /// on from that partition. Partitions are taken whole, so nothing is
+    /// returned twice or lost.
     pub async fn complete(
         &self,
         job: RunningJob,
         mut progress: impl FnMut(&JobStatus),
     ) -> Result<QueryResult> {
-        let status = self.wait(&job.job_id, &mut progress).await;
-        let result = match status {
-            Ok(status) => self.fetch(&status).await.map(|batches| (status, batches)),
-            Err(e) => Err(e),
-        };
+        let result = self.wait_and_fetch(&job.job_id, &mut progress).await;
         // Free the job's data on the executors whatever happened.
         let _ = self
             .scheduler
@@ -348,7 +370,63 @@ impl EmberContext {
             .cancelled)
     }
 
+    async fn wait_and_fetch(
+        &self,
+        job_id: &str,
+        progress: &mut impl FnMut(&JobStatus),
+    ) -> Result<(JobStatus, Vec<RecordBatch>)> {
+        let mut status = self.wait(job_id, progress).await?;
+        let mut batches = vec![];
+        let mut next_partition = 0;
+        let mut recoveries = 0;
+        loop {
+            match self.fetch(&status, next_partition, &mut batches).await {
+                Ok(()) => return Ok((status, batches)),
+                Err((partition, e)) => {
+                    recoveries += 1;
+                    if recoveries > MAX_RESULT_RECOVERIES {
+                        return Err(e);
+                    }
+                    let Some(lost) = status.results.iter().find(|r| r.partition == partition)
+                    else {
+                        return Err(e);
+                    };
+                    tracing::warn!(job = job_id, partition, error = %e, "result partition lost; asking the cluster to recompute it");
+                    self.scheduler
+                        .clone()
+                        .result_lost(ResultLostRequest {
+                            job_id: job_id.to_string(),
+                            partition,
+                            attempt: lost.attempt,
+                            message: e.to_string(),
+                        })
+                        .await?;
+                    let old_attempt = lost.attempt;
+                    // Wait until the partition exists again, from a new attempt.
+                    for _ in 0..500 {
+                        status = self.wait(job_id, progress).await?;
+                        let recomputed = status
+                            .results
+                            .iter()
+                            .any(|r| r.partition == partition && r.attempt != old_attempt);
+                        if recomputed {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    next_partition = partition;
+                }
+            }
+        }
+    }
+
     async fn wait(&self, job_id: &str, progress: &mut impl FnMut(&JobStatus)) -> Result<JobStatus> {
+        let lost = |e: tonic::Status| {
+            EmberError::Cluster(format!(
+                "lost the scheduler while job {job_id} ran ({}); the job was lost with it",
+                e.message()
+            ))
+        };
         let mut stream = self
             .scheduler
             .clone()
@@ -357,7 +435,7 @@ impl EmberContext {
             })
             .await?
             .into_inner();
-        while let Some(status) = stream.message().await? {
+        while let Some(status) = stream.message().await.map_err(lost)? {
             progress(&status);
             match JobState::try_from(status.state).unwrap_or(JobState::Unspecified) {
                 JobState::Succeeded => return Ok(status),
@@ -371,38 +449,70 @@ impl EmberContext {
         )))
     }
 
-    /// Streams the final partitions, in order, from the executors holding them.
-    async fn fetch(&self, status: &JobStatus) -> Result<Vec<RecordBatch>> {
+    /// Streams the final partitions from `from` on, in order, from the
+    /// executors holding them, into `batches`. A partition is added whole or
+    /// not at all; on failure, returns the partition that failed.
+    async fn fetch(
+        &self,
+        status: &JobStatus,
+        from: u32,
+        batches: &mut Vec<RecordBatch>,
+    ) -> Result<(), (u32, EmberError)> {
         let mut results = status.results.clone();
         results.sort_by_key(|r| r.partition);
-        let mut batches = vec![];
-        for r in results {
+        for r in results.into_iter().filter(|r| r.partition >= from) {
+            let partition = r.partition;
             let fetch_err = |message: String| EmberError::Fetch {
                 executor: r.executor_id.clone(),
                 message,
             };
-            let channel = self
-                .flight_channel(&r.flight_address)
-                .await
-                .map_err(fetch_err)?;
-            let inner =
-                FlightServiceClient::new(channel).max_decoding_message_size(self.max_message_size);
-            let mut client = FlightClient::new_from_inner(inner);
-            let stream = client
-                .do_get(Ticket::new(r.ticket.clone()))
-                .await
-                .map_err(|e| fetch_err(e.to_string()))?;
-            let part: Vec<RecordBatch> = match stream.try_collect().await {
-                Ok(part) => part,
+            let part = async {
+                let channel = self
+                    .flight_channel(&r.flight_address)
+                    .await
+                    .map_err(fetch_err)?;
+                let inner = FlightServiceClient::new(channel)
+                    .max_decoding_message_size(self.max_message_size);
+                let mut client = FlightClient::new_from_inner(inner);
+                let stream = client
+                    .do_get(Ticket::new(r.ticket.clone()))
+                    .await
+                    .map_err(|e| fetch_err(e.to_string()))?;
+                stream
+                    .try_collect::<Vec<RecordBatch>>()
+                    .await
+                    .map_err(|e| fetch_err(e.to_string()))
+            };
+            match part.await {
+                Ok(part) => batches.extend(part.into_iter().filter(|b| b.num_rows() > 0)),
                 Err(e) => {
                     // The executor may be gone: do not keep its channel.
                     self.forget_channel(&r.flight_address);
-                    return Err(fetch_err(e.to_string()));
+                    return Err((partition, e));
                 }
-            };
-            batches.extend(part.into_iter().filter(|b| b.num_rows() > 0));
+            }
         }
-        Ok(batches)
+        Ok(())
+    }
+}
+
+impl Drop for EmberContext {
+    fn drop(&mut self) {
+        if self.session_id.is_empty() {
+            return;
+        }
+        // Best effort: the scheduler also closes sessions idle past its TTL.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let mut scheduler = self.scheduler.clone();
+            let session_id = std::mem::take(&mut self.session_id);
+            handle.spawn(async move {
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    scheduler.close_session(CloseSessionRequest { session_id }),
+                )
+                .await;
+            });
+        }
     }
 }
 

@@ -50,7 +50,7 @@ fn input() -> (Vec<RecordBatch>, u64) {
 }
 
 fn write_map_output(store: &Arc<ShuffleStore>, job: &str, map: u32, batches: &[RecordBatch]) {
-    let mut sink = Box::new(store.sink(job, 0, map, BUCKETS, batches[0].schema()));
+    let mut sink = Box::new(store.sink(job, (0, map, 1), BUCKETS, batches[0].schema()));
     for (i, b) in batches.iter().enumerate() {
         sink.push(i % BUCKETS, b.clone()).expect("push");
     }
@@ -83,7 +83,7 @@ fn shuffle_store(c: &mut Criterion) {
         }
         group.bench_function(BenchmarkId::new("read", name), |b| {
             b.to_async(&rt).iter(|| async {
-                let output = store.open_job("bench", "t", 0, 0).expect("output");
+                let output = store.open_job("bench", "t", (0, 0, 1)).expect("output");
                 for bucket in 0..BUCKETS as u32 {
                     let read: Vec<RecordBatch> = output
                         .stream(bucket)
@@ -119,7 +119,7 @@ fn flight_fetch(c: &mut Criterion) {
     {
         let _guard = rt.enter();
         // One bucket holding every batch.
-        let mut sink = Box::new(store.sink("bench", 0, 0, 1, batches[0].schema()));
+        let mut sink = Box::new(store.sink("bench", (0, 0, 1), 1, batches[0].schema()));
         for b in &batches {
             sink.push(0, b.clone()).expect("push");
         }
@@ -131,6 +131,8 @@ fn flight_fetch(c: &mut Criterion) {
         stage_id: 0,
         map_partition: 0,
         bucket: 0,
+        attempt: 1,
+        result: false,
     }
     .encode_to_vec();
     let channel = rt.block_on(async {

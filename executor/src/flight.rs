@@ -14,10 +14,11 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::faults::{FaultPoint, Faults};
 use crate::store::{ShuffleStore, StoreError, is_valid_id};
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -25,11 +26,12 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 #[derive(Debug, Clone)]
 pub struct ShuffleFlightService {
     store: Arc<ShuffleStore>,
+    faults: Arc<Faults>,
 }
 
 impl ShuffleFlightService {
-    pub fn new(store: Arc<ShuffleStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<ShuffleStore>, faults: Arc<Faults>) -> Self {
+        Self { store, faults }
     }
 }
 
@@ -75,12 +77,25 @@ impl FlightService for ShuffleFlightService {
             .open_job(
                 &ticket.job_id,
                 &ticket.job_token,
-                ticket.stage_id,
-                ticket.map_partition,
+                (ticket.stage_id, ticket.map_partition, ticket.attempt),
             )
             .map_err(store_status)?;
         let batches = output.stream(ticket.bucket).map_err(store_status)?;
         let schema = batches.schema();
+        // Fault injection (tests only): die mid-stream, once the schema is out.
+        let point = if ticket.result {
+            FaultPoint::ServeResult
+        } else {
+            FaultPoint::ServeShuffle
+        };
+        let faults = Arc::clone(&self.faults);
+        let mut sent = 0usize;
+        let batches = batches.inspect(move |_| {
+            sent += 1;
+            if sent == 1 {
+                faults.act(faults.fire(point, ticket.stage_id, ticket.map_partition));
+            }
+        });
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             .build(

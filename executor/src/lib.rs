@@ -6,7 +6,13 @@
 //! DataFusion under this executor's memory pool, and its shuffle writer puts
 //! the output into the [`store::ShuffleStore`]. Other executors and clients
 //! stream that output over Arrow Flight ([`flight`]); tasks read local map
-//! outputs straight from the store ([`task::TaskShuffle`]).
+//! outputs straight from the store ([`shuffle::TaskShuffle`]). Every launch is
+//! a task *attempt* with an id from the scheduler; the attempt keys its map
+//! output, its spill file and every report about it.
+//!
+//! A control stream to the scheduler carries heartbeats; its breaking is how
+//! the scheduler notices this process died (see `control`). Tests can inject
+//! faults ([`faults`]).
 //!
 //! One port serves both the `ExecutorService` gRPC API and Flight.
 //!
@@ -22,11 +28,17 @@
 //! # Ok(()) }
 //! ```
 
+mod config;
+mod control;
 pub mod error;
+pub mod faults;
 pub mod flight;
+mod jobs;
 mod service;
+pub mod shuffle;
 pub mod store;
-pub mod task;
+mod task;
 
+pub use config::ExecutorConfig;
 pub use error::{ExecutorError, Result};
-pub use service::{Executor, ExecutorConfig};
+pub use service::Executor;

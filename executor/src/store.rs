@@ -2,10 +2,17 @@
 //! bucket, until the scheduler says the job is done.
 //!
 //! Map outputs stay in memory as Arrow batches while the store is under its
-//! budget (`--shuffle-memory`). A map task that would push it over spills its
-//! buckets to Arrow IPC stream files under `<work-dir>/<job>/`, and keeps
-//! writing there. Files are named from ids the store generated itself; nothing
-//! a client sends ever becomes a path.
+//! budget (`--shuffle-memory`). A map task that would push it over spills:
+//! all of its buckets go into one Arrow IPC file under `<work-dir>/job-<id>/`
+//! (one open file per task however many buckets, opened only when needed),
+//! with an index of which batches belong to which bucket; a reader seeks to
+//! its bucket's batches.
+//!
+//! Outputs are keyed by (stage, map partition, attempt), and spill files are
+//! named after the attempt: a re-run of a map task never overwrites or
+//! truncates what a reader of an earlier attempt may still be streaming.
+//! Files are named from ids the store generated itself; nothing a client
+//! sends ever becomes a path.
 //!
 //! Jobs are registered with a secret token when their first task arrives;
 //! [`ShuffleStore::open_job`] refuses a token that does not match, so the
@@ -19,8 +26,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
+use arrow::ipc::reader::FileReader;
+use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::physical_plan::SendableRecordBatchStream;
@@ -35,55 +42,76 @@ pub enum StoreError {
     UnknownJob(String),
     #[error("wrong token for job {0}")]
     WrongToken(String),
-    #[error("job {job} has no output for stage {stage} map partition {map}")]
-    MissingOutput { job: String, stage: u32, map: u32 },
+    #[error("job {job} has no output for stage {stage} map partition {map} attempt {attempt}")]
+    MissingOutput {
+        job: String,
+        stage: u32,
+        map: u32,
+        attempt: u64,
+    },
     #[error("map output has {buckets} buckets, bucket {bucket} requested")]
     NoSuchBucket { bucket: u32, buckets: usize },
 }
 
+/// Which output: (stage, map partition, attempt).
+pub type OutputKey = (u32, u32, u64);
+
 #[derive(Debug)]
-enum Bucket {
-    Memory(Vec<RecordBatch>),
-    Spilled(PathBuf),
+enum Buckets {
+    Memory(Vec<Vec<RecordBatch>>),
+    /// One IPC file; `index[b]` lists the file's batch numbers of bucket `b`.
+    Spilled {
+        path: PathBuf,
+        index: Vec<Vec<usize>>,
+    },
 }
 
 /// One finished map task's output.
 #[derive(Debug)]
 pub struct MapOutput {
     schema: SchemaRef,
-    buckets: Vec<Bucket>,
+    buckets: Buckets,
     memory_bytes: u64,
 }
 
 impl MapOutput {
     /// Streams one bucket, batch by batch.
     pub fn stream(&self, bucket: u32) -> Result<SendableRecordBatchStream, StoreError> {
-        let b = self
-            .buckets
-            .get(bucket as usize)
-            .ok_or(StoreError::NoSuchBucket {
+        let count = match &self.buckets {
+            Buckets::Memory(b) => b.len(),
+            Buckets::Spilled { index, .. } => index.len(),
+        };
+        if bucket as usize >= count {
+            return Err(StoreError::NoSuchBucket {
                 bucket,
-                buckets: self.buckets.len(),
-            })?;
+                buckets: count,
+            });
+        }
         let schema = Arc::clone(&self.schema);
-        Ok(match b {
-            Bucket::Memory(batches) => Box::pin(RecordBatchStreamAdapter::new(
+        Ok(match &self.buckets {
+            Buckets::Memory(buckets) => Box::pin(RecordBatchStreamAdapter::new(
                 schema,
-                futures::stream::iter(batches.clone().into_iter().map(Ok)),
+                futures::stream::iter(buckets[bucket as usize].clone().into_iter().map(Ok)),
             )),
-            Bucket::Spilled(path) => spilled_stream(schema, path.clone()),
+            Buckets::Spilled { path, index } => {
+                spilled_stream(schema, path.clone(), index[bucket as usize].clone())
+            }
         })
     }
 }
 
-/// Reads an IPC file on a blocking thread, handing batches over a small
-/// channel so at most a couple are in memory at once.
-fn spilled_stream(schema: SchemaRef, path: PathBuf) -> SendableRecordBatchStream {
+/// Reads the batches `batches` of an IPC file on a blocking thread, handing
+/// them over a small channel so at most a couple are in memory at once.
+fn spilled_stream(
+    schema: SchemaRef,
+    path: PathBuf,
+    batches: Vec<usize>,
+) -> SendableRecordBatchStream {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
     tokio::task::spawn_blocking(move || {
-        let reader = match File::open(&path)
+        let mut reader = match File::open(&path)
             .map_err(DataFusionError::from)
-            .and_then(|f| Ok(StreamReader::try_new(BufReader::new(f), None)?))
+            .and_then(|f| Ok(FileReader::try_new(BufReader::new(f), None)?))
         {
             Ok(r) => r,
             Err(e) => {
@@ -91,10 +119,20 @@ fn spilled_stream(schema: SchemaRef, path: PathBuf) -> SendableRecordBatchStream
                 return;
             }
         };
-        for batch in reader {
+        for i in batches {
+            let batch = reader.set_index(i).and_then(|_| {
+                reader.next().unwrap_or_else(|| {
+                    Err(arrow::error::ArrowError::IpcError(format!(
+                        "spill file {} ends before batch {i}",
+                        path.display()
+                    )))
+                })
+            });
+            let failed = batch.is_err();
             if tx
                 .blocking_send(batch.map_err(DataFusionError::from))
                 .is_err()
+                || failed
             {
                 return;
             }
@@ -109,7 +147,7 @@ fn spilled_stream(schema: SchemaRef, path: PathBuf) -> SendableRecordBatchStream
 #[derive(Debug)]
 struct JobData {
     token: String,
-    outputs: HashMap<(u32, u32), Arc<MapOutput>>,
+    outputs: HashMap<OutputKey, Arc<MapOutput>>,
 }
 
 /// All map outputs of this executor.
@@ -143,6 +181,11 @@ impl ShuffleStore {
         self.spilled_bytes.load(Ordering::Relaxed)
     }
 
+    /// Jobs that have data (or a registration) here.
+    pub fn job_ids(&self) -> Vec<String> {
+        self.jobs.lock().keys().cloned().collect()
+    }
+
     /// Registers `job` with its token (idempotent; a second token for the
     /// same job is refused).
     pub fn register_job(&self, job: &str, token: &str) -> Result<(), StoreError> {
@@ -162,8 +205,7 @@ impl ShuffleStore {
         &self,
         job: &str,
         token: &str,
-        stage: u32,
-        map: u32,
+        key: OutputKey,
     ) -> Result<Arc<MapOutput>, StoreError> {
         let jobs = self.jobs.lock();
         let data = jobs
@@ -172,35 +214,35 @@ impl ShuffleStore {
         if data.token != token {
             return Err(StoreError::WrongToken(job.to_string()));
         }
+        let (stage, map, attempt) = key;
         data.outputs
-            .get(&(stage, map))
+            .get(&key)
             .cloned()
             .ok_or(StoreError::MissingOutput {
                 job: job.to_string(),
                 stage,
                 map,
+                attempt,
             })
     }
 
-    /// Opens the sink of one map task.
+    /// Opens the sink of one map task attempt.
     pub fn sink(
         self: &Arc<Self>,
         job: &str,
-        stage: u32,
-        map: u32,
+        key: OutputKey,
         buckets: usize,
         schema: SchemaRef,
     ) -> StoreSink {
         StoreSink {
             store: Arc::clone(self),
             job: job.to_string(),
-            stage,
-            map,
+            key,
             schema,
-            buckets: (0..buckets).map(|_| SinkBucket::Memory(vec![])).collect(),
+            memory: vec![vec![]; buckets],
+            spill: None,
             reserved: 0,
             stats: MapOutputStats::default(),
-            spill_dir: None,
         }
     }
 
@@ -251,7 +293,7 @@ impl ShuffleStore {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    fn publish(&self, job: &str, stage: u32, map: u32, output: MapOutput) -> Result<()> {
+    fn publish(&self, job: &str, key: OutputKey, output: MapOutput) -> Result<()> {
         let mut jobs = self.jobs.lock();
         let Some(data) = jobs.get_mut(job) else {
             // The job was cancelled or released while this task ran.
@@ -260,122 +302,119 @@ impl ShuffleStore {
                 "job {job} is no longer registered on this executor"
             )));
         };
-        if let Some(old) = data.outputs.insert((stage, map), Arc::new(output)) {
+        if let Some(old) = data.outputs.insert(key, Arc::new(output)) {
+            // Attempt ids are unique: this only happens if a task is run twice
+            // under one attempt, which the executor never does.
             self.release(old.memory_bytes);
         }
         Ok(())
     }
 }
 
-enum SinkBucket {
-    Memory(Vec<RecordBatch>),
-    Spilled(PathBuf, Box<StreamWriter<BufWriter<File>>>),
+/// The spill file of one map task, opened when the task first spills.
+struct SpillFile {
+    path: PathBuf,
+    writer: FileWriter<BufWriter<File>>,
+    index: Vec<Vec<usize>>,
+    batches: usize,
+}
+
+impl SpillFile {
+    fn write(&mut self, bucket: usize, batch: &RecordBatch) -> Result<()> {
+        self.writer.write(batch)?;
+        self.index[bucket].push(self.batches);
+        self.batches += 1;
+        Ok(())
+    }
 }
 
 /// A map task's [`MapOutputSink`] into the [`ShuffleStore`].
 pub struct StoreSink {
     store: Arc<ShuffleStore>,
     job: String,
-    stage: u32,
-    map: u32,
+    key: OutputKey,
     schema: SchemaRef,
-    buckets: Vec<SinkBucket>,
+    /// Buckets kept in memory while the output fits the budget.
+    memory: Vec<Vec<RecordBatch>>,
+    spill: Option<SpillFile>,
     reserved: u64,
     stats: MapOutputStats,
-    spill_dir: Option<PathBuf>,
 }
 
 impl StoreSink {
-    fn spill_path(&mut self, bucket: usize) -> Result<PathBuf> {
-        let dir = match &self.spill_dir {
-            Some(d) => d.clone(),
-            None => {
-                let d = self
-                    .store
-                    .job_dir(&self.job)
-                    .join(format!("stage-{}", self.stage));
-                std::fs::create_dir_all(&d)?;
-                self.spill_dir = Some(d.clone());
-                d
-            }
+    /// Moves the in-memory buckets to this task's spill file (created now)
+    /// and writes there from then on.
+    fn start_spilling(&mut self) -> Result<&mut SpillFile> {
+        let dir = self.store.job_dir(&self.job);
+        std::fs::create_dir_all(&dir)?;
+        let (stage, map, attempt) = self.key;
+        let path = dir.join(format!("stage-{stage}-map-{map}-attempt-{attempt}.arrow"));
+        let writer = FileWriter::try_new(BufWriter::new(File::create(&path)?), &self.schema)?;
+        let mut spill = SpillFile {
+            path,
+            writer,
+            index: vec![vec![]; self.memory.len()],
+            batches: 0,
         };
-        Ok(dir.join(format!("map-{}-bucket-{bucket}.arrow", self.map)))
-    }
-
-    fn open_spill(&mut self, bucket: usize) -> Result<(PathBuf, StreamWriter<BufWriter<File>>)> {
-        let path = self.spill_path(bucket)?;
-        let file = BufWriter::new(File::create(&path)?);
-        Ok((path.clone(), StreamWriter::try_new(file, &self.schema)?))
-    }
-
-    /// Moves every in-memory bucket of this task to disk.
-    fn spill_all(&mut self) -> Result<()> {
-        for i in 0..self.buckets.len() {
-            if let SinkBucket::Memory(batches) = &mut self.buckets[i] {
-                let batches = std::mem::take(batches);
-                let (path, mut w) = self.open_spill(i)?;
-                for b in &batches {
-                    w.write(b)?;
-                    self.store
-                        .spilled_bytes
-                        .fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
-                }
-                self.buckets[i] = SinkBucket::Spilled(path, Box::new(w));
+        for (bucket, batches) in self.memory.iter_mut().enumerate() {
+            for b in std::mem::take(batches) {
+                spill.write(bucket, &b)?;
+                self.store
+                    .spilled_bytes
+                    .fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
             }
         }
         self.store.release(self.reserved);
         self.reserved = 0;
-        Ok(())
+        Ok(self.spill.insert(spill))
     }
 }
 
 impl MapOutputSink for StoreSink {
     fn push(&mut self, bucket: usize, batch: RecordBatch) -> Result<()> {
-        if bucket >= self.buckets.len() {
+        if bucket >= self.memory.len() {
             return Err(DataFusionError::Internal(format!(
                 "bucket {bucket} out of range ({} buckets)",
-                self.buckets.len()
+                self.memory.len()
             )));
         }
         let size = batch.get_array_memory_size() as u64;
         self.stats.rows += batch.num_rows() as u64;
         self.stats.bytes += size;
         self.stats.batches += 1;
-        let in_memory = self
-            .buckets
-            .iter()
-            .all(|b| matches!(b, SinkBucket::Memory(_)));
-        if in_memory && !self.store.try_reserve(size) {
+        if self.spill.is_none() {
+            if self.store.try_reserve(size) {
+                self.reserved += size;
+                self.memory[bucket].push(batch);
+                return Ok(());
+            }
             tracing::debug!(
-                job = %self.job, stage = self.stage, map = self.map,
+                job = %self.job, key = ?self.key,
                 "shuffle memory budget reached, spilling map output"
             );
-            self.spill_all()?;
-        } else if in_memory {
-            self.reserved += size;
+            self.start_spilling()?;
         }
-        match &mut self.buckets[bucket] {
-            SinkBucket::Memory(batches) => batches.push(batch),
-            SinkBucket::Spilled(_, w) => {
-                w.write(&batch)?;
-                self.store.spilled_bytes.fetch_add(size, Ordering::Relaxed);
-            }
-        }
+        let spill = match &mut self.spill {
+            Some(s) => s,
+            None => self.start_spilling()?,
+        };
+        spill.write(bucket, &batch)?;
+        self.store.spilled_bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
     }
 
     fn finish(self: Box<Self>) -> Result<MapOutputStats> {
         let mut this = *self;
-        let mut buckets = Vec::with_capacity(this.buckets.len());
-        for b in std::mem::take(&mut this.buckets) {
-            buckets.push(match b {
-                SinkBucket::Memory(batches) => Bucket::Memory(batches),
-                SinkBucket::Spilled(path, mut w) => {
-                    w.finish()?;
-                    Bucket::Spilled(path)
+        let buckets = match this.spill.take() {
+            Some(mut spill) => {
+                spill.writer.finish()?;
+                Buckets::Spilled {
+                    path: spill.path,
+                    index: spill.index,
                 }
-            });
-        }
+            }
+            None => Buckets::Memory(std::mem::take(&mut this.memory)),
+        };
         let output = MapOutput {
             schema: Arc::clone(&this.schema),
             buckets,
@@ -383,8 +422,7 @@ impl MapOutputSink for StoreSink {
         };
         // Ownership of the reservation moves to the published output.
         this.reserved = 0;
-        this.store
-            .publish(&this.job, this.stage, this.map, output)?;
+        this.store.publish(&this.job, this.key, output)?;
         Ok(this.stats.clone())
     }
 }
@@ -423,7 +461,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 1));
         store.register_job("j1", "t").unwrap();
-        let mut sink = Box::new(store.sink("j1", 0, 0, 2, batch(1).schema()));
+        let mut sink = Box::new(store.sink("j1", (0, 0, 1), 2, batch(1).schema()));
         sink.push(0, batch(10)).unwrap();
         sink.push(1, batch(5)).unwrap();
         sink.push(1, batch(5)).unwrap();
@@ -431,7 +469,7 @@ mod tests {
         assert_eq!(stats.rows, 20);
         assert_eq!(store.memory_used(), 0);
         assert!(store.spilled_bytes() > 0);
-        let out = store.open_job("j1", "t", 0, 0).unwrap();
+        let out = store.open_job("j1", "t", (0, 0, 1)).unwrap();
         assert_eq!(rows(&out, 0).await, 10);
         assert_eq!(rows(&out, 1).await, 10);
         store.remove_job("j1");
@@ -443,11 +481,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 1 << 30));
         store.register_job("j2", "t").unwrap();
-        let mut sink = Box::new(store.sink("j2", 1, 3, 1, batch(1).schema()));
+        let mut sink = Box::new(store.sink("j2", (1, 3, 9), 1, batch(1).schema()));
         sink.push(0, batch(7)).unwrap();
         (sink as Box<dyn MapOutputSink>).finish().unwrap();
         assert!(store.memory_used() > 0);
-        assert_eq!(rows(&store.open_job("j2", "t", 1, 3).unwrap(), 0).await, 7);
+        assert_eq!(
+            rows(&store.open_job("j2", "t", (1, 3, 9)).unwrap(), 0).await,
+            7
+        );
         store.remove_job("j2");
         assert_eq!(store.memory_used(), 0);
     }
@@ -458,14 +499,54 @@ mod tests {
         let store = ShuffleStore::new(dir.path().to_path_buf(), 1024);
         store.register_job("j3", "secret").unwrap();
         assert_eq!(
-            store.open_job("j3", "guess", 0, 0).unwrap_err(),
+            store.open_job("j3", "guess", (0, 0, 0)).unwrap_err(),
             StoreError::WrongToken("j3".into())
         );
         assert!(matches!(
-            store.open_job("nope", "secret", 0, 0),
+            store.open_job("nope", "secret", (0, 0, 0)),
             Err(StoreError::UnknownJob(_))
         ));
         assert!(!is_valid_id("../../etc/passwd"));
         assert!(is_valid_id("3f2a-11"));
+    }
+
+    #[tokio::test]
+    async fn a_rerun_never_touches_the_output_of_an_earlier_attempt() {
+        let dir = tempfile::tempdir().unwrap();
+        // Budget 1: everything spills, so both attempts have files.
+        let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 1));
+        store.register_job("j4", "t").unwrap();
+        let mut first = Box::new(store.sink("j4", (0, 0, 1), 1, batch(1).schema()));
+        first.push(0, batch(10)).unwrap();
+        (first as Box<dyn MapOutputSink>).finish().unwrap();
+        let old = store.open_job("j4", "t", (0, 0, 1)).unwrap();
+        // A second attempt of the same map partition starts, writes, fails.
+        let mut second = Box::new(store.sink("j4", (0, 0, 2), 1, batch(1).schema()));
+        second.push(0, batch(3)).unwrap();
+        drop(second);
+        assert_eq!(rows(&old, 0).await, 10);
+        assert!(matches!(
+            store.open_job("j4", "t", (0, 0, 2)),
+            Err(StoreError::MissingOutput { attempt: 2, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn many_buckets_spill_into_one_file_with_buckets_kept_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 1));
+        store.register_job("j5", "t").unwrap();
+        let buckets = 2000;
+        let mut sink = Box::new(store.sink("j5", (0, 0, 1), buckets, batch(1).schema()));
+        for b in 0..buckets {
+            sink.push(b, batch((b % 7) as i32 + 1)).unwrap();
+        }
+        (sink as Box<dyn MapOutputSink>).finish().unwrap();
+        let files = std::fs::read_dir(store.job_dir("j5")).unwrap().count();
+        assert_eq!(files, 1);
+        let out = store.open_job("j5", "t", (0, 0, 1)).unwrap();
+        for b in [0u32, 1, 6, 1999] {
+            assert_eq!(rows(&out, b).await, (b % 7) as usize + 1);
+        }
     }
 }

@@ -1,168 +1,203 @@
-//! Running one task: decode the stage plan, execute one partition of it with
-//! DataFusion, and let its [`ShuffleWriterExec`](ember_planner::ShuffleWriterExec)
-//! root write the output into the shuffle store.
+//! Running one task attempt: decode the stage plan, execute one partition of
+//! it with DataFusion (its [`ShuffleWriterExec`](ember_planner::ShuffleWriterExec)
+//! root writes the output into the shuffle store under the attempt's key),
+//! then report the outcome.
 //!
-//! [`TaskShuffle`] is this executor's implementation of the planner's
-//! [`ShuffleService`]: map outputs of this executor are read straight from the
-//! store, the others are streamed from their owner over Arrow Flight.
+//! Every launched attempt reports exactly once, killed ones included (the
+//! scheduler's slot accounting depends on it), and the report is retried
+//! until the scheduler acknowledges it: a scheduler that is briefly away
+//! must not leave a task `Running` forever. Until then the attempt stays in
+//! the list the executor's heartbeats carry.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use arrow::datatypes::SchemaRef;
-use arrow_flight::FlightClient;
-use arrow_flight::Ticket;
-use arrow_flight::flight_service_client::FlightServiceClient;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ember_planner::config::EmberOptions;
 use ember_planner::{
-    FetchFailedError, MapOutputLocation, MapOutputSink, ShuffleContext, ShuffleService,
+    MapOutputLocation, ShuffleContext, codec, find_fetch_failure, stats_from_batch,
 };
-use futures::TryStreamExt;
-use parking_lot::Mutex;
-use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use ember_proto::{
+    TaskFailure, TaskId, TaskStatusUpdate, TaskSucceeded, task_failure, task_status_update,
+};
+use tokio::sync::watch;
 
-use crate::store::ShuffleStore;
+use crate::faults::{FaultAction, FaultPoint};
+use crate::service::Inner;
+use crate::shuffle::{FetchCounters, TaskShuffle};
 
-/// Flight channels to other executors, one per address, shared by all tasks.
-#[derive(Debug, Default)]
-pub struct PeerChannels {
-    channels: Mutex<HashMap<String, Channel>>,
-    max_message_size: usize,
-}
-
-impl PeerChannels {
-    pub fn new(max_message_size: usize) -> Self {
-        Self {
-            channels: Mutex::new(HashMap::new()),
-            max_message_size,
-        }
-    }
-
-    pub fn client(&self, address: &str) -> Result<FlightClient> {
-        let channel = {
-            let mut channels = self.channels.lock();
-            match channels.get(address) {
-                Some(c) => c.clone(),
-                None => {
-                    let endpoint = Endpoint::from_shared(format!("http://{address}"))
-                        .map_err(|e| DataFusionError::External(Box::new(e)))?
-                        .connect_timeout(std::time::Duration::from_secs(5))
-                        .tcp_nodelay(true);
-                    let c = endpoint.connect_lazy();
-                    channels.insert(address.to_string(), c.clone());
-                    c
-                }
-            }
-        };
-        let inner = FlightServiceClient::new(channel)
-            .max_decoding_message_size(self.max_message_size)
-            .max_encoding_message_size(self.max_message_size);
-        Ok(FlightClient::new_from_inner(inner))
-    }
-}
-
-/// Shuffle counters of one task.
-#[derive(Debug, Default)]
-pub struct FetchCounters {
-    pub local: AtomicU64,
-    pub remote: AtomicU64,
-}
-
-/// The shuffle service of one running task.
+/// What all the tasks of one `LaunchTasks` share.
 #[derive(Debug)]
-pub struct TaskShuffle {
-    pub executor_id: String,
+pub struct Launch {
     pub job_id: String,
     pub job_token: String,
-    /// Map output locations of every stage this task reads.
+    pub stage_id: u32,
+    pub stage_attempt: u32,
+    pub plan: Vec<u8>,
     pub inputs: HashMap<u32, Vec<MapOutputLocation>>,
-    pub store: Arc<ShuffleStore>,
-    pub peers: Arc<PeerChannels>,
-    pub counters: Arc<FetchCounters>,
+    pub settings: HashMap<String, String>,
 }
 
-impl ShuffleService for TaskShuffle {
-    fn create_sink(
-        &self,
-        stage_id: u32,
-        map_partition: u32,
-        buckets: usize,
-        schema: SchemaRef,
-    ) -> Result<Box<dyn MapOutputSink>> {
-        Ok(Box::new(self.store.sink(
-            &self.job_id,
-            stage_id,
-            map_partition,
-            buckets,
-            schema,
-        )))
-    }
+/// Longest pause between two tries of a status report.
+const MAX_REPORT_BACKOFF: Duration = Duration::from_secs(2);
 
-    fn fetch(
-        &self,
-        stage_id: u32,
-        map_partition: u32,
-        bucket: u32,
-        schema: SchemaRef,
-    ) -> Result<SendableRecordBatchStream> {
-        let location = self
-            .inputs
-            .get(&stage_id)
-            .and_then(|locs| locs.iter().find(|l| l.map_partition == map_partition))
-            .ok_or_else(|| {
-                DataFusionError::Internal(format!(
-                    "no location for stage {stage_id} map partition {map_partition}"
-                ))
-            })?
-            .clone();
-        let owner = location.executor_id.clone();
-        let failed = move |message: String| FetchFailedError {
-            executor_id: owner.clone(),
-            map_stage: stage_id,
-            map_partition,
-            message,
-        };
-
-        if location.executor_id == self.executor_id {
-            self.counters.local.fetch_add(1, Ordering::Relaxed);
-            let output = self
-                .store
-                .open_job(&self.job_id, &self.job_token, stage_id, map_partition)
-                .map_err(|e| DataFusionError::from(failed(e.to_string())))?;
-            return output
-                .stream(bucket)
-                .map_err(|e| DataFusionError::from(failed(e.to_string())));
+/// Runs one attempt (or reports it killed at once if `cancelled` is `None`:
+/// its job was removed before the launch arrived) and reports the outcome.
+pub async fn run_and_report(
+    inner: Arc<Inner>,
+    launch: Arc<Launch>,
+    partition: u32,
+    attempt: u64,
+    cancelled: Option<watch::Receiver<bool>>,
+) {
+    let task = TaskId {
+        job_id: launch.job_id.clone(),
+        stage_id: launch.stage_id,
+        stage_attempt: launch.stage_attempt,
+        partition,
+        attempt,
+    };
+    let started = Instant::now();
+    let counters = Arc::new(FetchCounters::default());
+    let result = match cancelled {
+        None => Err(None),
+        Some(mut cancelled) => {
+            let permit = Arc::clone(&inner.task_slots).acquire_owned().await;
+            let mut work = {
+                let inner = Arc::clone(&inner);
+                let launch = Arc::clone(&launch);
+                let counters = Arc::clone(&counters);
+                inner.cpu.clone().spawn(async move {
+                    run_task(&inner, &launch, partition, attempt, counters).await
+                })
+            };
+            // Cancellation is answered from this (network) side at once; the
+            // task itself stops at its next yield point.
+            let result = tokio::select! {
+                r = &mut work => match r {
+                    Ok(r) => r.map_err(Some),
+                    Err(e) => Err(Some(DataFusionError::Internal(format!("task panicked: {e}")))),
+                },
+                _ = cancelled.wait_for(|c| *c) => {
+                    work.abort();
+                    Err(None)
+                }
+            };
+            drop(permit);
+            result
         }
+    };
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    let outcome = match result {
+        Ok(stats) => task_status_update::Outcome::Succeeded(TaskSucceeded {
+            output_rows: stats.rows,
+            output_bytes: stats.bytes,
+            local_fetches: load(&counters.local),
+            remote_fetches: load(&counters.remote),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }),
+        Err(Some(e)) => {
+            tracing::warn!(task = %task.display(), error = %e, "task failed");
+            task_status_update::Outcome::Failed(classify_failure(&e))
+        }
+        Err(None) => task_status_update::Outcome::Failed(TaskFailure {
+            message: "task killed".into(),
+            reason: Some(task_failure::Reason::Killed(ember_proto::TaskKilled {})),
+        }),
+    };
+    let update = TaskStatusUpdate {
+        executor_id: inner.id.clone(),
+        task: Some(task.clone()),
+        outcome: Some(outcome),
+    };
+    report(&inner, update).await;
+    inner.attempts.lock().remove(&attempt);
+}
 
-        self.counters.remote.fetch_add(1, Ordering::Relaxed);
-        let ticket = ember_proto::FetchTicket {
-            job_id: self.job_id.clone(),
-            job_token: self.job_token.clone(),
-            stage_id,
-            map_partition,
-            bucket,
-        };
-        let mut client = self.peers.client(&location.address)?;
-        let failed_remote = failed.clone();
-        let stream = futures::stream::once(async move {
-            client
-                .do_get(Ticket::new(ticket.encode_to_vec()))
-                .await
-                .map_err(|e| DataFusionError::from(failed(e.to_string())))
-        })
-        .map_ok(move |batches| {
-            let failed = failed_remote.clone();
-            batches.map_err(move |e| DataFusionError::from(failed(e.to_string())))
-        })
-        .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+/// Sends `update` until the scheduler acknowledges it, the job is forgotten,
+/// or the executor shuts down.
+async fn report(inner: &Inner, update: TaskStatusUpdate) {
+    let Some(task) = &update.task else { return };
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if let Some(pause) = inner.faults.disconnected_for() {
+            tokio::time::sleep(pause).await;
+            continue;
+        }
+        if !inner.attempts.lock().contains_key(&task.attempt) {
+            // The job was forgotten by the scheduler meanwhile.
+            return;
+        }
+        match inner
+            .scheduler
+            .clone()
+            .update_task_status(update.clone())
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(task = %task.display(), error = %e.message(), "status report failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_REPORT_BACKOFF);
+            }
+        }
+    }
+}
+
+async fn run_task(
+    inner: &Arc<Inner>,
+    launch: &Launch,
+    partition: u32,
+    attempt: u64,
+    counters: Arc<FetchCounters>,
+) -> datafusion::error::Result<ember_planner::MapOutputStats> {
+    inject(inner, FaultPoint::TaskStart, launch.stage_id, partition).await?;
+    let shuffle = Arc::new(TaskShuffle {
+        executor_id: inner.id.clone(),
+        job_id: launch.job_id.clone(),
+        job_token: launch.job_token.clone(),
+        attempt,
+        inputs: launch.inputs.clone(),
+        store: Arc::clone(&inner.store),
+        peers: Arc::clone(&inner.peers),
+        counters,
+    });
+    let session = task_session(&launch.settings, Arc::clone(&inner.runtime), shuffle)?;
+    let task_ctx = session.task_ctx();
+    let plan = codec::decode_plan(&launch.plan, &task_ctx)?;
+    let stream = plan.execute(partition as usize, task_ctx)?;
+    let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
+    let stats = batches
+        .first()
+        .and_then(stats_from_batch)
+        .ok_or_else(|| DataFusionError::Internal("shuffle writer returned no statistics".into()))?;
+    inject(inner, FaultPoint::TaskEnd, launch.stage_id, partition).await?;
+    Ok(stats)
+}
+
+/// Fires a configured fault at `point`, if one matches this task.
+async fn inject(
+    inner: &Inner,
+    point: FaultPoint,
+    stage: u32,
+    partition: u32,
+) -> datafusion::error::Result<()> {
+    match inner.faults.act(inner.faults.fire(point, stage, partition)) {
+        Some((FaultAction::Fail, _)) => Err(DataFusionError::Execution(format!(
+            "injected fault at {point:?} (stage {stage}, partition {partition})"
+        ))),
+        Some((FaultAction::Hang, d)) if d.is_zero() => {
+            futures::future::pending::<()>().await;
+            Ok(())
+        }
+        Some((FaultAction::Hang, d)) => {
+            tokio::time::sleep(d).await;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -172,11 +207,45 @@ pub fn task_session(
     settings: &HashMap<String, String>,
     runtime: Arc<RuntimeEnv>,
     shuffle: Arc<TaskShuffle>,
-) -> Result<SessionContext> {
+) -> datafusion::error::Result<SessionContext> {
     let mut config = SessionConfig::new().with_option_extension(EmberOptions::default());
     for (key, value) in settings {
         config.options_mut().set(key, value)?;
     }
     let config = config.with_extension(Arc::new(ShuffleContext(shuffle)));
     Ok(SessionContext::new_with_config_rt(config, runtime))
+}
+
+/// Turns a task error into the typed failure the scheduler acts on.
+fn classify_failure(e: &DataFusionError) -> TaskFailure {
+    let message = e.to_string();
+    if let Some(f) = find_fetch_failure(e) {
+        return TaskFailure {
+            message,
+            reason: Some(task_failure::Reason::FetchFailed(
+                ember_proto::FetchFailed {
+                    executor_id: f.executor_id,
+                    map_stage: f.map_stage,
+                    map_partition: f.map_partition,
+                    map_attempt: f.map_attempt,
+                    unreachable: f.unreachable,
+                },
+            )),
+        };
+    }
+    // Errors about the query itself fail the same way on every attempt.
+    let retryable = !matches!(
+        e.find_root(),
+        DataFusionError::Plan(_)
+            | DataFusionError::SQL(..)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Configuration(_)
+    );
+    TaskFailure {
+        message,
+        reason: Some(task_failure::Reason::Execution(
+            ember_proto::ExecutionError { retryable },
+        )),
+    }
 }

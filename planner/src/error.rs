@@ -25,12 +25,17 @@ pub type Result<T, E = PlannerError> = std::result::Result<T, E>;
 /// `FetchFailed` so the scheduler recomputes exactly that map output.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "fetch of stage {map_stage} map partition {map_partition} from executor {executor_id} failed: {message}"
+    "fetch of stage {map_stage} map partition {map_partition} (attempt {map_attempt}) from executor {executor_id} failed: {message}"
 )]
 pub struct FetchFailedError {
     pub executor_id: String,
     pub map_stage: u32,
     pub map_partition: u32,
+    /// The attempt whose output could not be read: only that attempt's
+    /// output may be invalidated because of this failure.
+    pub map_attempt: u64,
+    /// The owner could not be reached at all (refused or broken connection).
+    pub unreachable: bool,
     pub message: String,
 }
 
@@ -69,6 +74,8 @@ mod tests {
             executor_id: "e1".into(),
             map_stage: 2,
             map_partition: 3,
+            map_attempt: 7,
+            unreachable: true,
             message: "connection refused".into(),
         }
     }

@@ -30,6 +30,9 @@ pub struct MapOutputLocation {
     pub executor_id: String,
     /// `host:port` of the owning executor's Flight endpoint.
     pub address: String,
+    /// The task attempt that produced the output (part of its key in the
+    /// owner's store: a re-run never overwrites what a reader may stream).
+    pub attempt: u64,
 }
 
 /// What one finished map task wrote.

@@ -19,11 +19,11 @@ pub use v1::*;
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
 impl TaskId {
-    /// A short human-readable form, `job/stage.attempt/partition`.
+    /// A short human-readable form, `job/stage.stage_attempt/partition#attempt`.
     pub fn display(&self) -> String {
         format!(
-            "{}/{}.{}/{}",
-            self.job_id, self.stage_id, self.stage_attempt, self.partition
+            "{}/{}.{}/{}#{}",
+            self.job_id, self.stage_id, self.stage_attempt, self.partition, self.attempt
         )
     }
 }

@@ -1,23 +1,28 @@
-//! The scheduler's heart: the executor registry and the running jobs, behind
-//! one lock, plus the dispatch step that pushes runnable tasks into free
-//! executor slots.
+//! The scheduler's heart: the executor [registry](crate::registry) and the
+//! jobs, behind one lock, fed by events (job submitted, task reported,
+//! heartbeat, executor lost), plus the effects those events have on the
+//! outside (launches, cancellations, freeing data).
 //!
-//! Every event (job submitted, task finished, executor registered or lost)
-//! mutates the state under the lock, computes which tasks to launch, and sends
-//! the launches after releasing it. There is no polling loop on the critical
-//! path: a freed slot is refilled by the very status update that freed it.
+//! Every event mutates the state under the lock, computes which tasks to
+//! launch ([`Core::dispatch`]), and sends the RPCs after releasing it. There
+//! is no polling loop on the critical path: a freed slot is refilled by the
+//! very status update that freed it.
 //!
-//! All ways of losing an executor (heartbeat timeout, failed launch, broken
-//! stream, deregistration) go through [`Core::executor_lost`].
+//! Every way of losing an executor goes through [`Core::executor_lost`]:
+//! its control stream breaking (the primary signal: a dead process is noticed
+//! within milliseconds), a refused launch, a fetch failure whose owner then
+//! refuses a connection, a newer registration of the same executor, and the
+//! heartbeat timeout (which only catches hosts that vanish silently).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ember_proto::executor_service_client::ExecutorServiceClient;
 use ember_proto::{
-    CancelTasksRequest, ClusterInfo, ExecutorInfo, JobStatus, LaunchTasksRequest,
-    RemoveJobDataRequest, TaskStatusUpdate, task_status_update,
+    CancelTasksRequest, ClusterInfo, ExecutorInfo, Heartbeat, HeartbeatResponse, JobStatus,
+    LaunchTasksRequest, RemoveJobDataRequest, TaskAttempt, TaskStatusUpdate, task_failure,
+    task_status_update,
 };
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -26,14 +31,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::SchedulerConfig;
 use crate::error::{Result, SchedulerError};
 use crate::job::{ExecutorRef, Job, JobPhase, Transition};
-
-#[derive(Debug)]
-struct ExecutorEntry {
-    info: ExecutorInfo,
-    free_slots: usize,
-    last_seen: Instant,
-    client: ExecutorServiceClient<Channel>,
-}
+use crate::registry::{LaunchedAttempt, Registry};
 
 struct JobEntry {
     job: Job,
@@ -42,13 +40,49 @@ struct JobEntry {
 
 #[derive(Default)]
 struct State {
-    executors: BTreeMap<String, ExecutorEntry>,
+    registry: Registry,
     jobs: HashMap<String, JobEntry>,
     /// Running jobs in submission order (first come, first served).
     queue: Vec<String>,
 }
 
-/// A batch of tasks of one stage for one executor.
+impl State {
+    /// Publishes the job's new status after transition `t` and keeps the
+    /// queue in step. Returns the job's id if it just failed (its tasks must
+    /// be killed and its data freed).
+    fn settle(&mut self, job_id: &str, t: Transition) -> Option<String> {
+        let entry = self.jobs.get_mut(job_id)?;
+        if t != Transition::Ignored {
+            entry.status.send_replace(entry.job.status());
+        }
+        match t {
+            Transition::JobSucceeded => {
+                tracing::info!(
+                    job = job_id,
+                    elapsed_ms = entry.job.elapsed().as_millis() as u64,
+                    "job succeeded"
+                );
+                self.queue.retain(|q| q != job_id);
+                None
+            }
+            Transition::JobFailed => {
+                tracing::warn!(job = job_id, phase = ?entry.job.phase, "job failed");
+                self.queue.retain(|q| q != job_id);
+                Some(job_id.to_string())
+            }
+            Transition::Reopened => {
+                tracing::warn!(job = job_id, "result partitions lost; recomputing them");
+                if !self.queue.iter().any(|q| q == job_id) {
+                    self.queue.push(job_id.to_string());
+                }
+                None
+            }
+            Transition::Ignored | Transition::Progressed => None,
+        }
+    }
+}
+
+/// A batch of task attempts of one stage for one executor.
 struct Launch {
     executor_id: String,
     client: ExecutorServiceClient<Channel>,
@@ -70,7 +104,10 @@ impl Core {
 
     // ------------------------------------------------------------ executors
 
-    pub fn register_executor(self: &Arc<Self>, info: ExecutorInfo) -> Result<()> {
+    /// Registers an executor; returns its registration id. An executor that
+    /// registers again from the same address replaces its old registration
+    /// (which is lost: whatever it ran is re-run).
+    pub fn register_executor(self: &Arc<Self>, info: ExecutorInfo) -> Result<u64> {
         if info.slots == 0 {
             return Err(SchedulerError::Registration(
                 "an executor needs at least one slot".into(),
@@ -85,38 +122,108 @@ impl Core {
         let client = ExecutorServiceClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(self.config.max_message_size)
             .max_encoding_message_size(self.config.max_message_size);
-        {
-            let mut state = self.state.lock();
-            if let Some(existing) = state.executors.get(&info.executor_id) {
+        let existing = {
+            let state = self.state.lock();
+            state
+                .registry
+                .get(&info.executor_id)
+                .map(|e| e.info.address.clone())
+        };
+        match existing {
+            Some(address) if address != info.address => {
                 return Err(SchedulerError::Registration(format!(
-                    "executor id {} is already registered (at {}); ids must be unique",
-                    info.executor_id, existing.info.address
+                    "executor id {} is already registered (at {address}); ids must be unique",
+                    info.executor_id
+                )));
+            }
+            Some(_) => self.executor_lost(&info.executor_id, "registered again"),
+            None => {}
+        }
+        let registration = {
+            let mut state = self.state.lock();
+            if state.registry.get(&info.executor_id).is_some() {
+                return Err(SchedulerError::Registration(format!(
+                    "executor id {} registered twice at once",
+                    info.executor_id
                 )));
             }
             tracing::info!(executor = %info.executor_id, address = %info.address, slots = info.slots, "executor registered");
-            state.executors.insert(
-                info.executor_id.clone(),
-                ExecutorEntry {
-                    free_slots: info.slots as usize,
-                    info,
-                    last_seen: Instant::now(),
-                    client,
-                },
-            );
-        }
+            state.registry.add(info, client)
+        };
         self.dispatch();
-        Ok(())
+        Ok(registration)
     }
 
-    /// Returns false if the executor is unknown (it must register again).
-    pub fn heartbeat(&self, executor_id: &str) -> bool {
-        let mut state = self.state.lock();
-        match state.executors.get_mut(executor_id) {
-            Some(e) => {
-                e.last_seen = Instant::now();
-                true
+    /// One heartbeat from an executor's control stream: refreshes its
+    /// liveness, ends the attempts it no longer runs, and names the jobs it
+    /// holds that the scheduler has forgotten.
+    pub fn heartbeat(self: &Arc<Self>, hb: &Heartbeat) -> HeartbeatResponse {
+        let grace = (self.config.heartbeat_interval * 3).max(Duration::from_secs(2));
+        let mut failed = vec![];
+        let forget_jobs;
+        let mut vanished_any = false;
+        {
+            let mut state = self.state.lock();
+            match state.registry.get_mut(&hb.executor_id) {
+                Some(e) if e.registration == hb.registration => e.last_seen = Instant::now(),
+                _ => {
+                    return HeartbeatResponse {
+                        reregister: true,
+                        forget_jobs: vec![],
+                    };
+                }
             }
-            None => false,
+            let listed: HashSet<u64> = hb.attempts.iter().copied().collect();
+            for (attempt, l) in state.registry.reconcile(&hb.executor_id, &listed, grace) {
+                vanished_any = true;
+                tracing::warn!(executor = %hb.executor_id, job = %l.job_id, stage = l.stage, partition = l.partition, attempt, "attempt vanished from its executor");
+                let t = match state.jobs.get_mut(&l.job_id) {
+                    Some(entry) => entry.job.on_attempt_lost(
+                        l.stage,
+                        l.partition,
+                        attempt,
+                        &format!("attempt vanished from executor {}", hb.executor_id),
+                    ),
+                    None => continue,
+                };
+                failed.extend(state.settle(&l.job_id, t));
+            }
+            forget_jobs = hb
+                .jobs
+                .iter()
+                .filter(|j| !state.jobs.contains_key(*j))
+                .cloned()
+                .collect();
+        }
+        for id in failed {
+            self.cleanup_job(&id);
+        }
+        if vanished_any {
+            self.dispatch();
+        }
+        HeartbeatResponse {
+            reregister: false,
+            forget_jobs,
+        }
+    }
+
+    /// The control stream of `registration` ended: the executor is lost,
+    /// unless it has registered again meanwhile.
+    pub fn control_stream_ended(
+        self: &Arc<Self>,
+        executor_id: &str,
+        registration: u64,
+        reason: &str,
+    ) {
+        let current = {
+            let state = self.state.lock();
+            state
+                .registry
+                .get(executor_id)
+                .is_some_and(|e| e.registration == registration)
+        };
+        if current {
+            self.executor_lost(executor_id, reason);
         }
     }
 
@@ -125,30 +232,25 @@ impl Core {
         let mut failed = vec![];
         {
             let mut state = self.state.lock();
-            if state.executors.remove(executor_id).is_none() {
+            if state.registry.remove(executor_id).is_none() {
                 return;
             }
             tracing::warn!(executor = executor_id, reason, "executor lost");
-            let no_executors_left = state.executors.is_empty();
-            let ids: Vec<String> = state.queue.clone();
+            let no_executors_left = state.registry.is_empty();
+            let ids: Vec<String> = state.jobs.keys().cloned().collect();
             for id in ids {
                 let Some(entry) = state.jobs.get_mut(&id) else {
                     continue;
                 };
-                let t = entry.job.on_executor_lost(executor_id);
+                let mut t = entry.job.on_executor_lost(executor_id, reason);
                 if no_executors_left && entry.job.is_running() {
                     entry.job.finish(JobPhase::Failed(format!(
                         "all executors were lost (last: {executor_id}: {reason}); no executor can run the remaining tasks"
                     )));
+                    t = Transition::JobFailed;
                 }
-                if t != Transition::Ignored || !entry.job.is_running() {
-                    entry.status.send_replace(entry.job.status());
-                }
-                if !entry.job.is_running() {
-                    failed.push(id);
-                }
+                failed.extend(state.settle(&id, t));
             }
-            state.queue.retain(|id| !failed.contains(id));
         }
         for id in failed {
             self.cleanup_job(&id);
@@ -156,21 +258,43 @@ impl Core {
         self.dispatch();
     }
 
+    /// A reader could not reach `executor_id` at all: if a fresh connection
+    /// is refused too, the executor is lost; if it answers, nothing happens
+    /// (the fetch failure itself has been dealt with).
+    fn probe(self: &Arc<Self>, executor_id: &str) {
+        let address = {
+            let state = self.state.lock();
+            match state.registry.get(executor_id) {
+                Some(e) => e.info.address.clone(),
+                None => return,
+            }
+        };
+        let core = Arc::clone(self);
+        let executor_id = executor_id.to_string();
+        tokio::spawn(async move {
+            let connect = tokio::net::TcpStream::connect(&address);
+            let reachable = matches!(
+                tokio::time::timeout(Duration::from_secs(2), connect).await,
+                Ok(Ok(_))
+            );
+            if !reachable {
+                core.executor_lost(
+                    &executor_id,
+                    &format!(
+                        "unreachable: a fetch from it failed and {address} refuses connections"
+                    ),
+                );
+            }
+        });
+    }
+
     /// Declares lost every executor silent for longer than the timeout, and
     /// releases finished jobs nobody fetched.
     pub fn check_liveness(self: &Arc<Self>) {
         let timeout = self.config.executor_timeout;
-        let silent: Vec<String> = {
-            let state = self.state.lock();
-            state
-                .executors
-                .iter()
-                .filter(|(_, e)| e.last_seen.elapsed() > timeout)
-                .map(|(id, _)| id.clone())
-                .collect()
-        };
+        let silent = self.state.lock().registry.silent(timeout);
         for id in silent {
-            self.executor_lost(&id, "no heartbeat");
+            self.executor_lost(&id, &format!("no heartbeat for {timeout:?}"));
         }
         let expired: Vec<String> = {
             let state = self.state.lock();
@@ -194,18 +318,23 @@ impl Core {
     pub fn cluster_info(&self) -> ClusterInfo {
         let state = self.state.lock();
         ClusterInfo {
-            executors: state.executors.values().map(|e| e.info.clone()).collect(),
+            executors: state.registry.entries().map(|e| e.info.clone()).collect(),
             running_jobs: state.queue.len() as u32,
         }
     }
 
     pub fn total_slots(&self) -> usize {
+        self.state.lock().registry.total_slots()
+    }
+
+    /// Sessions that still have a job here (running, or a result to fetch).
+    pub fn sessions_with_jobs(&self) -> HashSet<String> {
         let state = self.state.lock();
         state
-            .executors
+            .jobs
             .values()
-            .map(|e| e.info.slots as usize)
-            .sum()
+            .map(|j| j.job.session_id.clone())
+            .collect()
     }
 
     // ------------------------------------------------------------ jobs
@@ -213,7 +342,7 @@ impl Core {
     pub fn submit(self: &Arc<Self>, job: Job) -> Result<()> {
         {
             let mut state = self.state.lock();
-            if state.executors.is_empty() {
+            if state.registry.is_empty() {
                 return Err(SchedulerError::NoExecutors);
             }
             if state.queue.len() >= self.config.max_running_jobs {
@@ -240,55 +369,86 @@ impl Core {
             .ok_or_else(|| SchedulerError::UnknownJob(job_id.to_string()))
     }
 
+    pub fn is_running(&self, job_id: &str) -> bool {
+        let state = self.state.lock();
+        state.jobs.get(job_id).is_some_and(|j| j.job.is_running())
+    }
+
     pub fn task_update(self: &Arc<Self>, update: TaskStatusUpdate) {
         let Some(task) = update.task else { return };
-        let mut finished = None;
-        {
+        let mut probe = None;
+        let failed = {
             let mut state = self.state.lock();
-            if let Some(e) = state.executors.get_mut(&update.executor_id) {
-                e.free_slots = (e.free_slots + 1).min(e.info.slots as usize);
-                e.last_seen = Instant::now();
-            }
+            state
+                .registry
+                .end_attempt(&update.executor_id, task.attempt);
             let Some(entry) = state.jobs.get_mut(&task.job_id) else {
+                drop(state);
+                self.dispatch();
                 return;
             };
-            let t = match update.outcome {
-                Some(task_status_update::Outcome::Succeeded(stats)) => entry.job.on_task_succeeded(
-                    task.stage_id,
-                    task.partition,
-                    &update.executor_id,
-                    stats,
-                ),
-                Some(task_status_update::Outcome::Failed(f)) => {
-                    tracing::debug!(task = %task.display(), error = %f.message, "task failed");
-                    entry
+            let t =
+                match update.outcome {
+                    Some(task_status_update::Outcome::Succeeded(stats)) => entry
                         .job
-                        .on_task_failed(task.stage_id, task.partition, &update.executor_id, &f)
-                }
-                None => Transition::Ignored,
-            };
-            if t != Transition::Ignored {
-                entry.status.send_replace(entry.job.status());
-            }
-            match t {
-                Transition::JobSucceeded => {
-                    tracing::info!(job = %task.job_id, elapsed_ms = entry.job.elapsed().as_millis() as u64, "job succeeded");
-                    finished = Some((task.job_id.clone(), false));
-                }
-                Transition::JobFailed => {
-                    tracing::warn!(job = %task.job_id, phase = ?entry.job.phase, "job failed");
-                    finished = Some((task.job_id.clone(), true));
-                }
-                _ => {}
-            }
-            if let Some((id, _)) = &finished {
-                state.queue.retain(|q| q != id);
-            }
-        }
-        if let Some((id, true)) = finished {
+                        .on_task_succeeded(task.stage_id, task.partition, task.attempt, stats),
+                    Some(task_status_update::Outcome::Failed(f)) => {
+                        tracing::debug!(task = %task.display(), error = %f.message, "task failed");
+                        if let Some(task_failure::Reason::FetchFailed(ff)) = &f.reason
+                            && ff.unreachable
+                        {
+                            probe = Some(ff.executor_id.clone());
+                        }
+                        entry
+                            .job
+                            .on_task_failed(task.stage_id, task.partition, task.attempt, &f)
+                    }
+                    None => Transition::Ignored,
+                };
+            state.settle(&task.job_id, t)
+        };
+        if let Some(id) = failed {
             self.cleanup_job(&id);
         }
+        if let Some(executor) = probe {
+            self.probe(&executor);
+        }
         self.dispatch();
+    }
+
+    /// The client could not fetch a result partition.
+    pub fn result_lost(
+        self: &Arc<Self>,
+        job_id: &str,
+        partition: u32,
+        attempt: u64,
+        why: &str,
+    ) -> Result<()> {
+        let failed = {
+            let mut state = self.state.lock();
+            let entry = state
+                .jobs
+                .get_mut(job_id)
+                .ok_or_else(|| SchedulerError::UnknownJob(job_id.to_string()))?;
+            let executor = entry
+                .job
+                .status()
+                .results
+                .iter()
+                .find(|r| r.partition == partition && r.attempt == attempt)
+                .map(|r| r.executor_id.clone());
+            let t = entry.job.on_result_lost(partition, attempt, why);
+            let failed = state.settle(job_id, t);
+            (failed, executor)
+        };
+        if let Some(id) = failed.0 {
+            self.cleanup_job(&id);
+        }
+        if let Some(executor) = failed.1 {
+            self.probe(&executor);
+        }
+        self.dispatch();
+        Ok(())
     }
 
     pub fn cancel(self: &Arc<Self>, job_id: &str) -> Result<bool> {
@@ -310,6 +470,22 @@ impl Core {
             // Slots of killed tasks come back with their status reports.
         }
         Ok(cancelled)
+    }
+
+    /// Cancels the running jobs of a session and frees the finished ones.
+    pub fn close_session(self: &Arc<Self>, session_id: &str) {
+        let jobs: Vec<String> = {
+            let state = self.state.lock();
+            state
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.job.session_id == session_id)
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        for id in jobs {
+            self.release_job(&id);
+        }
     }
 
     /// The client has its result: forget the job and free its data.
@@ -350,12 +526,14 @@ impl Core {
                 .iter()
                 .filter_map(|id| {
                     state
-                        .executors
+                        .registry
                         .get(id)
                         .map(|e| (id.clone(), e.client.clone()))
                 })
                 .collect()
         };
+        // Executors away now learn through their heartbeats that the job is
+        // forgotten.
         for (executor, mut client) in clients {
             let job_id = job_id.to_string();
             tokio::spawn(async move {
@@ -390,52 +568,98 @@ impl Core {
                     mut client,
                     request,
                 } = launch;
+                let job_id = request.job_id.clone();
+                let stage = request.stage_id;
+                let tasks = request.tasks.clone();
                 if let Err(e) = client.launch_tasks(request).await {
-                    core.executor_lost(
-                        &executor_id,
-                        &format!("task launch failed: {}", e.message()),
-                    );
+                    core.launch_failed(&executor_id, &job_id, stage, &tasks, e);
                 }
             });
         }
     }
 
+    /// A refused connection means the executor is gone; any other refusal
+    /// (e.g. a plan over the message size limit) fails those attempts.
+    fn launch_failed(
+        self: &Arc<Self>,
+        executor_id: &str,
+        job_id: &str,
+        stage: u32,
+        tasks: &[TaskAttempt],
+        e: tonic::Status,
+    ) {
+        if matches!(
+            e.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+        ) {
+            self.executor_lost(executor_id, &format!("task launch failed: {}", e.message()));
+            return;
+        }
+        let failed = {
+            let mut state = self.state.lock();
+            let why = format!(
+                "executor {executor_id} refused to launch tasks of stage {stage}: {}",
+                e.message()
+            );
+            for t in tasks {
+                state.registry.end_attempt(executor_id, t.attempt);
+            }
+            let Some(entry) = state.jobs.get_mut(job_id) else {
+                return;
+            };
+            entry.job.finish(JobPhase::Failed(why));
+            state.settle(job_id, Transition::JobFailed)
+        };
+        if let Some(id) = failed {
+            self.cleanup_job(&id);
+        }
+        self.dispatch();
+    }
+
     fn assign(&self) -> Vec<Launch> {
         let mut state = self.state.lock();
         let state = &mut *state;
-        let mut batches: BTreeMap<(String, String, u32), Vec<u32>> = BTreeMap::new();
+        let mut batches: BTreeMap<(String, String, u32), Vec<TaskAttempt>> = BTreeMap::new();
         'jobs: for job_id in &state.queue {
             let Some(entry) = state.jobs.get_mut(job_id) else {
                 continue;
             };
-            for (stage, partition) in entry.job.runnable_tasks() {
-                // The executor with the most free slots: spreads tasks evenly.
-                let Some(executor) = state
-                    .executors
-                    .values_mut()
-                    .filter(|e| e.free_slots > 0)
-                    .max_by_key(|e| e.free_slots)
-                else {
+            let runnable = entry.job.runnable_tasks();
+            if runnable.is_empty() {
+                continue;
+            }
+            for (stage, partition) in runnable {
+                let attempt = state.registry.next_attempt();
+                let Some(executor) = state.registry.pick() else {
+                    entry.status.send_replace(entry.job.status());
                     break 'jobs;
                 };
-                executor.free_slots -= 1;
+                executor.running.insert(
+                    attempt,
+                    LaunchedAttempt {
+                        job_id: job_id.clone(),
+                        stage,
+                        partition,
+                        launched: Instant::now(),
+                    },
+                );
                 let r = ExecutorRef {
                     id: executor.info.executor_id.clone(),
                     address: executor.info.address.clone(),
                 };
-                entry.job.mark_running(stage, partition, r.clone());
+                entry.job.mark_running(stage, partition, r.clone(), attempt);
                 batches
                     .entry((r.id, job_id.clone(), stage))
                     .or_default()
-                    .push(partition);
+                    .push(TaskAttempt { partition, attempt });
             }
             entry.status.send_replace(entry.job.status());
         }
         batches
             .into_iter()
-            .filter_map(|((executor_id, job_id, stage), partitions)| {
+            .filter_map(|((executor_id, job_id, stage), tasks)| {
                 let entry = state.jobs.get(&job_id)?;
-                let executor = state.executors.get(&executor_id)?;
+                let executor = state.registry.get(&executor_id)?;
                 let job = &entry.job;
                 let run = &job.stages[stage as usize];
                 Some(Launch {
@@ -448,7 +672,7 @@ impl Core {
                         stage_attempt: run.attempt,
                         plan: run.plan.as_ref().clone(),
                         inputs: job.stage_inputs(stage),
-                        partitions,
+                        tasks,
                         settings: job.settings.as_ref().clone(),
                     },
                 })

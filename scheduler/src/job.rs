@@ -2,22 +2,33 @@
 //! that feeds it events.
 //!
 //! ```text
-//!  task:  Pending ──launch──▶ Running ──succeeded──▶ Succeeded
-//!            ▲                  │  │                    │
-//!            └──── failed, ─────┘  └─ executor lost ────┤ output lost (executor
-//!                  retryable             (→ Pending)     │ gone, fetch failed)
-//!            ▲                                           │
-//!            └───────────────────────────────────────────┘
+//!  task:  Pending ──launch(attempt n)──▶ Running(n) ──succeeded(n)──▶ Succeeded(n)
+//!            ▲                             │                             │
+//!            ├── failed(n), lost(n), ──────┘                             │
+//!            │   executor lost                 output lost: executor     │
+//!            │   (counts toward task_max_attempts)   gone, or a fetch    │
+//!            └────────────────────────────────────── failure naming n ───┘
+//!                                                    (counts toward stage_max_attempts)
 //!
-//!  job:   Running ──final stage done──▶ Succeeded
-//!            ├──── attempts exhausted / not retryable ──▶ Failed
-//!            └──── cancel ──▶ Cancelled
+//!  job:   Running ──final stage done──▶ Succeeded ──a final partition lost
+//!            ▲                              │        before the client fetched it
+//!            └──────────────────────────────┘
+//!         Running ──attempts exhausted / not retryable──▶ Failed
+//!         Running ──cancel──▶ Cancelled
 //! ```
 //!
+//! Every launch is an *attempt* with an id unique in the scheduler. A report
+//! is applied only to the attempt it names; a report about any other attempt
+//! is stale (the task was re-run meanwhile) and is ignored, logged and
+//! recorded as an event. A map output is invalidated only by evidence about
+//! the attempt that produced it.
+//!
 //! A stage is runnable when every stage it reads has all its outputs. Lost
-//! outputs make their stage's tasks Pending again, so recomputation follows the
+//! outputs make their tasks Pending again, so recomputation follows the
 //! lineage on its own: a consumer waits until its inputs are whole again, and
 //! if those inputs' own inputs were lost too, they are recomputed first.
+//!
+//! Every recovery action is a [`JobEvent`] in the job's status (bounded).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -25,10 +36,13 @@ use std::time::{Duration, Instant};
 
 use ember_planner::StageDag;
 use ember_proto::{
-    FetchTicket, JobState, JobStatus, MapOutputLocation, ResultLocation, StageInput, StageProgress,
-    TaskFailure, TaskSucceeded, task_failure,
+    FetchTicket, JobEvent, JobEventKind, JobState, JobStatus, MapOutputLocation, ResultLocation,
+    StageInput, StageProgress, TaskFailure, TaskSucceeded, task_failure,
 };
 use prost::Message;
+
+/// Events kept per job; later ones are counted, not kept.
+pub const MAX_EVENTS: usize = 200;
 
 /// An executor as far as a task is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,11 +56,24 @@ pub enum TaskState {
     Pending,
     Running {
         executor: ExecutorRef,
+        attempt: u64,
     },
     Succeeded {
         executor: ExecutorRef,
+        attempt: u64,
         stats: TaskSucceeded,
     },
+}
+
+impl TaskState {
+    fn attempt(&self) -> Option<u64> {
+        match self {
+            TaskState::Pending => None,
+            TaskState::Running { attempt, .. } | TaskState::Succeeded { attempt, .. } => {
+                Some(*attempt)
+            }
+        }
+    }
 }
 
 /// One stage of a running job.
@@ -60,7 +87,8 @@ pub struct StageRun {
     /// `stage_max_attempts`; sent with launches for the logs).
     pub attempt: u32,
     pub tasks: Vec<TaskState>,
-    /// Failed attempts per partition.
+    /// Attempts per partition that ended badly (failed, killed, lost with
+    /// their executor, vanished); bounded by `task_max_attempts`.
     pub failures: Vec<u32>,
 }
 
@@ -91,7 +119,7 @@ pub struct JobLimits {
     pub stage_max_attempts: u32,
 }
 
-/// What a task status update did to its job.
+/// What an event did to its job.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Transition {
     /// Stale or duplicate report: nothing changed.
@@ -99,12 +127,16 @@ pub enum Transition {
     Progressed,
     JobSucceeded,
     JobFailed,
+    /// A succeeded job lost a result partition and runs again.
+    Reopened,
 }
 
 #[derive(Debug)]
 pub struct Job {
     pub id: String,
     pub token: String,
+    /// The session that submitted it.
+    pub session_id: String,
     pub settings: Arc<HashMap<String, String>>,
     pub stages: Vec<StageRun>,
     pub phase: JobPhase,
@@ -113,12 +145,15 @@ pub struct Job {
     pub finished: Option<Instant>,
     /// Every executor that ran a task of this job (to free its data there).
     pub executors_used: BTreeSet<String>,
+    events: Vec<JobEvent>,
+    events_dropped: u32,
 }
 
 impl Job {
     pub fn new(
         id: String,
         token: String,
+        session_id: String,
         dag: &StageDag,
         plans: Vec<Vec<u8>>,
         settings: Arc<HashMap<String, String>>,
@@ -140,6 +175,7 @@ impl Job {
         Self {
             id,
             token,
+            session_id,
             settings,
             stages,
             phase: JobPhase::Running,
@@ -147,6 +183,8 @@ impl Job {
             started: Instant::now(),
             finished: None,
             executors_used: BTreeSet::new(),
+            events: vec![],
+            events_dropped: 0,
         }
     }
 
@@ -156,6 +194,23 @@ impl Job {
 
     fn final_stage(&self) -> u32 {
         (self.stages.len() - 1) as u32
+    }
+
+    /// Recovery events so far, oldest first.
+    pub fn events(&self) -> &[JobEvent] {
+        &self.events
+    }
+
+    fn event(&mut self, kind: JobEventKind, event: JobEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events_dropped += 1;
+            return;
+        }
+        self.events.push(JobEvent {
+            at_ms: self.started.elapsed().as_millis() as u64,
+            kind: kind as i32,
+            ..event
+        });
     }
 
     /// Pending tasks whose inputs are all available, stage by stage.
@@ -181,9 +236,16 @@ impl Job {
         out
     }
 
-    pub fn mark_running(&mut self, stage: u32, partition: u32, executor: ExecutorRef) {
+    pub fn mark_running(
+        &mut self,
+        stage: u32,
+        partition: u32,
+        executor: ExecutorRef,
+        attempt: u64,
+    ) {
         self.executors_used.insert(executor.id.clone());
-        self.stages[stage as usize].tasks[partition as usize] = TaskState::Running { executor };
+        self.stages[stage as usize].tasks[partition as usize] =
+            TaskState::Running { executor, attempt };
     }
 
     /// Map output locations of `stage` (complete stages only).
@@ -193,10 +255,13 @@ impl Job {
             .iter()
             .enumerate()
             .filter_map(|(p, t)| match t {
-                TaskState::Succeeded { executor, .. } => Some(MapOutputLocation {
+                TaskState::Succeeded {
+                    executor, attempt, ..
+                } => Some(MapOutputLocation {
                     map_partition: p as u32,
                     executor_id: executor.id.clone(),
                     address: executor.address.clone(),
+                    attempt: *attempt,
                 }),
                 _ => None,
             })
@@ -215,42 +280,69 @@ impl Job {
             .collect()
     }
 
-    fn running_on<'a>(
-        &'a mut self,
+    /// The task `attempt` claims to be, if that attempt is the one running
+    /// there now. Anything else is a stale or duplicate report, or ids from
+    /// the network that name no task: recorded and ignored.
+    fn current(
+        &mut self,
         stage: u32,
         partition: u32,
-        executor: &str,
-    ) -> Option<&'a mut TaskState> {
-        let t = self
+        attempt: u64,
+        what: &str,
+    ) -> Option<&mut TaskState> {
+        let state = self
             .stages
-            .get_mut(stage as usize)?
-            .tasks
-            .get_mut(partition as usize)?;
-        match t {
-            TaskState::Running { executor: e } if e.id == executor => Some(t),
-            _ => None,
+            .get(stage as usize)
+            .and_then(|s| s.tasks.get(partition as usize));
+        match state {
+            Some(TaskState::Running { attempt: a, .. }) if *a == attempt => {}
+            other => {
+                let current = other.and_then(TaskState::attempt);
+                tracing::info!(job = %self.id, stage, partition, attempt, ?current, what, "stale report ignored");
+                if self.is_running() {
+                    self.event(
+                        JobEventKind::StaleReportIgnored,
+                        JobEvent {
+                            stage_id: stage,
+                            partitions: vec![partition],
+                            attempt,
+                            detail: format!(
+                                "{what} of attempt {attempt}; current attempt: {}",
+                                current.map_or("none".into(), |c| c.to_string())
+                            ),
+                            ..Default::default()
+                        },
+                    );
+                }
+                return None;
+            }
         }
+        self.stages
+            .get_mut(stage as usize)
+            .and_then(|s| s.tasks.get_mut(partition as usize))
     }
 
-    /// A report counts only if the task is running on the reporting executor;
-    /// anything else is a stale or duplicate report.
     pub fn on_task_succeeded(
         &mut self,
         stage: u32,
         partition: u32,
-        executor: &str,
+        attempt: u64,
         stats: TaskSucceeded,
     ) -> Transition {
         if !self.is_running() {
             return Transition::Ignored;
         }
-        let Some(task) = self.running_on(stage, partition, executor) else {
+        let Some(task) = self.current(stage, partition, attempt, "success") else {
             return Transition::Ignored;
         };
-        let TaskState::Running { executor } = task.clone() else {
+        let TaskState::Running { executor, attempt } = task.clone() else {
             return Transition::Ignored;
         };
-        *task = TaskState::Succeeded { executor, stats };
+        *task = TaskState::Succeeded {
+            executor,
+            attempt,
+            stats,
+        };
         if stage == self.final_stage() && self.stages[stage as usize].is_complete() {
             self.finish(JobPhase::Succeeded);
             return Transition::JobSucceeded;
@@ -262,43 +354,61 @@ impl Job {
         &mut self,
         stage: u32,
         partition: u32,
-        executor: &str,
+        attempt: u64,
         failure: &TaskFailure,
     ) -> Transition {
         if !self.is_running() {
             return Transition::Ignored;
         }
-        let Some(task) = self.running_on(stage, partition, executor) else {
+        let Some(task) = self.current(stage, partition, attempt, "failure") else {
             return Transition::Ignored;
+        };
+        let executor = match task {
+            TaskState::Running { executor, .. } => executor.id.clone(),
+            _ => String::new(),
         };
         *task = TaskState::Pending;
         match &failure.reason {
             Some(task_failure::Reason::FetchFailed(f)) => {
-                let lost = self.lose_outputs(f.map_stage, &f.executor_id);
-                let map = &mut self.stages[f.map_stage as usize];
-                if lost > 0 {
-                    map.attempt += 1;
-                }
-                if map.attempt >= self.limits.stage_max_attempts {
-                    let msg = format!(
-                        "stage {} lost its outputs {} times; last: {}",
-                        f.map_stage, map.attempt, failure.message
-                    );
-                    self.finish(JobPhase::Failed(msg));
+                let input = self.stages[stage as usize].inputs.contains(&f.map_stage);
+                if !input {
+                    // Not evidence about anything this task reads: a bug.
+                    self.finish(JobPhase::Failed(format!(
+                        "task {stage}.{partition} reported a fetch failure for stage {}, which it does not read: {}",
+                        f.map_stage, failure.message
+                    )));
                     return Transition::JobFailed;
                 }
-                Transition::Progressed
+                let lost = self.lose_output(
+                    f.map_stage,
+                    f.map_partition,
+                    f.map_attempt,
+                    &failure.message,
+                );
+                if !lost {
+                    // The output was recomputed already: this reader just
+                    // runs again, with the new location.
+                    return self.retry(stage, partition, attempt, &executor, &failure.message);
+                }
+                self.event(
+                    JobEventKind::TaskRetried,
+                    JobEvent {
+                        executor_id: executor,
+                        stage_id: stage,
+                        partitions: vec![partition],
+                        attempt,
+                        detail: "its input was lost; runs again once recomputed".into(),
+                        ..Default::default()
+                    },
+                );
+                self.check_stage_attempts(f.map_stage, &failure.message)
             }
-            Some(task_failure::Reason::Killed(_)) => Transition::Progressed,
-            Some(task_failure::Reason::Execution(e)) => {
-                let s = &mut self.stages[stage as usize];
-                s.failures[partition as usize] += 1;
-                let attempts = s.failures[partition as usize];
-                if !e.retryable || attempts >= self.limits.task_max_attempts {
-                    self.finish(JobPhase::Failed(failure.message.clone()));
-                    return Transition::JobFailed;
-                }
-                Transition::Progressed
+            Some(task_failure::Reason::Execution(e)) if !e.retryable => {
+                self.finish(JobPhase::Failed(failure.message.clone()));
+                Transition::JobFailed
+            }
+            Some(task_failure::Reason::Execution(_)) | Some(task_failure::Reason::Killed(_)) => {
+                self.retry(stage, partition, attempt, &executor, &failure.message)
             }
             None => {
                 self.finish(JobPhase::Failed(failure.message.clone()));
@@ -307,57 +417,266 @@ impl Job {
         }
     }
 
-    /// Marks the outputs of `stage` held by `executor` as lost. Returns how
-    /// many were lost.
-    fn lose_outputs(&mut self, stage: u32, executor: &str) -> usize {
-        let mut lost = 0;
-        if let Some(s) = self.stages.get_mut(stage as usize) {
-            for t in &mut s.tasks {
-                if matches!(t, TaskState::Succeeded { executor: e, .. } if e.id == executor) {
-                    *t = TaskState::Pending;
-                    lost += 1;
-                }
-            }
-        }
-        lost
-    }
-
-    /// `executor` is gone: its running tasks go back to Pending, and the map
-    /// outputs it held are recomputed if something still needs them.
-    pub fn on_executor_lost(&mut self, executor: &str) -> Transition {
+    /// An attempt the scheduler believed running is gone without a report
+    /// (its executor no longer lists it, or refused its launch).
+    pub fn on_attempt_lost(
+        &mut self,
+        stage: u32,
+        partition: u32,
+        attempt: u64,
+        why: &str,
+    ) -> Transition {
         if !self.is_running() {
             return Transition::Ignored;
         }
-        let mut changed = false;
-        for s in 0..self.stages.len() {
-            for t in &mut self.stages[s].tasks {
-                if matches!(t, TaskState::Running { executor: e } if e.id == executor) {
-                    *t = TaskState::Pending;
-                    changed = true;
-                }
+        let Some(task) = self.current(stage, partition, attempt, "loss") else {
+            return Transition::Ignored;
+        };
+        let executor = match task {
+            TaskState::Running { executor, .. } => executor.id.clone(),
+            _ => String::new(),
+        };
+        *task = TaskState::Pending;
+        self.retry(stage, partition, attempt, &executor, why)
+    }
+
+    /// Counts a bad end of `attempt` (already back to Pending) and fails the
+    /// job once the partition has used up its attempts.
+    fn retry(
+        &mut self,
+        stage: u32,
+        partition: u32,
+        attempt: u64,
+        executor: &str,
+        why: &str,
+    ) -> Transition {
+        let failures = {
+            let f = &mut self.stages[stage as usize].failures[partition as usize];
+            *f += 1;
+            *f
+        };
+        if failures >= self.limits.task_max_attempts {
+            self.finish(JobPhase::Failed(format!(
+                "task {stage}.{partition} failed {failures} times (ember.task_max_attempts = {}); last: {why}",
+                self.limits.task_max_attempts
+            )));
+            return Transition::JobFailed;
+        }
+        self.event(
+            JobEventKind::TaskRetried,
+            JobEvent {
+                executor_id: executor.to_string(),
+                stage_id: stage,
+                partitions: vec![partition],
+                attempt,
+                detail: why.to_string(),
+                ..Default::default()
+            },
+        );
+        Transition::Progressed
+    }
+
+    /// Invalidates map output (`stage`, `partition`) if `attempt` produced
+    /// the current one. Returns whether it did.
+    fn lose_output(&mut self, stage: u32, partition: u32, attempt: u64, why: &str) -> bool {
+        let Some(task) = self
+            .stages
+            .get_mut(stage as usize)
+            .and_then(|s| s.tasks.get_mut(partition as usize))
+        else {
+            return false;
+        };
+        let executor = match task {
+            TaskState::Succeeded {
+                executor,
+                attempt: a,
+                ..
+            } if *a == attempt => executor.id.clone(),
+            _ => return false,
+        };
+        *task = TaskState::Pending;
+        self.stages[stage as usize].attempt += 1;
+        self.event(
+            JobEventKind::OutputsLost,
+            JobEvent {
+                executor_id: executor,
+                stage_id: stage,
+                partitions: vec![partition],
+                attempt,
+                detail: why.to_string(),
+                ..Default::default()
+            },
+        );
+        true
+    }
+
+    fn check_stage_attempts(&mut self, stage: u32, why: &str) -> Transition {
+        let attempts = self.stages[stage as usize].attempt;
+        if attempts >= self.limits.stage_max_attempts {
+            self.finish(JobPhase::Failed(format!(
+                "stage {stage} lost its outputs {attempts} times (ember.stage_max_attempts = {}); last: {why}",
+                self.limits.stage_max_attempts
+            )));
+            return Transition::JobFailed;
+        }
+        Transition::Progressed
+    }
+
+    /// `executor` is gone: its running tasks go back to Pending (each counts
+    /// as a failed attempt), and the outputs it held are recomputed if
+    /// something still needs them. A succeeded job whose result partitions
+    /// were there runs again to recompute them.
+    pub fn on_executor_lost(&mut self, executor: &str, reason: &str) -> Transition {
+        if !self.executors_used.contains(executor) {
+            return Transition::Ignored;
+        }
+        let mut reopened = false;
+        if self.phase == JobPhase::Succeeded {
+            let final_stage = self.final_stage();
+            let held = self.stages[final_stage as usize]
+                .tasks
+                .iter()
+                .any(|t| matches!(t, TaskState::Succeeded { executor: e, .. } if e.id == executor));
+            if !held {
+                return Transition::Ignored;
             }
-            let needed = s as u32 == self.final_stage()
-                || self
-                    .stages
-                    .iter()
-                    .any(|c| c.inputs.contains(&(s as u32)) && !c.is_complete());
-            if needed && self.lose_outputs(s as u32, executor) > 0 {
-                self.stages[s].attempt += 1;
-                changed = true;
-                if self.stages[s].attempt >= self.limits.stage_max_attempts {
-                    self.finish(JobPhase::Failed(format!(
-                        "stage {s} lost its outputs {} times (last: executor {executor} lost)",
-                        self.stages[s].attempt
-                    )));
+            self.reopen();
+            reopened = true;
+        }
+        if !self.is_running() {
+            return Transition::Ignored;
+        }
+        self.event(
+            JobEventKind::ExecutorLost,
+            JobEvent {
+                executor_id: executor.to_string(),
+                detail: reason.to_string(),
+                ..Default::default()
+            },
+        );
+        let why = format!("executor {executor} lost: {reason}");
+        for s in 0..self.stages.len() {
+            let running: Vec<(u32, u64)> = self.stages[s]
+                .tasks
+                .iter()
+                .enumerate()
+                .filter_map(|(p, t)| match t {
+                    TaskState::Running {
+                        executor: e,
+                        attempt,
+                    } if e.id == executor => Some((p as u32, *attempt)),
+                    _ => None,
+                })
+                .collect();
+            for (p, attempt) in running {
+                self.stages[s].tasks[p as usize] = TaskState::Pending;
+                if self.retry(s as u32, p, attempt, executor, &why) == Transition::JobFailed {
                     return Transition::JobFailed;
                 }
             }
         }
-        if changed {
-            Transition::Progressed
-        } else {
-            Transition::Ignored
+        // Consumers first: an output lost there makes its own inputs needed
+        // again. Repeat until nothing more is lost (the DAG is small).
+        loop {
+            let mut lost_any = false;
+            for s in (0..self.stages.len()).rev() {
+                let needed = s as u32 == self.final_stage()
+                    || self
+                        .stages
+                        .iter()
+                        .any(|c| c.inputs.contains(&(s as u32)) && !c.is_complete());
+                if !needed {
+                    continue;
+                }
+                let held: Vec<u32> = self.stages[s]
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(p, t)| match t {
+                        TaskState::Succeeded { executor: e, .. } if e.id == executor => {
+                            Some(p as u32)
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if held.is_empty() {
+                    continue;
+                }
+                lost_any = true;
+                for p in &held {
+                    self.stages[s].tasks[*p as usize] = TaskState::Pending;
+                }
+                self.stages[s].attempt += 1;
+                self.event(
+                    if reopened && s as u32 == self.final_stage() {
+                        JobEventKind::ResultLost
+                    } else {
+                        JobEventKind::OutputsLost
+                    },
+                    JobEvent {
+                        executor_id: executor.to_string(),
+                        stage_id: s as u32,
+                        partitions: held,
+                        detail: why.clone(),
+                        ..Default::default()
+                    },
+                );
+                if self.check_stage_attempts(s as u32, &why) == Transition::JobFailed {
+                    return Transition::JobFailed;
+                }
+            }
+            if !lost_any {
+                break;
+            }
         }
+        if reopened {
+            Transition::Reopened
+        } else {
+            Transition::Progressed
+        }
+    }
+
+    /// The client could not fetch final partition `partition` of `attempt`:
+    /// recompute it (if that attempt's output is still the current one).
+    pub fn on_result_lost(&mut self, partition: u32, attempt: u64, why: &str) -> Transition {
+        if self.phase != JobPhase::Succeeded {
+            return Transition::Ignored;
+        }
+        let final_stage = self.final_stage();
+        let current = self.stages[final_stage as usize]
+            .tasks
+            .get(partition as usize)
+            .and_then(TaskState::attempt);
+        if current != Some(attempt) {
+            return Transition::Ignored;
+        }
+        self.reopen();
+        let executor = match &self.stages[final_stage as usize].tasks[partition as usize] {
+            TaskState::Succeeded { executor, .. } => executor.id.clone(),
+            _ => String::new(),
+        };
+        self.stages[final_stage as usize].tasks[partition as usize] = TaskState::Pending;
+        self.stages[final_stage as usize].attempt += 1;
+        self.event(
+            JobEventKind::ResultLost,
+            JobEvent {
+                executor_id: executor,
+                stage_id: final_stage,
+                partitions: vec![partition],
+                attempt,
+                detail: why.to_string(),
+                ..Default::default()
+            },
+        );
+        match self.check_stage_attempts(final_stage, why) {
+            Transition::JobFailed => Transition::JobFailed,
+            _ => Transition::Reopened,
+        }
+    }
+
+    fn reopen(&mut self) {
+        self.phase = JobPhase::Running;
+        self.finished = None;
     }
 
     pub fn finish(&mut self, phase: JobPhase) {
@@ -393,7 +712,10 @@ impl Job {
                 };
                 let mut executors = BTreeSet::new();
                 for t in &s.tasks {
-                    if let TaskState::Succeeded { executor, stats } = t {
+                    if let TaskState::Succeeded {
+                        executor, stats, ..
+                    } = t
+                    {
                         p.output_rows += stats.output_rows;
                         p.output_bytes += stats.output_bytes;
                         p.local_fetches += stats.local_fetches;
@@ -415,12 +737,15 @@ impl Job {
                     partition: l.map_partition,
                     executor_id: l.executor_id,
                     flight_address: l.address,
+                    attempt: l.attempt,
                     ticket: FetchTicket {
                         job_id: self.id.clone(),
                         job_token: self.token.clone(),
                         stage_id: final_stage,
                         map_partition: l.map_partition,
                         bucket: 0,
+                        attempt: l.attempt,
+                        result: true,
                     }
                     .encode_to_vec(),
                 })
@@ -428,6 +753,13 @@ impl Job {
         } else {
             vec![]
         };
+        let mut events = self.events.clone();
+        if self.events_dropped > 0 {
+            events.push(JobEvent {
+                detail: format!("{} more events not kept", self.events_dropped),
+                ..Default::default()
+            });
+        }
         JobStatus {
             job_id: self.id.clone(),
             state: state as i32,
@@ -435,6 +767,7 @@ impl Job {
             results,
             error,
             elapsed_ms: self.elapsed().as_millis() as u64,
+            events,
         }
     }
 }
@@ -461,6 +794,7 @@ mod tests {
         Job {
             id: "j".into(),
             token: "t".into(),
+            session_id: "s".into(),
             settings: Arc::new(HashMap::new()),
             stages: stages
                 .into_iter()
@@ -481,6 +815,8 @@ mod tests {
             started: Instant::now(),
             finished: None,
             executors_used: BTreeSet::new(),
+            events: vec![],
+            events_dropped: 0,
         }
     }
 
@@ -498,46 +834,91 @@ mod tests {
         }
     }
 
+    fn fetch_failed(executor: &str, map_partition: u32, map_attempt: u64) -> TaskFailure {
+        failure(task_failure::Reason::FetchFailed(FetchFailed {
+            executor_id: executor.into(),
+            map_stage: 0,
+            map_partition,
+            map_attempt,
+            unreachable: false,
+        }))
+    }
+
+    fn kinds(job: &Job) -> Vec<JobEventKind> {
+        job.events()
+            .iter()
+            .map(|e| JobEventKind::try_from(e.kind).unwrap())
+            .collect()
+    }
+
+    /// Stage 0 done: partition 0 by attempt 1 on a, partition 1 by attempt 2 on b.
     fn run_stage0(job: &mut Job) {
-        job.mark_running(0, 0, exec("a"));
-        job.mark_running(0, 1, exec("b"));
-        job.on_task_succeeded(0, 0, "a", ok());
-        job.on_task_succeeded(0, 1, "b", ok());
+        job.mark_running(0, 0, exec("a"), 1);
+        job.mark_running(0, 1, exec("b"), 2);
+        job.on_task_succeeded(0, 0, 1, ok());
+        job.on_task_succeeded(0, 1, 2, ok());
     }
 
     #[test]
     fn consumer_stage_waits_for_all_its_inputs() {
         let mut job = two_stage_job();
         assert_eq!(job.runnable_tasks(), vec![(0, 0), (0, 1)]);
-        job.mark_running(0, 0, exec("a"));
-        job.on_task_succeeded(0, 0, "a", ok());
+        job.mark_running(0, 0, exec("a"), 1);
+        job.on_task_succeeded(0, 0, 1, ok());
         assert_eq!(job.runnable_tasks(), vec![(0, 1)]);
-        job.mark_running(0, 1, exec("b"));
-        job.on_task_succeeded(0, 1, "b", ok());
+        job.mark_running(0, 1, exec("b"), 2);
+        job.on_task_succeeded(0, 1, 2, ok());
         assert_eq!(job.runnable_tasks(), vec![(1, 0)]);
-        assert_eq!(job.locations(0).len(), 2);
+        let locations = job.locations(0);
+        assert_eq!(locations.len(), 2);
+        assert_eq!(locations[1].attempt, 2);
     }
 
     #[test]
     fn final_task_success_completes_the_job_with_result_locations() {
         let mut job = two_stage_job();
         run_stage0(&mut job);
-        job.mark_running(1, 0, exec("a"));
+        job.mark_running(1, 0, exec("a"), 3);
         assert_eq!(
-            job.on_task_succeeded(1, 0, "a", ok()),
+            job.on_task_succeeded(1, 0, 3, ok()),
             Transition::JobSucceeded
         );
         let status = job.status();
         assert_eq!(status.state, JobState::Succeeded as i32);
         assert_eq!(status.results.len(), 1);
         assert_eq!(status.results[0].executor_id, "a");
+        assert_eq!(status.results[0].attempt, 3);
     }
 
     #[test]
-    fn report_from_an_executor_not_running_the_task_is_ignored() {
+    fn report_about_another_attempt_is_ignored_and_recorded() {
         let mut job = two_stage_job();
-        job.mark_running(0, 0, exec("a"));
-        assert_eq!(job.on_task_succeeded(0, 0, "b", ok()), Transition::Ignored);
+        job.mark_running(0, 0, exec("a"), 1);
+        assert_eq!(job.on_task_succeeded(0, 0, 7, ok()), Transition::Ignored);
+        assert!(matches!(
+            job.stages[0].tasks[0],
+            TaskState::Running { attempt: 1, .. }
+        ));
+        assert_eq!(kinds(&job), vec![JobEventKind::StaleReportIgnored]);
+    }
+
+    #[test]
+    fn late_report_of_an_attempt_lost_with_its_executor_never_touches_the_rerun() {
+        let mut job = two_stage_job();
+        job.mark_running(0, 0, exec("a"), 1);
+        job.on_executor_lost("a", "control stream broken");
+        // a re-registers and is given the same partition again.
+        job.mark_running(0, 0, exec("a"), 5);
+        let f = failure(task_failure::Reason::Execution(ExecutionError {
+            retryable: true,
+        }));
+        assert_eq!(job.on_task_failed(0, 0, 1, &f), Transition::Ignored);
+        assert_eq!(job.on_task_succeeded(0, 0, 1, ok()), Transition::Ignored);
+        assert!(matches!(
+            job.stages[0].tasks[0],
+            TaskState::Running { attempt: 5, .. }
+        ));
+        assert_eq!(job.on_task_succeeded(0, 0, 5, ok()), Transition::Progressed);
     }
 
     #[test]
@@ -546,12 +927,18 @@ mod tests {
         let f = failure(task_failure::Reason::Execution(ExecutionError {
             retryable: true,
         }));
-        job.mark_running(0, 0, exec("a"));
-        assert_eq!(job.on_task_failed(0, 0, "a", &f), Transition::Progressed);
+        job.mark_running(0, 0, exec("a"), 1);
+        assert_eq!(job.on_task_failed(0, 0, 1, &f), Transition::Progressed);
         assert!(job.runnable_tasks().contains(&(0, 0)));
-        job.mark_running(0, 0, exec("a"));
-        assert_eq!(job.on_task_failed(0, 0, "a", &f), Transition::JobFailed);
-        assert_eq!(job.phase, JobPhase::Failed("boom".into()));
+        job.mark_running(0, 0, exec("a"), 2);
+        assert_eq!(job.on_task_failed(0, 0, 2, &f), Transition::JobFailed);
+        let JobPhase::Failed(msg) = &job.phase else {
+            panic!("{:?}", job.phase)
+        };
+        assert!(
+            msg.contains("task 0.0 failed 2 times") && msg.contains("boom"),
+            "{msg}"
+        );
         assert!(job.runnable_tasks().is_empty());
     }
 
@@ -561,21 +948,19 @@ mod tests {
         let f = failure(task_failure::Reason::Execution(ExecutionError {
             retryable: false,
         }));
-        job.mark_running(0, 0, exec("a"));
-        assert_eq!(job.on_task_failed(0, 0, "a", &f), Transition::JobFailed);
+        job.mark_running(0, 0, exec("a"), 1);
+        assert_eq!(job.on_task_failed(0, 0, 1, &f), Transition::JobFailed);
     }
 
     #[test]
-    fn fetch_failure_recomputes_only_the_lost_map_outputs() {
+    fn fetch_failure_recomputes_only_the_lost_map_output() {
         let mut job = two_stage_job();
         run_stage0(&mut job);
-        job.mark_running(1, 0, exec("a"));
-        let f = failure(task_failure::Reason::FetchFailed(FetchFailed {
-            executor_id: "b".into(),
-            map_stage: 0,
-            map_partition: 1,
-        }));
-        assert_eq!(job.on_task_failed(1, 0, "a", &f), Transition::Progressed);
+        job.mark_running(1, 0, exec("a"), 3);
+        assert_eq!(
+            job.on_task_failed(1, 0, 3, &fetch_failed("b", 1, 2)),
+            Transition::Progressed
+        );
         // Only b's output is recomputed; the reducer waits for it.
         assert_eq!(job.runnable_tasks(), vec![(0, 1)]);
         assert!(matches!(
@@ -583,26 +968,138 @@ mod tests {
             TaskState::Succeeded { .. }
         ));
         assert_eq!(job.stages[0].attempt, 1);
+        assert!(kinds(&job).contains(&JobEventKind::OutputsLost));
+    }
+
+    #[test]
+    fn stale_fetch_failure_never_throws_away_a_recomputed_output() {
+        let mut job = two_stage_job();
+        run_stage0(&mut job);
+        job.mark_running(1, 0, exec("a"), 3);
+        job.on_task_failed(1, 0, 3, &fetch_failed("b", 1, 2));
+        // Map partition 1 is recomputed as attempt 4 on c.
+        job.mark_running(0, 1, exec("c"), 4);
+        job.on_task_succeeded(0, 1, 4, ok());
+        // A second reader still held the old location and reports it late.
+        job.mark_running(1, 0, exec("a"), 6);
+        assert_eq!(
+            job.on_task_failed(1, 0, 6, &fetch_failed("b", 1, 2)),
+            Transition::Progressed
+        );
+        assert!(matches!(
+            job.stages[0].tasks[1],
+            TaskState::Succeeded { attempt: 4, .. }
+        ));
+        assert_eq!(job.stages[0].attempt, 1, "no stage attempt burnt");
+        assert_eq!(job.runnable_tasks(), vec![(1, 0)]);
+    }
+
+    #[test]
+    fn fetch_failure_naming_a_stage_out_of_range_fails_cleanly() {
+        let mut job = two_stage_job();
+        run_stage0(&mut job);
+        job.mark_running(1, 0, exec("a"), 3);
+        let f = failure(task_failure::Reason::FetchFailed(FetchFailed {
+            executor_id: "b".into(),
+            map_stage: 99,
+            map_partition: 0,
+            map_attempt: 2,
+            unreachable: false,
+        }));
+        assert_eq!(job.on_task_failed(1, 0, 3, &f), Transition::JobFailed);
+        // Reports naming tasks that do not exist are ignored, not a panic.
+        assert_eq!(job.on_task_succeeded(42, 0, 1, ok()), Transition::Ignored);
     }
 
     #[test]
     fn lost_executor_reruns_its_tasks_and_needed_outputs() {
         let mut job = two_stage_job();
         run_stage0(&mut job);
-        job.mark_running(1, 0, exec("b"));
-        assert_eq!(job.on_executor_lost("b"), Transition::Progressed);
+        job.mark_running(1, 0, exec("b"), 3);
+        assert_eq!(job.on_executor_lost("b", "gone"), Transition::Progressed);
         // b's running reducer and b's map output both need to run again.
         assert_eq!(job.runnable_tasks(), vec![(0, 1)]);
         assert_eq!(job.stages[1].tasks[0], TaskState::Pending);
+        assert_eq!(
+            kinds(&job),
+            vec![
+                JobEventKind::ExecutorLost,
+                JobEventKind::TaskRetried,
+                JobEventKind::OutputsLost
+            ]
+        );
     }
 
     #[test]
-    fn killed_task_goes_back_to_pending() {
+    fn a_task_that_loses_every_executor_it_runs_on_fails_the_job() {
         let mut job = two_stage_job();
-        job.mark_running(0, 0, exec("a"));
+        job.mark_running(0, 0, exec("a"), 1);
+        assert_eq!(job.on_executor_lost("a", "killed"), Transition::Progressed);
+        job.mark_running(0, 0, exec("b"), 2);
+        assert_eq!(job.on_executor_lost("b", "killed"), Transition::JobFailed);
+        let JobPhase::Failed(msg) = &job.phase else {
+            panic!()
+        };
+        assert!(msg.contains("executor b lost"), "{msg}");
+    }
+
+    #[test]
+    fn killed_task_goes_back_to_pending_and_counts() {
+        let mut job = two_stage_job();
+        job.mark_running(0, 0, exec("a"), 1);
         let f = failure(task_failure::Reason::Killed(TaskKilled {}));
-        assert_eq!(job.on_task_failed(0, 0, "a", &f), Transition::Progressed);
+        assert_eq!(job.on_task_failed(0, 0, 1, &f), Transition::Progressed);
         assert!(job.runnable_tasks().contains(&(0, 0)));
+        assert_eq!(job.stages[0].failures[0], 1);
+    }
+
+    #[test]
+    fn vanished_attempt_is_retried() {
+        let mut job = two_stage_job();
+        job.mark_running(0, 0, exec("a"), 1);
+        assert_eq!(
+            job.on_attempt_lost(0, 0, 1, "not listed by its executor"),
+            Transition::Progressed
+        );
+        assert_eq!(job.on_attempt_lost(0, 0, 1, "again"), Transition::Ignored);
+        assert!(job.runnable_tasks().contains(&(0, 0)));
+    }
+
+    #[test]
+    fn result_lost_after_success_reopens_the_job_for_that_partition() {
+        let mut job = two_stage_job();
+        run_stage0(&mut job);
+        job.mark_running(1, 0, exec("a"), 3);
+        job.on_task_succeeded(1, 0, 3, ok());
+        assert_eq!(job.on_result_lost(0, 99, "stale"), Transition::Ignored);
+        assert_eq!(
+            job.on_result_lost(0, 3, "transport error"),
+            Transition::Reopened
+        );
+        assert!(job.is_running());
+        assert_eq!(job.runnable_tasks(), vec![(1, 0)]);
+        assert!(job.status().results.is_empty());
+        job.mark_running(1, 0, exec("b"), 4);
+        assert_eq!(
+            job.on_task_succeeded(1, 0, 4, ok()),
+            Transition::JobSucceeded
+        );
+        assert_eq!(job.status().results[0].attempt, 4);
+    }
+
+    #[test]
+    fn executor_lost_after_success_recomputes_the_results_it_held() {
+        let mut job = two_stage_job();
+        run_stage0(&mut job);
+        job.mark_running(1, 0, exec("b"), 3);
+        job.on_task_succeeded(1, 0, 3, ok());
+        // Losing an executor holding no result leaves a finished job alone.
+        job.executors_used.insert("c".into());
+        assert_eq!(job.on_executor_lost("c", "gone"), Transition::Ignored);
+        assert_eq!(job.on_executor_lost("b", "gone"), Transition::Reopened);
+        // The result and b's map output (which the result needs) both rerun.
+        assert_eq!(job.runnable_tasks(), vec![(0, 1)]);
+        assert!(kinds(&job).contains(&JobEventKind::ResultLost));
     }
 
     #[tokio::test]
@@ -621,6 +1118,7 @@ mod tests {
         let job = Job::new(
             "j".into(),
             "t".into(),
+            "s".into(),
             &dag,
             plans,
             Arc::new(HashMap::new()),

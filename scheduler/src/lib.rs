@@ -3,7 +3,8 @@
 //! The scheduler owns sessions (catalog + settings), plans SQL into stage
 //! DAGs, and drives every job to completion: it tracks the job → stage → task
 //! state ([`job`]), keeps the registry of executors and their free slots, and
-//! pushes runnable tasks into free slots the moment they appear ([`core`]).
+//! pushes runnable tasks into free slots the moment they appear ([`core`],
+//! over the executor [`registry`]).
 //! Clients watch a job's progress as a stream of snapshots and, once it
 //! succeeds, fetch the result partitions straight from the executors over
 //! Arrow Flight: results never pass through the scheduler.
@@ -21,6 +22,7 @@
 pub mod core;
 pub mod error;
 pub mod job;
+pub mod registry;
 mod service;
 pub mod session;
 
@@ -37,8 +39,12 @@ pub struct SchedulerConfig {
     pub bind: SocketAddr,
     /// How often executors heartbeat.
     pub heartbeat_interval: Duration,
-    /// An executor silent this long is declared lost.
+    /// An executor silent this long is declared lost. Only hosts that vanish
+    /// without closing their connections need it: a process that dies breaks
+    /// its control stream and is declared lost at once.
     pub executor_timeout: Duration,
+    /// A session unused this long (and with no job left) is closed.
+    pub session_idle_timeout: Duration,
     /// Finished jobs whose result was never fetched are freed after this.
     pub result_ttl: Duration,
     /// Cap on concurrently running jobs; more are refused.
@@ -58,6 +64,7 @@ impl Default for SchedulerConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 50050)),
             heartbeat_interval: Duration::from_millis(1000),
             executor_timeout: Duration::from_secs(10),
+            session_idle_timeout: Duration::from_secs(1800),
             result_ttl: Duration::from_secs(600),
             max_running_jobs: 64,
             max_sessions: 1024,

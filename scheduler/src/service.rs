@@ -10,18 +10,18 @@ use ember_proto::scheduler_service_server::{SchedulerService, SchedulerServiceSe
 use ember_proto::{
     CancelJobRequest, CancelJobResponse, CloseSessionRequest, CloseSessionResponse, ClusterInfo,
     ClusterInfoRequest, CreateSessionRequest, CreateSessionResponse, ExecuteRequest,
-    ExecuteResponse, HeartbeatRequest, HeartbeatResponse, InlineResult, JobAccepted, JobState,
-    JobStatus, RegisterExecutorRequest, RegisterExecutorResponse, ReleaseJobRequest,
-    ReleaseJobResponse, TaskStatusAck, TaskStatusUpdate, WatchJobRequest, execute_request,
-    execute_response,
+    ExecuteResponse, Heartbeat, HeartbeatResponse, InlineResult, JobAccepted, JobState, JobStatus,
+    RegisterExecutorRequest, RegisterExecutorResponse, ReleaseJobRequest, ReleaseJobResponse,
+    ResultLostRequest, ResultLostResponse, TaskStatusAck, TaskStatusUpdate, WatchJobRequest,
+    execute_request, execute_response,
 };
 use futures::Stream;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::Server;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::SchedulerConfig;
 use crate::core::Core;
@@ -52,9 +52,10 @@ impl Scheduler {
         let listener = TcpListener::bind(config.bind).await?;
         let address = listener.local_addr()?;
         let core = Core::new(config.clone());
+        let sessions: Arc<Mutex<HashMap<String, Arc<Session>>>> = Arc::default();
         let api = Api {
             core: Arc::clone(&core),
-            sessions: Arc::new(Mutex::new(HashMap::new())),
+            sessions: Arc::clone(&sessions),
         };
         let service = SchedulerServiceServer::new(api)
             .max_decoding_message_size(config.max_message_size)
@@ -79,6 +80,7 @@ impl Scheduler {
             loop {
                 tick.tick().await;
                 ticker_core.check_liveness();
+                expire_sessions(&ticker_core, &sessions);
             }
         });
         tracing::info!(%address, "scheduler listening");
@@ -120,18 +122,54 @@ impl Drop for Scheduler {
     }
 }
 
+/// Closes sessions idle for longer than `session_idle_timeout` that have no
+/// job left on the cluster.
+fn expire_sessions(core: &Arc<Core>, sessions: &Mutex<HashMap<String, Arc<Session>>>) {
+    let ttl = core.config.session_idle_timeout;
+    let busy = core.sessions_with_jobs();
+    let expired: Vec<String> = sessions
+        .lock()
+        .iter()
+        .filter(|(id, s)| s.idle_for() > ttl && !busy.contains(*id))
+        .map(|(id, _)| id.clone())
+        .collect();
+    for id in expired {
+        tracing::info!(session = %id, "closing idle session");
+        sessions.lock().remove(&id);
+    }
+}
+
 struct Api {
     core: Arc<Core>,
     sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
 }
 
+/// A client's `WatchJob` stream. Dropped while its job still runs (the
+/// client went away), it cancels the job: nobody is left to fetch it.
+struct WatchGuard {
+    core: Arc<Core>,
+    job_id: String,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        if self.core.is_running(&self.job_id) {
+            tracing::info!(job = %self.job_id, "client stopped watching a running job; cancelling it");
+            let _ = self.core.cancel(&self.job_id);
+        }
+    }
+}
+
 impl Api {
     fn session(&self, id: &str) -> Result<Arc<Session>, SchedulerError> {
-        self.sessions
+        let session = self
+            .sessions
             .lock()
             .get(id)
             .cloned()
-            .ok_or_else(|| SchedulerError::UnknownSession(id.to_string()))
+            .ok_or_else(|| SchedulerError::UnknownSession(id.to_string()))?;
+        session.touch();
+        Ok(session)
     }
 
     async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, SchedulerError> {
@@ -225,6 +263,7 @@ impl Api {
         let job = Job::new(
             id.clone(),
             token,
+            session.id.clone(),
             dag,
             plans,
             settings,
@@ -263,6 +302,8 @@ fn inline_response(
 }
 
 type StatusStream = std::pin::Pin<Box<dyn Stream<Item = Result<JobStatus, Status>> + Send>>;
+type HeartbeatStream =
+    std::pin::Pin<Box<dyn Stream<Item = Result<HeartbeatResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl SchedulerService for Api {
@@ -293,9 +334,11 @@ impl SchedulerService for Api {
         &self,
         request: Request<CloseSessionRequest>,
     ) -> Result<Response<CloseSessionResponse>, Status> {
-        self.sessions
-            .lock()
-            .remove(&request.into_inner().session_id);
+        let id = request.into_inner().session_id;
+        if self.sessions.lock().remove(&id).is_some() {
+            tracing::debug!(session = %id, "session closed");
+            self.core.close_session(&id);
+        }
         Ok(Response::new(CloseSessionResponse {}))
     }
 
@@ -314,9 +357,20 @@ impl SchedulerService for Api {
         &self,
         request: Request<WatchJobRequest>,
     ) -> Result<Response<Self::WatchJobStream>, Status> {
-        let rx = self.core.watch(&request.into_inner().job_id)?;
+        let job_id = request.into_inner().job_id;
+        let rx = self.core.watch(&job_id)?;
+        let guard = WatchGuard {
+            core: Arc::clone(&self.core),
+            job_id,
+        };
         let stream = tokio_stream::wrappers::WatchStream::new(rx);
-        Ok(Response::new(Box::pin(futures::StreamExt::map(stream, Ok))))
+        Ok(Response::new(Box::pin(futures::StreamExt::map(
+            stream,
+            move |status| {
+                let _ = &guard;
+                Ok(status)
+            },
+        ))))
     }
 
     async fn cancel_job(
@@ -335,6 +389,17 @@ impl SchedulerService for Api {
         Ok(Response::new(ReleaseJobResponse {}))
     }
 
+    async fn result_lost(
+        &self,
+        request: Request<ResultLostRequest>,
+    ) -> Result<Response<ResultLostResponse>, Status> {
+        let r = request.into_inner();
+        tracing::warn!(job = %r.job_id, partition = r.partition, attempt = r.attempt, error = %r.message, "client could not fetch a result partition");
+        self.core
+            .result_lost(&r.job_id, r.partition, r.attempt, &r.message)?;
+        Ok(Response::new(ResultLostResponse {}))
+    }
+
     async fn get_cluster_info(
         &self,
         _request: Request<ClusterInfoRequest>,
@@ -350,18 +415,51 @@ impl SchedulerService for Api {
             .into_inner()
             .executor
             .ok_or_else(|| Status::invalid_argument("registration without executor info"))?;
-        self.core.register_executor(info)?;
+        let registration = self.core.register_executor(info)?;
         Ok(Response::new(RegisterExecutorResponse {
             heartbeat_interval_ms: self.core.config.heartbeat_interval.as_millis() as u64,
+            registration,
         }))
     }
 
-    async fn heartbeat(
+    type ControlStream = HeartbeatStream;
+
+    async fn control(
         &self,
-        request: Request<HeartbeatRequest>,
-    ) -> Result<Response<HeartbeatResponse>, Status> {
-        let known = self.core.heartbeat(&request.into_inner().executor_id);
-        Ok(Response::new(HeartbeatResponse { reregister: !known }))
+        request: Request<Streaming<Heartbeat>>,
+    ) -> Result<Response<Self::ControlStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(4);
+        let core = Arc::clone(&self.core);
+        tokio::spawn(async move {
+            // The first heartbeat names the registration this stream belongs to.
+            let mut me: Option<(String, u64)> = None;
+            let reason = loop {
+                match inbound.message().await {
+                    Ok(Some(hb)) => {
+                        if me.is_none() {
+                            me = Some((hb.executor_id.clone(), hb.registration));
+                        }
+                        let response = core.heartbeat(&hb);
+                        let unknown = response.reregister;
+                        if tx.send(Ok(response)).await.is_err() {
+                            break "the executor stopped reading its control stream".to_string();
+                        }
+                        if unknown {
+                            break "control stream of an unknown registration".to_string();
+                        }
+                    }
+                    Ok(None) => break "control stream closed by the executor".to_string(),
+                    Err(e) => break format!("control stream broken: {}", e.message()),
+                }
+            };
+            if let Some((executor, registration)) = me {
+                core.control_stream_ended(&executor, registration, &reason);
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn update_task_status(

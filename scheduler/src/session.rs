@@ -24,6 +24,7 @@ use crate::error::{Result, SchedulerError};
 pub struct Session {
     pub id: String,
     pub ctx: SessionContext,
+    last_used: parking_lot::Mutex<std::time::Instant>,
 }
 
 /// What a statement turned into.
@@ -64,7 +65,17 @@ impl Session {
         Ok(Self {
             id,
             ctx: SessionContext::new_with_config(config),
+            last_used: parking_lot::Mutex::new(std::time::Instant::now()),
         })
+    }
+
+    /// Marks the session used now (it is closed after a long idle time).
+    pub fn touch(&self) {
+        *self.last_used.lock() = std::time::Instant::now();
+    }
+
+    pub fn idle_for(&self) -> std::time::Duration {
+        self.last_used.lock().elapsed()
     }
 
     fn target_partitions(&self) -> usize {
@@ -189,7 +200,41 @@ pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bo
         "Job {} took {} ms\n",
         status.job_id, status.elapsed_ms
     ));
+    if !status.events.is_empty() {
+        text.push_str("Recovery events:\n");
+        for e in &status.events {
+            text.push_str(&format!("  {}\n", event_text(e)));
+        }
+    }
     text
+}
+
+/// One line for a recovery event, e.g.
+/// `+812ms outputs lost: stage 1 partitions [0, 2] on exec-b (executor exec-b lost: ...)`.
+pub fn event_text(e: &ember_proto::JobEvent) -> String {
+    use ember_proto::JobEventKind as K;
+    let kind = K::try_from(e.kind).unwrap_or(K::Unspecified);
+    let what = match kind {
+        K::ExecutorLost => format!("executor {} lost", e.executor_id),
+        K::OutputsLost => format!(
+            "outputs lost: stage {} partitions {:?} on {}",
+            e.stage_id, e.partitions, e.executor_id
+        ),
+        K::TaskRetried => format!(
+            "task retried: stage {} partition {:?} (attempt {} on {})",
+            e.stage_id, e.partitions, e.attempt, e.executor_id
+        ),
+        K::StaleReportIgnored => format!(
+            "stale report ignored: stage {} partition {:?}",
+            e.stage_id, e.partitions
+        ),
+        K::ResultLost => format!(
+            "result lost: partitions {:?} on {}; recomputing",
+            e.partitions, e.executor_id
+        ),
+        K::Unspecified => "note".to_string(),
+    };
+    format!("+{}ms {what}: {}", e.at_ms, e.detail)
 }
 
 /// A `(plan_type, plan)` batch like DataFusion's `EXPLAIN` output.

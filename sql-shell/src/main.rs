@@ -129,16 +129,23 @@ async fn run(args: Args, inputs: Vec<Input>) -> Result<(), String> {
     let mut shell = Shell::new(ctx, args.format, interactive);
     shell.timing = args.timing || interactive;
     shell.max_rows = args.max_rows.or(interactive.then_some(1000));
+    let result = drive(&mut shell, interactive, inputs).await;
+    // Close the session on the scheduler rather than leave it to its TTL.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), shell.ctx.close()).await;
+    result
+}
 
+async fn drive(shell: &mut Shell, interactive: bool, inputs: Vec<Input>) -> Result<(), String> {
+    let shell = &mut *shell;
     if interactive {
-        return repl::run(&mut shell).await;
+        return repl::run(shell).await;
     }
     if inputs.is_empty() {
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
             .map_err(|e| format!("reading standard input: {e}"))?;
-        return repl::run_script(&mut shell, &text).await;
+        return repl::run_script(shell, &text).await;
     }
     for input in inputs {
         let text = match input {
@@ -146,7 +153,7 @@ async fn run(args: Args, inputs: Vec<Input>) -> Result<(), String> {
             Input::File(p) => std::fs::read_to_string(&p)
                 .map_err(|e| format!("cannot read {}: {e}", p.display()))?,
         };
-        repl::run_script(&mut shell, &text).await?;
+        repl::run_script(shell, &text).await?;
     }
     Ok(())
 }

@@ -169,6 +169,8 @@ async fn wrong_token_is_refused_while_the_job_data_exists() {
         stage_id: 0,
         map_partition: 0,
         bucket: 0,
+        attempt: 1,
+        result: false,
     };
     let e = do_get(executor.address(), ticket.encode_to_vec())
         .await

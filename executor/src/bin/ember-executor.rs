@@ -41,6 +41,13 @@ struct Args {
     /// Seconds to keep retrying while the scheduler is unreachable at start.
     #[arg(long, env = "EMBER_REGISTER_TIMEOUT_SECS", default_value_t = 60)]
     register_timeout_secs: u64,
+    /// Fault injection, for tests only (e.g. `kill@task-end:stage=1:times=1`;
+    /// see the `faults` module). Off by default.
+    #[arg(long, env = "EMBER_FAULTS", default_value = "", hide = true)]
+    faults: String,
+    /// Directory that shares the fault budget across executor processes.
+    #[arg(long, env = "EMBER_FAULTS_DIR", hide = true)]
+    faults_dir: Option<PathBuf>,
 }
 
 /// Parses sizes like `4GiB`, `512MiB`, `1G`, `1000000`.
@@ -81,6 +88,8 @@ async fn main() {
     config.work_dir = args.work_dir;
     config.executor_id = args.id;
     config.register_timeout = std::time::Duration::from_secs(args.register_timeout_secs);
+    config.faults = args.faults;
+    config.faults_dir = args.faults_dir;
 
     let executor = match Executor::start(config).await {
         Ok(e) => e,
