@@ -41,10 +41,14 @@ impl From<Status> for EmberError {
             Code::FailedPrecondition | Code::ResourceExhausted | Code::AlreadyExists => {
                 EmberError::Cluster(msg)
             }
-            Code::Unavailable | Code::DeadlineExceeded => {
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 EmberError::Cluster(format!("the scheduler is unavailable: {msg}"))
             }
             Code::OutOfRange => EmberError::Cluster(msg),
+            // A connection that broke mid-call (the scheduler died).
+            Code::Unknown if msg.contains("transport") || msg.contains("h2") => {
+                EmberError::Cluster(format!("lost the connection to the scheduler: {msg}"))
+            }
             _ => EmberError::Internal(format!("{:?}: {msg}", s.code())),
         }
     }

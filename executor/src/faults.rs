@@ -10,6 +10,8 @@
 //!                                          stage 0 wrote its output, before it reports
 //!   fail@task-start:stage=1:partition=0:times=4
 //!   hang@task-start:stage=2:times=1        the task waits until cancelled (or ms)
+//!   kill@task-start:reads=1:times=1        die as the first task that reads a
+//!                                          shuffle starts (its map stage is done)
 //!   kill@serve-shuffle:times=1             die while streaming a shuffle bucket
 //!   kill@serve-result:times=1              die while a client fetches a result
 //!   disconnect@task-end:ms=3000:times=1    cut the control stream and hold status
@@ -65,6 +67,9 @@ struct Fault {
     point: FaultPoint,
     stage: Option<u32>,
     partition: Option<u32>,
+    /// Only tasks of stages that read shuffle input (`reads=1`) or that do
+    /// not (`reads=0`).
+    reads: Option<bool>,
     times: u32,
     duration: Duration,
     fired: AtomicU32,
@@ -114,6 +119,7 @@ impl Faults {
                 point,
                 stage: None,
                 partition: None,
+                reads: None,
                 times: 1,
                 duration: Duration::ZERO,
                 fired: AtomicU32::new(0),
@@ -128,6 +134,7 @@ impl Faults {
                 match k {
                     "stage" => fault.stage = Some(n as u32),
                     "partition" => fault.partition = Some(n as u32),
+                    "reads" => fault.reads = Some(n != 0),
                     "times" => fault.times = n as u32,
                     "ms" => fault.duration = Duration::from_millis(n),
                     other => return Err(bad(format!("unknown key {other:?}"))),
@@ -145,18 +152,20 @@ impl Faults {
         })
     }
 
-    /// The fault that fires at `point` for this task, if any (its budget is
-    /// spent by this call).
+    /// The fault that fires at `point` for this task (of a stage that
+    /// `reads` shuffle input or not), if any; its budget is spent by this call.
     pub fn fire(
         &self,
         point: FaultPoint,
         stage: u32,
         partition: u32,
+        reads: bool,
     ) -> Option<(FaultAction, Duration)> {
         let fault = self.faults.iter().find(|f| {
             f.point == point
                 && f.stage.is_none_or(|s| s == stage)
                 && f.partition.is_none_or(|p| p == partition)
+                && f.reads.is_none_or(|r| r == reads)
                 && self.claim(f)
         })?;
         tracing::warn!(action = ?fault.action, ?point, stage, partition, "injecting fault");
@@ -219,12 +228,12 @@ mod tests {
     #[test]
     fn spec_filters_by_point_stage_and_partition_within_its_budget() {
         let f = Faults::parse("fail@task-start:stage=1:partition=0:times=2", None).unwrap();
-        assert_eq!(f.fire(FaultPoint::TaskEnd, 1, 0), None);
-        assert_eq!(f.fire(FaultPoint::TaskStart, 2, 0), None);
-        assert_eq!(f.fire(FaultPoint::TaskStart, 1, 1), None);
-        assert!(f.fire(FaultPoint::TaskStart, 1, 0).is_some());
-        assert!(f.fire(FaultPoint::TaskStart, 1, 0).is_some());
-        assert_eq!(f.fire(FaultPoint::TaskStart, 1, 0), None);
+        assert_eq!(f.fire(FaultPoint::TaskEnd, 1, 0, false), None);
+        assert_eq!(f.fire(FaultPoint::TaskStart, 2, 0, false), None);
+        assert_eq!(f.fire(FaultPoint::TaskStart, 1, 1, false), None);
+        assert!(f.fire(FaultPoint::TaskStart, 1, 0, false).is_some());
+        assert!(f.fire(FaultPoint::TaskStart, 1, 0, false).is_some());
+        assert_eq!(f.fire(FaultPoint::TaskStart, 1, 0, false), None);
     }
 
     #[test]
@@ -236,7 +245,7 @@ mod tests {
         let fired = (0..5)
             .filter(|i| {
                 let f = if i % 2 == 0 { &a } else { &b };
-                f.fire(FaultPoint::TaskStart, 0, 0).is_some()
+                f.fire(FaultPoint::TaskStart, 0, 0, true).is_some()
             })
             .count();
         assert_eq!(fired, 3);

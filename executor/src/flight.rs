@@ -93,7 +93,7 @@ impl FlightService for ShuffleFlightService {
         let batches = batches.inspect(move |_| {
             sent += 1;
             if sent == 1 {
-                faults.act(faults.fire(point, ticket.stage_id, ticket.map_partition));
+                faults.act(faults.fire(point, ticket.stage_id, ticket.map_partition, false));
             }
         });
         let stream = FlightDataEncoderBuilder::new()

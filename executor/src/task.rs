@@ -154,7 +154,7 @@ async fn run_task(
     attempt: u64,
     counters: Arc<FetchCounters>,
 ) -> datafusion::error::Result<ember_planner::MapOutputStats> {
-    inject(inner, FaultPoint::TaskStart, launch.stage_id, partition).await?;
+    inject(inner, FaultPoint::TaskStart, launch, partition).await?;
     let shuffle = Arc::new(TaskShuffle {
         executor_id: inner.id.clone(),
         job_id: launch.job_id.clone(),
@@ -174,7 +174,7 @@ async fn run_task(
         .first()
         .and_then(stats_from_batch)
         .ok_or_else(|| DataFusionError::Internal("shuffle writer returned no statistics".into()))?;
-    inject(inner, FaultPoint::TaskEnd, launch.stage_id, partition).await?;
+    inject(inner, FaultPoint::TaskEnd, launch, partition).await?;
     Ok(stats)
 }
 
@@ -182,10 +182,15 @@ async fn run_task(
 async fn inject(
     inner: &Inner,
     point: FaultPoint,
-    stage: u32,
+    launch: &Launch,
     partition: u32,
 ) -> datafusion::error::Result<()> {
-    match inner.faults.act(inner.faults.fire(point, stage, partition)) {
+    let stage = launch.stage_id;
+    let reads = !launch.inputs.is_empty();
+    match inner
+        .faults
+        .act(inner.faults.fire(point, stage, partition, reads))
+    {
         Some((FaultAction::Fail, _)) => Err(DataFusionError::Execution(format!(
             "injected fault at {point:?} (stage {stage}, partition {partition})"
         ))),

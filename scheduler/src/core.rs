@@ -383,6 +383,7 @@ impl Core {
                 .registry
                 .end_attempt(&update.executor_id, task.attempt);
             let Some(entry) = state.jobs.get_mut(&task.job_id) else {
+                tracing::debug!(task = %task.display(), "report for a job no longer known ignored");
                 drop(state);
                 self.dispatch();
                 return;

@@ -17,7 +17,7 @@ pub enum SchedulerError {
     NotSupported(String),
     #[error("executor registration refused: {0}")]
     Registration(String),
-    #[error("result too large: {0}")]
+    #[error("limit reached: {0}")]
     LimitExceeded(String),
     #[error("internal error: {0}")]
     Internal(String),

@@ -314,7 +314,7 @@ impl SchedulerService for Api {
         let req = request.into_inner();
         if self.sessions.lock().len() >= self.core.config.max_sessions {
             return Err(SchedulerError::LimitExceeded(format!(
-                "{} sessions are open (max_sessions)",
+                "{} sessions are open (--max-sessions); close unused ones or wait for idle ones to expire",
                 self.core.config.max_sessions
             ))
             .into());

@@ -168,7 +168,7 @@ impl Session {
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows > max_rows {
             return Err(SchedulerError::LimitExceeded(format!(
-                "more than {max_rows} rows (ember.inline_result_max_rows)"
+                "the result has more than {max_rows} rows (ember.inline_result_max_rows)"
             )));
         }
         Ok(Planned::Inline {

@@ -4,8 +4,10 @@
 //! spawns the real `ember-scheduler` / `ember-executor` binaries.
 
 mod bad_input;
+mod cluster;
 mod common;
 mod processes;
+mod recovery;
 mod shell;
 mod shuffle;
 mod tpch;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use ember::EmberContext;
 
+use crate::cluster::{ProcessCluster, free_port};
 use crate::common::{assert_same, binary, oracle_rows, register_tpch, rows};
 
 /// Kills its processes (SIGKILL) when dropped, even if the test fails.
@@ -18,14 +19,6 @@ impl Drop for Processes {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,72 +94,25 @@ async fn query_with_shuffle_runs_through_real_scheduler_and_executor_processes()
     }
 }
 
-fn spawn_cluster(port: u16, executor_ids: &[&str]) -> Processes {
-    let url = format!("http://127.0.0.1:{port}");
-    let mut procs = Processes(vec![
-        Command::new(binary("ember-scheduler"))
-            .args(["--bind", &format!("127.0.0.1:{port}")])
-            .args([
-                "--heartbeat-interval-ms",
-                "200",
-                "--executor-timeout-secs",
-                "2",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn ember-scheduler"),
-    ]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "scheduler did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    for id in executor_ids {
-        procs.0.push(
-            Command::new(binary("ember-executor"))
-                .args(["--scheduler", &url, "--slots", "1", "--id", id])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()
-                .expect("spawn ember-executor"),
-        );
-    }
-    procs
-}
-
-async fn wait_for_executors(ctx: &EmberContext, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ctx.cluster_info().await.unwrap().executors.len() != n {
-        assert!(Instant::now() < deadline, "expected {n} executors");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn executor_killed_mid_query_is_recomputed_from_lineage() {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut procs = spawn_cluster(port, &["exec-a", "exec-b"]);
-    let ctx = EmberContext::remote(&url).await.expect("connect");
-    wait_for_executors(&ctx, 2).await;
-    let ctx = EmberContext::remote(&url).await.expect("connect");
+    let mut cluster = ProcessCluster::start(2, "", &[]);
+    let ctx = cluster.session(2).await;
     register_tpch(&ctx).await;
 
     let sql = crate::common::query_text(3);
     let expected = oracle_rows(&sql).await;
     let mut killed = false;
-    let victim = &mut procs.0[2];
     let run = ctx.sql_with_progress(&sql, |status| {
-        // Kill exec-b (SIGKILL) as soon as it holds finished map outputs that
+        // Kill exec-1 (SIGKILL) as soon as it holds finished map outputs that
         // the rest of the job still needs.
         let holds_outputs = status
             .stages
             .iter()
-            .any(|s| s.tasks_done == s.tasks_total && s.executors.iter().any(|e| e == "exec-b"));
+            .any(|s| s.tasks_done == s.tasks_total && s.executors.iter().any(|e| e == "exec-1"));
         let unfinished = status.stages.iter().any(|s| s.tasks_done < s.tasks_total);
         if !killed && holds_outputs && unfinished {
-            victim.kill().expect("kill executor");
+            cluster.kill_executor("exec-1");
             killed = true;
         }
     });
@@ -195,20 +141,17 @@ async fn executor_killed_mid_query_is_recomputed_from_lineage() {
     );
 
     // The dead executor is dropped from the cluster and the next query works.
-    wait_for_executors(&ctx, 1).await;
+    assert_eq!(ctx.cluster_info().await.unwrap().executors.len(), 1);
     let again = ctx.sql(&sql).await.expect("next query");
     assert_eq!(again.num_rows(), result.num_rows());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn all_executors_dead_fails_the_query_instead_of_hanging() {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut procs = spawn_cluster(port, &["only"]);
-    let ctx = EmberContext::remote(&url).await.expect("connect");
-    wait_for_executors(&ctx, 1).await;
+    let mut cluster = ProcessCluster::start(1, "", &[]);
+    let ctx = cluster.session(1).await;
     register_tpch(&ctx).await;
-    procs.0[1].kill().unwrap();
+    cluster.kill_executor("exec-0");
     let e = tokio::time::timeout(
         Duration::from_secs(60),
         ctx.sql(&crate::common::query_text(1)),

@@ -19,6 +19,15 @@ struct Args {
     /// Seconds without a heartbeat before an executor is declared lost.
     #[arg(long, env = "EMBER_EXECUTOR_TIMEOUT_SECS", default_value_t = 10)]
     executor_timeout_secs: u64,
+    /// Seconds a session may stay unused (with no job left) before it is closed.
+    #[arg(long, env = "EMBER_SESSION_IDLE_TIMEOUT_SECS", default_value_t = 1800)]
+    session_idle_timeout_secs: u64,
+    /// Maximum open sessions.
+    #[arg(long, env = "EMBER_MAX_SESSIONS", default_value_t = 1024)]
+    max_sessions: usize,
+    /// Seconds a finished job's result is kept for its client to fetch.
+    #[arg(long, env = "EMBER_RESULT_TTL_SECS", default_value_t = 600)]
+    result_ttl_secs: u64,
     /// Maximum concurrently running jobs.
     #[arg(long, env = "EMBER_MAX_RUNNING_JOBS", default_value_t = 64)]
     max_running_jobs: usize,
@@ -42,10 +51,12 @@ async fn main() {
         bind: args.bind,
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms.max(50)),
         executor_timeout: Duration::from_secs(args.executor_timeout_secs.max(1)),
+        session_idle_timeout: Duration::from_secs(args.session_idle_timeout_secs.max(1)),
+        max_sessions: args.max_sessions.max(1),
+        result_ttl: Duration::from_secs(args.result_ttl_secs.max(1)),
         max_running_jobs: args.max_running_jobs.max(1),
         max_message_size: args.max_message_size,
         default_partitions: args.partitions,
-        ..SchedulerConfig::default()
     };
     let scheduler = match Scheduler::start(config).await {
         Ok(s) => s,

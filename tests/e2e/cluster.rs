@@ -1,0 +1,178 @@
+//! A cluster of real processes: one `ember-scheduler` and `ember-executor`s,
+//! each killable with SIGKILL, executors optionally with injected faults
+//! whose budget is shared through one directory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ember::EmberContext;
+
+use crate::common::binary;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Kills its processes (SIGKILL) when dropped, even if the test fails.
+pub struct ProcessCluster {
+    pub port: u16,
+    pub url: String,
+    scheduler: Option<Child>,
+    scheduler_args: Vec<String>,
+    executors: Vec<(String, Child)>,
+    next_executor: usize,
+    faults: String,
+    faults_dir: tempfile::TempDir,
+    logs: tempfile::TempDir,
+}
+
+impl ProcessCluster {
+    /// A scheduler whose heartbeat timeout (60 s) is far longer than any
+    /// test: a test that recovers quickly shows the loss was noticed by the
+    /// broken connection, not the clock.
+    pub fn start(executors: usize, faults: &str, scheduler_args: &[&str]) -> Self {
+        let port = free_port();
+        let mut cluster = Self {
+            port,
+            url: format!("http://127.0.0.1:{port}"),
+            scheduler: None,
+            scheduler_args: scheduler_args.iter().map(|s| s.to_string()).collect(),
+            executors: vec![],
+            next_executor: 0,
+            faults: faults.to_string(),
+            faults_dir: tempfile::tempdir().unwrap(),
+            logs: tempfile::tempdir().unwrap(),
+        };
+        cluster.start_scheduler();
+        for _ in 0..executors {
+            cluster.spawn_executor();
+        }
+        cluster
+    }
+
+    pub fn start_scheduler(&mut self) {
+        // A restarted scheduler appends to the same log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.scheduler_log())
+            .unwrap();
+        let child = Command::new(binary("ember-scheduler"))
+            .args(["--bind", &format!("127.0.0.1:{}", self.port)])
+            .args([
+                "--heartbeat-interval-ms",
+                "200",
+                "--executor-timeout-secs",
+                "60",
+            ])
+            .args(&self.scheduler_args)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ember-scheduler");
+        self.scheduler = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "scheduler did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill_scheduler(&mut self) {
+        if let Some(mut child) = self.scheduler.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts one more executor (with the cluster's faults); returns its id.
+    pub fn spawn_executor(&mut self) -> String {
+        let id = format!("exec-{}", self.next_executor);
+        self.next_executor += 1;
+        let child = Command::new(binary("ember-executor"))
+            .args(["--scheduler", &self.url, "--slots", "1", "--id", &id])
+            .args(["--memory", "1GiB"])
+            .env("RUST_LOG", "warn")
+            .env("EMBER_FAULTS", &self.faults)
+            .env("EMBER_FAULTS_DIR", self.faults_dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn ember-executor");
+        self.executors.push((id.clone(), child));
+        id
+    }
+
+    /// SIGKILLs executor `id`.
+    pub fn kill_executor(&mut self, id: &str) {
+        if let Some((_, child)) = self.executors.iter_mut().find(|(i, _)| i == id) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.executors.retain(|(i, _)| i != id);
+    }
+
+    /// Replaces every executor process that has exited (e.g. killed by an
+    /// injected fault) with a new one; returns how many were replaced.
+    pub fn replace_dead_executors(&mut self) -> usize {
+        let dead: Vec<String> = self
+            .executors
+            .iter_mut()
+            .filter_map(|(id, c)| c.try_wait().ok().flatten().map(|_| id.clone()))
+            .collect();
+        for id in &dead {
+            self.executors.retain(|(i, _)| i != id);
+            self.spawn_executor();
+        }
+        dead.len()
+    }
+
+    /// Gives every fault its full budget again.
+    pub fn reset_faults(&self) {
+        for entry in std::fs::read_dir(self.faults_dir.path()).unwrap() {
+            let _ = std::fs::remove_file(entry.unwrap().path());
+        }
+    }
+
+    pub fn scheduler_log(&self) -> PathBuf {
+        self.logs.path().join("scheduler.log")
+    }
+
+    pub fn scheduler_log_text(&self) -> String {
+        std::fs::read_to_string(self.scheduler_log()).unwrap_or_default()
+    }
+
+    /// A new session, once `n` executors are registered.
+    pub async fn session(&self, n: usize) -> EmberContext {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(ctx) = EmberContext::remote(&self.url).await
+                && ctx
+                    .cluster_info()
+                    .await
+                    .is_ok_and(|c| c.executors.len() == n)
+            {
+                // A session opened now sees all slots as its partitions.
+                return EmberContext::remote(&self.url).await.expect("connect");
+            }
+            assert!(Instant::now() < deadline, "expected {n} executors");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ProcessCluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.executors {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.kill_scheduler();
+    }
+}

@@ -1,0 +1,355 @@
+//! Fault tolerance on real processes: executors SIGKILLed at chosen points
+//! of a query (by injected faults, so the point is exact), late reports from
+//! old attempts, retries running out, the scheduler restarting, and sessions
+//! staying bounded. Every recovered answer is compared with single-process
+//! DataFusion.
+
+use std::time::{Duration, Instant};
+
+use ember::{EmberContext, JobStatus};
+use ember_proto::JobEventKind;
+
+use crate::cluster::ProcessCluster;
+use crate::common::{assert_same, oracle_rows, query_text, register_tpch, rows};
+
+fn events(status: &JobStatus) -> Vec<(JobEventKind, String)> {
+    status
+        .events
+        .iter()
+        .map(|e| {
+            (
+                JobEventKind::try_from(e.kind).unwrap_or(JobEventKind::Unspecified),
+                ember_scheduler::session::event_text(e),
+            )
+        })
+        .collect()
+}
+
+async fn wait_for_executors(ctx: &EmberContext, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ctx.cluster_info().await.unwrap().executors.len() != n {
+        assert!(Instant::now() < deadline, "expected {n} executors");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs TPC-H Q3, Q9 and Q18 on 3 executor processes whose `fault` SIGKILLs
+/// one executor once per query; each answer must equal the no-failure
+/// answer, and the job's events must show the loss (noticed through the
+/// broken connection, not the heartbeat timeout) and what was recomputed.
+async fn queries_survive(fault: &str, recomputed: &[JobEventKind]) {
+    let mut cluster = ProcessCluster::start(3, fault, &[]);
+    let ctx = cluster.session(3).await;
+    register_tpch(&ctx).await;
+    for q in [3, 9, 18] {
+        let sql = query_text(q);
+        let expected = oracle_rows(&sql).await;
+        cluster.reset_faults();
+        let result = tokio::time::timeout(Duration::from_secs(120), ctx.sql(&sql))
+            .await
+            .unwrap_or_else(|_| panic!("q{q} hung after an executor died ({fault})"))
+            .unwrap_or_else(|e| panic!("q{q} must survive ({fault}): {e}"));
+        assert_same(
+            &format!("q{q} with {fault}"),
+            rows(&result.batches),
+            expected,
+            true,
+        );
+        let status = result.job.expect("job status");
+        let events = events(&status);
+        eprintln!("q{q} with {fault}:");
+        for (_, text) in &events {
+            eprintln!("  {text}");
+        }
+        assert_eq!(
+            cluster.replace_dead_executors(),
+            1,
+            "the fault should have killed exactly one executor during q{q}"
+        );
+        let lost: Vec<&String> = events
+            .iter()
+            .filter(|(k, _)| *k == JobEventKind::ExecutorLost)
+            .map(|(_, t)| t)
+            .collect();
+        assert!(!lost.is_empty(), "q{q}: no executor-lost event: {events:?}");
+        assert!(
+            lost.iter().all(|t| !t.contains("no heartbeat")),
+            "q{q}: the loss must be noticed by the connection, not the clock: {lost:?}"
+        );
+        let reruns: Vec<_> = status
+            .events
+            .iter()
+            .filter(|e| recomputed.iter().any(|k| *k as i32 == e.kind) && !e.partitions.is_empty())
+            .collect();
+        assert!(
+            !reruns.is_empty(),
+            "q{q}: no event names the recomputed partitions ({recomputed:?}): {events:?}"
+        );
+        wait_for_executors(&ctx, 3).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn executor_killed_while_the_first_stage_runs() {
+    queries_survive(
+        "kill@task-start:stage=0:times=1",
+        &[JobEventKind::TaskRetried],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn executor_killed_after_a_map_stage_finished_before_its_readers_ran() {
+    queries_survive(
+        "kill@task-start:reads=1:times=1",
+        &[JobEventKind::OutputsLost, JobEventKind::TaskRetried],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn executor_killed_while_readers_fetch_from_it() {
+    queries_survive("kill@serve-shuffle:times=1", &[JobEventKind::OutputsLost]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn executor_killed_after_success_while_the_client_fetches_the_result() {
+    queries_survive("kill@serve-result:times=1", &[JobEventKind::ResultLost]).await;
+}
+
+/// An executor cut off from the scheduler (its control stream ends, its
+/// reports are held) is declared lost and its work re-run; when it comes
+/// back, it re-registers and delivers the report of its old attempt late.
+/// That report must be ignored, never applied to the re-run. (A reader task
+/// is made to take 1.5 s so the job is still running when the report comes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn late_report_from_an_old_attempt_is_ignored() {
+    let cluster = ProcessCluster::start(
+        3,
+        "disconnect@task-end:stage=0:ms=500:times=1;hang@task-start:reads=1:ms=1500:times=1",
+        &[],
+    );
+    let ctx = cluster.session(3).await;
+    register_tpch(&ctx).await;
+    let sql = query_text(9);
+    let expected = oracle_rows(&sql).await;
+    let result = ctx.sql(&sql).await.expect("q9 survives a partition");
+    assert_same(
+        "q9 with a late report",
+        rows(&result.batches),
+        expected,
+        true,
+    );
+    let events = events(result.job.as_ref().unwrap());
+    for (_, text) in &events {
+        eprintln!("  {text}");
+    }
+    assert!(
+        events
+            .iter()
+            .any(|(k, t)| *k == JobEventKind::ExecutorLost && t.contains("control stream")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(
+            |(k, t)| *k == JobEventKind::StaleReportIgnored && t.contains("success of attempt")
+        ),
+        "the old attempt's late success must be ignored: {events:?}"
+    );
+    assert!(
+        cluster
+            .scheduler_log_text()
+            .contains("stale report ignored")
+    );
+    // The executor is back and the cluster works.
+    wait_for_executors(&ctx, 3).await;
+    let again = ctx.sql(&sql).await.expect("next query");
+    assert_eq!(again.num_rows(), result.num_rows());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retries_exhausted_fail_the_query_clearly_and_the_next_one_works() {
+    // Stage 0 partition 0 fails on every attempt (4 = ember.task_max_attempts).
+    let cluster = ProcessCluster::start(2, "fail@task-start:stage=0:partition=0:times=4", &[]);
+    let ctx = cluster.session(2).await;
+    register_tpch(&ctx).await;
+    let sql = query_text(3);
+    let e = ctx.sql(&sql).await.unwrap_err().to_string();
+    assert!(
+        e.contains("task 0.0 failed 4 times") && e.contains("injected fault"),
+        "{e}"
+    );
+    let ok = ctx.sql(&sql).await.expect("the next query works");
+    assert_same(
+        "q3 after failures",
+        rows(&ok.batches),
+        oracle_rows(&sql).await,
+        true,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_that_kills_every_executor_it_lands_on_fails_the_query() {
+    let mut cluster = ProcessCluster::start(2, "kill@task-start:stage=0:partition=0:times=2", &[]);
+    let ctx = cluster.session(2).await;
+    register_tpch(&ctx).await;
+    ctx.sql("SET ember.task_max_attempts = 2").await.unwrap();
+    let sql = query_text(3);
+    let run = ctx.sql(&sql);
+    tokio::pin!(run);
+    // Executors killed by the fault are replaced while the job goes on.
+    let outcome = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                cluster.replace_dead_executors();
+            }
+        }
+    };
+    let e = outcome
+        .expect_err("the crashing task must fail the job")
+        .to_string();
+    assert!(
+        e.contains("task 0.0 failed 2 times") && e.contains("lost"),
+        "{e}"
+    );
+    cluster.replace_dead_executors();
+    wait_for_executors(&ctx, 2).await;
+    let ok = ctx.sql(&sql).await.expect("the next query works");
+    assert_same(
+        "q3 after the crashes",
+        rows(&ok.batches),
+        oracle_rows(&sql).await,
+        true,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn scheduler_killed_and_restarted_executors_come_back() {
+    let mut cluster = ProcessCluster::start(2, "", &[]);
+    let ctx = cluster.session(2).await;
+    register_tpch(&ctx).await;
+    let sql = query_text(18);
+    // A query in flight when the scheduler dies gets a clear error, not a hang.
+    let running = ctx.sql(&sql);
+    tokio::pin!(running);
+    tokio::select! {
+        _ = &mut running => {}
+        _ = tokio::time::sleep(Duration::from_millis(150)) => {
+            cluster.kill_scheduler();
+            let e = tokio::time::timeout(Duration::from_secs(30), running)
+                .await
+                .expect("a client must not hang when the scheduler dies");
+            if let Err(e) = e {
+                let msg = e.to_string();
+                assert!(msg.contains("scheduler"), "{msg}");
+            }
+        }
+    }
+    cluster.kill_scheduler();
+    cluster.start_scheduler();
+    // Executors re-register by themselves.
+    let ctx = cluster.session(2).await;
+    register_tpch(&ctx).await;
+    let result = ctx.sql(&sql).await.expect("query after restart");
+    assert_same(
+        "q18 after restart",
+        rows(&result.batches),
+        oracle_rows(&sql).await,
+        true,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_stay_bounded_over_many_short_clients() {
+    let cluster = ProcessCluster::start(1, "", &["--max-sessions", "20"]);
+    let _ = cluster.session(1).await;
+    // 2,000 short clients in this process: connect, query, go away.
+    for i in 0..2000 {
+        let ctx = EmberContext::remote(&cluster.url)
+            .await
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        if i % 100 == 0 {
+            let r = ctx.sql("SELECT 1").await.unwrap();
+            assert_eq!(r.num_rows(), 1);
+        }
+        ctx.close().await.unwrap();
+    }
+    // Dropped without close: the session is closed in the background.
+    for _ in 0..40 {
+        let ctx = EmberContext::remote(&cluster.url).await.unwrap();
+        drop(ctx);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // And the real shell, as a user runs it, 30 times.
+    for i in 0..30 {
+        let out = std::process::Command::new(crate::common::binary("ember-sql"))
+            .args([
+                "--scheduler",
+                &cluster.url,
+                "-c",
+                "SELECT 1 AS one",
+                "--format",
+                "csv",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ember-sql run {i}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ctx = EmberContext::remote(&cluster.url)
+        .await
+        .expect("still room");
+    ctx.sql("SELECT 1").await.unwrap();
+}
+
+/// Forgotten jobs are freed on an executor that was away when the job was
+/// released: its next heartbeats learn the job is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_of_jobs_released_while_an_executor_was_away_is_freed() {
+    use ember_executor::{Executor, ExecutorConfig};
+    use ember_scheduler::{Scheduler, SchedulerConfig};
+    let scheduler = Scheduler::start(SchedulerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        heartbeat_interval: Duration::from_millis(100),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut executors = vec![];
+    for (i, faults) in ["", "disconnect@task-end:ms=800:times=1"]
+        .iter()
+        .enumerate()
+    {
+        let mut config = ExecutorConfig::new(scheduler.url());
+        config.slots = 1;
+        config.executor_id = Some(format!("inproc-{i}"));
+        config.faults = faults.to_string();
+        executors.push(Executor::start(config).await.unwrap());
+    }
+    let ctx = EmberContext::remote(&scheduler.url()).await.unwrap();
+    register_tpch(&ctx).await;
+    let sql = query_text(3);
+    let result = ctx.sql(&sql).await.expect("query survives the disconnect");
+    assert_same("q3", rows(&result.batches), oracle_rows(&sql).await, true);
+    // The job is released; the executor that was away still held its
+    // outputs and must drop them once it is back.
+    let away = executors[1].store().clone();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !away.job_ids().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "jobs never freed: {:?}",
+            away.job_ids()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(away.memory_used(), 0);
+    for e in executors {
+        e.shutdown().await;
+    }
+    scheduler.shutdown().await;
+}
