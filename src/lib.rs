@@ -26,7 +26,7 @@ pub mod tpch;
 pub mod verify;
 
 pub use context::{EmberContext, QueryResult, RunningJob, StandaloneOptions, Submitted};
-pub use ember_proto::{ClusterInfo, JobState, JobStatus};
+pub use ember_proto::{ClusterInfo, JobEvent, JobEventKind, JobState, JobStatus};
 pub use error::{EmberError, Result};
 
 /// Re-exported so users need not depend on the exact versions themselves.

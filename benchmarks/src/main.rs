@@ -5,6 +5,8 @@
 //!   with `--baseline`, on single-process DataFusion with the same total
 //!   number of cores in the same run; `--verify` checks every answer against
 //!   the reference answers in `benchmarks/answers/`.
+//!   `--kill-executor-after` measures recovery: it runs its own cluster of
+//!   processes and kills one executor once per query.
 //! * `tpch answers` writes reference answers (single-process DataFusion).
 //! * `report` compares JSON reports of runs and draws them as SVG.
 
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod cluster;
 mod csv;
 mod report;
 mod run;
@@ -88,6 +91,13 @@ enum Tpch {
         /// Where reference answers live (`sf<SF>/q<N>.csv`).
         #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/answers"))]
         answers: PathBuf,
+        /// Start a cluster of real processes (1 ember-scheduler, --executors
+        /// ember-executor) and, once per query after its normal runs, SIGKILL
+        /// one executor this long into a run (e.g. 300ms, 1s, or 50% of the
+        /// query's median), start a replacement, and report the time with the
+        /// failure against the time without.
+        #[arg(long)]
+        kill_executor_after: Option<String>,
     },
     /// Write reference answers (single-process DataFusion) as CSV.
     Answers {
@@ -126,7 +136,12 @@ async fn main() {
             baseline,
             json,
             answers,
+            kill_executor_after,
         }) => {
+            let kill_after = kill_executor_after
+                .map(|k| run::parse_kill_point(&k))
+                .transpose()
+                .unwrap_or_else(|e| fail(e));
             let opts = run::RunOptions {
                 data,
                 queries: run::parse_queries(&queries).unwrap_or_else(|e| fail(e)),
@@ -138,6 +153,7 @@ async fn main() {
                 verify,
                 baseline,
                 answers_dir: answers,
+                kill_after,
             };
             let report = run::run(&opts).await.unwrap_or_else(|e| fail(e));
             print!("{}", report.to_table());

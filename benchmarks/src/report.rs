@@ -54,6 +54,22 @@ pub struct QueryReport {
     pub verified: Option<bool>,
     pub verify_error: Option<String>,
     pub error: Option<String>,
+    /// With `--kill-executor-after`: the run during which one executor was
+    /// SIGKILLed (and replaced).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill: Option<KillRun>,
+}
+
+/// One run of a query with an executor killed part-way.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KillRun {
+    /// When the kill was due, from the query's submission.
+    pub kill_after_seconds: f64,
+    /// The query's time with the failure.
+    pub seconds: f64,
+    /// False if the query finished before the kill was due (no failure).
+    pub landed: bool,
+    pub error: Option<String>,
 }
 
 /// min, median, max of the warm runs (all runs when there is only one).
@@ -96,6 +112,10 @@ impl RunReport {
         if baseline {
             let _ = write!(out, " {:>10} {:>8}", "DF median", "ratio");
         }
+        let kills = self.queries.iter().any(|q| q.kill.is_some());
+        if kills {
+            let _ = write!(out, " {:>8} {:>8} {:>10}", "kill at", "kill s", "kill/none");
+        }
         let _ = writeln!(out, "  verify");
         let (mut ember_total, mut df_total) = (0.0, 0.0);
         for q in &self.queries {
@@ -123,6 +143,36 @@ impl RunReport {
                     }
                 }
             }
+            if kills {
+                match &q.kill {
+                    Some(k) if k.error.is_some() => {
+                        let _ = write!(
+                            out,
+                            " {:>8.3} {:>8} {:>10}",
+                            k.kill_after_seconds, "FAILED", "-"
+                        );
+                    }
+                    Some(k) if k.landed => {
+                        let _ = write!(
+                            out,
+                            " {:>8.3} {:>8.3} {:>10.2}",
+                            k.kill_after_seconds,
+                            k.seconds,
+                            k.seconds / med
+                        );
+                    }
+                    Some(k) => {
+                        let _ = write!(
+                            out,
+                            " {:>8.3} {:>8.3} {:>10}",
+                            k.kill_after_seconds, k.seconds, "(done)"
+                        );
+                    }
+                    None => {
+                        let _ = write!(out, " {:>8} {:>8} {:>10}", "-", "-", "-");
+                    }
+                }
+            }
             let verdict = match (q.verified, &q.verify_error) {
                 (None, _) => "-".to_string(),
                 (Some(true), _) => "ok".to_string(),
@@ -144,9 +194,11 @@ impl RunReport {
 
     /// Any query failed or gave a wrong answer.
     pub fn has_failures(&self) -> bool {
-        self.queries
-            .iter()
-            .any(|q| q.error.is_some() || q.verified == Some(false))
+        self.queries.iter().any(|q| {
+            q.error.is_some()
+                || q.verified == Some(false)
+                || q.kill.as_ref().is_some_and(|k| k.error.is_some())
+        })
     }
 }
 

@@ -3,12 +3,50 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use ember::{EmberContext, StandaloneOptions};
 
-use crate::report::{Environment, QueryReport, RunReport};
+use crate::cluster::ProcessCluster;
+use crate::report::{Environment, KillRun, QueryReport, RunReport};
+
+/// When `--kill-executor-after` kills an executor during a query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KillPoint {
+    /// This long after the query is submitted.
+    After(Duration),
+    /// This fraction of the query's median time without failure.
+    Fraction(f64),
+}
+
+/// Parses `300ms`, `1.5s`, `2s` or `50%`.
+pub fn parse_kill_point(s: &str) -> Result<KillPoint, String> {
+    let s = s.trim();
+    let bad = || format!("invalid --kill-executor-after {s:?}: use e.g. 300ms, 1.5s or 50%");
+    let number = |n: &str| {
+        n.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| *v >= 0.0 && v.is_finite())
+    };
+    if let Some(p) = s.strip_suffix('%') {
+        return number(p)
+            .map(|v| KillPoint::Fraction(v / 100.0))
+            .ok_or_else(bad);
+    }
+    if let Some(ms) = s.strip_suffix("ms") {
+        return number(ms)
+            .map(|v| KillPoint::After(Duration::from_secs_f64(v / 1000.0)))
+            .ok_or_else(bad);
+    }
+    if let Some(secs) = s.strip_suffix('s') {
+        return number(secs)
+            .map(|v| KillPoint::After(Duration::from_secs_f64(v)))
+            .ok_or_else(bad);
+    }
+    Err(bad())
+}
 
 /// Options of one run.
 #[derive(Debug, Clone)]
@@ -23,6 +61,9 @@ pub struct RunOptions {
     pub verify: bool,
     pub baseline: bool,
     pub answers_dir: PathBuf,
+    /// Kill one executor process once per query at this point (and start a
+    /// replacement); needs a cluster of processes that ember-bench starts.
+    pub kill_after: Option<KillPoint>,
 }
 
 /// Parses `1,3,5-9` into query numbers.
@@ -90,7 +131,28 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
     let data = std::fs::canonicalize(&opts.data)
         .map_err(|e| format!("data directory {}: {e}", opts.data.display()))?;
     let sf = ember::tpch::scale_factor(&data);
-    let ctx = match &opts.scheduler {
+    let mut processes = match (opts.kill_after, &opts.scheduler) {
+        (Some(_), Some(_)) => {
+            return Err(
+                "--kill-executor-after starts its own cluster of processes: drop --scheduler"
+                    .into(),
+            );
+        }
+        (Some(_), None) => Some(ProcessCluster::start(
+            opts.executors,
+            opts.slots,
+            opts.memory_bytes,
+        )?),
+        (None, _) => None,
+    };
+    let scheduler = opts
+        .scheduler
+        .clone()
+        .or_else(|| processes.as_ref().map(|p| p.url.clone()));
+    if let Some(p) = &processes {
+        wait_for_executors(&p.url, p.executors()).await?;
+    }
+    let ctx = match &scheduler {
         Some(url) => EmberContext::remote(url).await,
         None => {
             EmberContext::standalone_with(StandaloneOptions {
@@ -127,6 +189,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
             verified: None,
             verify_error: None,
             error: None,
+            kill: None,
         };
         let mut last = None;
         for it in 0..opts.iterations {
@@ -170,6 +233,17 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
                 }
             }
         }
+        if let (Some(point), Some(cluster)) = (opts.kill_after, processes.as_mut())
+            && report.error.is_none()
+        {
+            progress(&format!("[{}/{total}] q{q} with an executor killed", i + 1));
+            let (run, result) = kill_run(&ctx, cluster, &sql, point, &report.ember_seconds).await;
+            // The answer after recovery is verified like any other.
+            if result.is_some() {
+                last = result;
+            }
+            report.kill = Some(run);
+        }
         if opts.verify
             && let Some(result) = &last
         {
@@ -194,7 +268,11 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
             ember_version: env!("CARGO_PKG_VERSION").to_string(),
             datafusion_version: datafusion::DATAFUSION_VERSION.to_string(),
             git_commit: git_commit(),
-            cluster: opts.scheduler.clone().unwrap_or_else(|| "embedded".into()),
+            cluster: match (&opts.scheduler, &processes) {
+                (Some(url), _) => url.clone(),
+                (None, Some(_)) => "processes started by ember-bench".into(),
+                (None, None) => "embedded".into(),
+            },
             executors: info.executors.len(),
             slots_per_executor: if info.executors.is_empty() {
                 0
@@ -213,6 +291,75 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
         },
         queries,
     })
+}
+
+/// Runs `sql` once, SIGKILLing one executor at `point` (a replacement is
+/// started at once), and returns the timing and the result.
+async fn kill_run(
+    ctx: &EmberContext,
+    cluster: &mut ProcessCluster,
+    sql: &str,
+    point: KillPoint,
+    no_failure: &[f64],
+) -> (KillRun, Option<ember::QueryResult>) {
+    let delay = match point {
+        KillPoint::After(d) => d,
+        KillPoint::Fraction(f) => {
+            let median = crate::report::stats(no_failure).map_or(0.0, |s| s.1);
+            Duration::from_secs_f64(median * f)
+        }
+    };
+    let mut run = KillRun {
+        kill_after_seconds: delay.as_secs_f64(),
+        seconds: 0.0,
+        landed: false,
+        error: None,
+    };
+    if let Err(e) = wait_for_executors(&cluster.url, cluster.executors()).await {
+        run.error = Some(e);
+        return (run, None);
+    }
+    let started = Instant::now();
+    let query = ctx.sql(sql);
+    tokio::pin!(query);
+    let outcome = tokio::select! {
+        r = &mut query => r,
+        _ = tokio::time::sleep(delay) => {
+            run.landed = true;
+            if let Err(e) = cluster.kill_one_and_replace() {
+                run.error = Some(e);
+            }
+            query.await
+        }
+    };
+    run.seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok(r) => (run, Some(r)),
+        Err(e) => {
+            run.error = Some(e.to_string());
+            (run, None)
+        }
+    }
+}
+
+/// Waits until the cluster at `url` has `n` executors (e.g. a replacement
+/// has registered).
+async fn wait_for_executors(url: &str, n: usize) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(ctx) = EmberContext::remote(url).await
+            && ctx
+                .cluster_info()
+                .await
+                .is_ok_and(|c| c.executors.len() >= n)
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the cluster at {url} did not get {n} executors"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn git_commit() -> Option<String> {
@@ -255,4 +402,24 @@ pub async fn write_answers(data: &Path, out: &Path) -> Result<(), String> {
     }
     progress("");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_points_parse_as_durations_or_fractions() {
+        assert_eq!(
+            parse_kill_point("300ms"),
+            Ok(KillPoint::After(Duration::from_millis(300)))
+        );
+        assert_eq!(
+            parse_kill_point("1.5s"),
+            Ok(KillPoint::After(Duration::from_millis(1500)))
+        );
+        assert_eq!(parse_kill_point("50%"), Ok(KillPoint::Fraction(0.5)));
+        assert!(parse_kill_point("soon").is_err());
+        assert!(parse_kill_point("-1s").is_err());
+    }
 }

@@ -144,16 +144,20 @@ struct Api {
     sessions: Arc<Mutex<HashMap<String, Arc<Session>>>>,
 }
 
-/// A client's `WatchJob` stream. Dropped while its job still runs (the
-/// client went away), it cancels the job: nobody is left to fetch it.
+/// A client's `WatchJob` stream. Dropped before the client was sent an end
+/// state, while its job still runs (the client went away), it cancels the
+/// job: nobody is left to fetch it. (A client that saw the job succeed and
+/// stopped watching must not cancel it if it is reopened to recompute a
+/// lost result partition.)
 struct WatchGuard {
     core: Arc<Core>,
     job_id: String,
+    saw_end: bool,
 }
 
 impl Drop for WatchGuard {
     fn drop(&mut self) {
-        if self.core.is_running(&self.job_id) {
+        if !self.saw_end && self.core.is_running(&self.job_id) {
             tracing::info!(job = %self.job_id, "client stopped watching a running job; cancelling it");
             let _ = self.core.cancel(&self.job_id);
         }
@@ -359,15 +363,19 @@ impl SchedulerService for Api {
     ) -> Result<Response<Self::WatchJobStream>, Status> {
         let job_id = request.into_inner().job_id;
         let rx = self.core.watch(&job_id)?;
-        let guard = WatchGuard {
+        let mut guard = WatchGuard {
             core: Arc::clone(&self.core),
             job_id,
+            saw_end: false,
         };
         let stream = tokio_stream::wrappers::WatchStream::new(rx);
         Ok(Response::new(Box::pin(futures::StreamExt::map(
             stream,
             move |status| {
-                let _ = &guard;
+                // The whole guard moves into the closure (not just the
+                // field): it lives, and is dropped, with the stream.
+                let guard = &mut guard;
+                guard.saw_end |= status.state != JobState::Running as i32;
                 Ok(status)
             },
         ))))

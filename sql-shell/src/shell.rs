@@ -84,6 +84,11 @@ impl Shell {
     }
 
     fn print(&mut self, result: &QueryResult, elapsed: Duration) -> std::io::Result<()> {
+        if self.interactive
+            && let Some(note) = result.job.as_ref().and_then(recovery_note)
+        {
+            eprintln!("{note}");
+        }
         if !result.has_result_set {
             if self.interactive && self.timing {
                 eprintln!("OK in {:.3} s", elapsed.as_secs_f64());
@@ -114,6 +119,34 @@ impl Shell {
         }
         out.flush()
     }
+}
+
+/// What the cluster recovered from while running a job, if anything (the
+/// full list is in `EXPLAIN ANALYZE`).
+fn recovery_note(status: &ember::JobStatus) -> Option<String> {
+    use ember::JobEventKind as K;
+    let kind = |e: &ember::JobEvent| K::try_from(e.kind).unwrap_or(K::Unspecified);
+    let lost: Vec<&str> = status
+        .events
+        .iter()
+        .filter(|e| kind(e) == K::ExecutorLost)
+        .map(|e| e.executor_id.as_str())
+        .collect();
+    let recomputed: usize = status
+        .events
+        .iter()
+        .filter(|e| matches!(kind(e), K::OutputsLost | K::ResultLost | K::TaskRetried))
+        .map(|e| e.partitions.len())
+        .sum();
+    if lost.is_empty() && recomputed == 0 {
+        return None;
+    }
+    let mut note = String::from("note: the cluster recovered while running this query:");
+    if !lost.is_empty() {
+        note.push_str(&format!(" executor(s) lost: {};", lost.join(", ")));
+    }
+    note.push_str(&format!(" {recomputed} task(s) re-run"));
+    Some(note)
 }
 
 /// One clear line; for syntax errors the statement's line with a caret under

@@ -353,3 +353,24 @@ async fn data_of_jobs_released_while_an_executor_was_away_is_freed() {
     }
     scheduler.shutdown().await;
 }
+
+/// A client that goes away while its job runs (the future is dropped, its
+/// watch stream closes) cancels the job on the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_disconnects_mid_job_cancels_it() {
+    let ctx = crate::common::tpch_cluster(2).await;
+    let slow = "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_suppkey < b.l_suppkey";
+    let ember::Submitted::Job(job) = ctx.submit_sql(slow).await.unwrap() else {
+        panic!("expected a job");
+    };
+    let job_id = job.job_id.clone();
+    let gave_up = tokio::time::timeout(Duration::from_millis(300), ctx.complete(job, |_| {})).await;
+    assert!(gave_up.is_err(), "the query was expected to take longer");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while ctx.cluster_info().await.unwrap().running_jobs > 0 {
+        assert!(Instant::now() < deadline, "job {job_id} kept running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The cluster is free for the next query.
+    assert_eq!(ctx.sql("SELECT 1").await.unwrap().num_rows(), 1);
+}
