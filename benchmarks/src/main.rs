@@ -98,6 +98,9 @@ enum Tpch {
         /// failure against the time without.
         #[arg(long)]
         kill_executor_after: Option<String>,
+        /// Runs per query with a kill; the median is reported.
+        #[arg(long, default_value_t = 1)]
+        kill_runs: usize,
     },
     /// Write reference answers (single-process DataFusion) as CSV.
     Answers {
@@ -137,6 +140,7 @@ async fn main() {
             json,
             answers,
             kill_executor_after,
+            kill_runs,
         }) => {
             let kill_after = kill_executor_after
                 .map(|k| run::parse_kill_point(&k))
@@ -154,6 +158,7 @@ async fn main() {
                 baseline,
                 answers_dir: answers,
                 kill_after,
+                kill_runs,
             };
             let report = run::run(&opts).await.unwrap_or_else(|e| fail(e));
             print!("{}", report.to_table());

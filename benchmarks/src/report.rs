@@ -70,6 +70,38 @@ pub struct KillRun {
     /// False if the query finished before the kill was due (no failure).
     pub landed: bool,
     pub error: Option<String>,
+    /// With several kill runs: each run's time (`seconds` is their median
+    /// over the runs where the kill landed).
+    #[serde(default)]
+    pub runs: Vec<f64>,
+}
+
+impl KillRun {
+    /// One figure from several kill runs: the median of those where the
+    /// kill landed mid-query, the first error if any failed.
+    pub fn combine(runs: Vec<KillRun>) -> KillRun {
+        let landed: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.landed)
+            .map(|r| r.seconds)
+            .collect();
+        let all: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+        let pick = if landed.is_empty() { &all } else { &landed };
+        let mut sorted = pick.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        let seconds = match sorted.len() {
+            0 => f64::NAN,
+            n if n % 2 == 1 => sorted[n / 2],
+            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        KillRun {
+            kill_after_seconds: runs.first().map_or(0.0, |r| r.kill_after_seconds),
+            seconds,
+            landed: !landed.is_empty(),
+            error: runs.iter().find_map(|r| r.error.clone()),
+            runs: all,
+        }
+    }
 }
 
 /// min, median, max of the warm runs (all runs when there is only one).

@@ -64,6 +64,8 @@ pub struct RunOptions {
     /// Kill one executor process once per query at this point (and start a
     /// replacement); needs a cluster of processes that ember-bench starts.
     pub kill_after: Option<KillPoint>,
+    /// Runs per query with a kill (the median is reported).
+    pub kill_runs: usize,
 }
 
 /// Parses `1,3,5-9` into query numbers.
@@ -233,32 +235,47 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
                 }
             }
         }
-        if let (Some(point), Some(cluster)) = (opts.kill_after, processes.as_mut())
-            && report.error.is_none()
-        {
-            progress(&format!("[{}/{total}] q{q} with an executor killed", i + 1));
-            let (run, result) = kill_run(&ctx, cluster, &sql, point, &report.ember_seconds).await;
-            // The answer after recovery is verified like any other.
-            if result.is_some() {
-                last = result;
+        let verify = |result: &ember::QueryResult| match &answers {
+            None => {
+                Err("unknown scale factor: generate the data with `ember-bench tpch gen`".into())
             }
-            report.kill = Some(run);
-        }
+            Some(dir) => expected_answer(dir, q).and_then(|expected| {
+                let actual =
+                    ember::verify::rows_as_text(&result.batches).map_err(|e| e.to_string())?;
+                ember::verify::compare(actual, expected, ember::verify::is_ordered(&sql))
+            }),
+        };
         if opts.verify
             && let Some(result) = &last
         {
-            let outcome = match &answers {
-                None => Err(
-                    "unknown scale factor: generate the data with `ember-bench tpch gen`".into(),
-                ),
-                Some(dir) => expected_answer(dir, q).and_then(|expected| {
-                    let actual =
-                        ember::verify::rows_as_text(&result.batches).map_err(|e| e.to_string())?;
-                    ember::verify::compare(actual, expected, ember::verify::is_ordered(&sql))
-                }),
-            };
+            let outcome = verify(result);
             report.verified = Some(outcome.is_ok());
             report.verify_error = outcome.err();
+        }
+        if let (Some(point), Some(cluster)) = (opts.kill_after, processes.as_mut())
+            && report.error.is_none()
+        {
+            let mut runs = vec![];
+            for k in 0..opts.kill_runs.max(1) {
+                progress(&format!(
+                    "[{}/{total}] q{q} with an executor killed, run {}/{}",
+                    i + 1,
+                    k + 1,
+                    opts.kill_runs.max(1)
+                ));
+                let (run, result) =
+                    kill_run(&ctx, cluster, &sql, point, &report.ember_seconds).await;
+                // Every answer after a recovery is verified like any other.
+                if opts.verify
+                    && let Some(result) = &result
+                    && let Err(e) = verify(result)
+                {
+                    report.verified = Some(false);
+                    report.verify_error = Some(format!("after a kill: {e}"));
+                }
+                runs.push(run);
+            }
+            report.kill = Some(KillRun::combine(runs));
         }
         queries.push(report);
     }
@@ -314,6 +331,7 @@ async fn kill_run(
         seconds: 0.0,
         landed: false,
         error: None,
+        runs: vec![],
     };
     if let Err(e) = wait_for_executors(&cluster.url, cluster.executors()).await {
         run.error = Some(e);
