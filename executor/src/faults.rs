@@ -20,8 +20,10 @@
 //! ```
 //!
 //! Points: `task-start` (before the task runs), `task-end` (its output is
-//! written, its report not yet sent), `serve-shuffle` / `serve-result` (after
-//! the first batch of a Flight stream of a shuffle bucket / a final result).
+//! written, its report not yet sent), `serve-shuffle` / `serve-result` (as
+//! the first batch of a Flight stream of a shuffle bucket / a final result
+//! is read; only `kill` and `disconnect` act there, the stream itself has no
+//! task to fail or hang).
 //!
 //! `times` is a budget (default 1). With `EMBER_FAULTS_DIR` set, the budget is
 //! shared by every process given the same directory: firing claims a token
