@@ -7,20 +7,17 @@ use std::time::Duration;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
-use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{FlightClient, Ticket};
 use ember_executor::{Executor, ExecutorConfig};
 use ember_proto::scheduler_service_client::SchedulerServiceClient;
 use ember_proto::{
-    CancelJobRequest, CloseSessionRequest, ClusterInfoRequest, CreateSessionRequest,
-    ExecuteRequest, JobState, JobStatus, ReleaseJobRequest, ResultLostRequest, WatchJobRequest,
+    CloseSessionRequest, ClusterInfoRequest, CreateSessionRequest, ExecuteRequest, JobStatus,
     execute_request, execute_response,
 };
 use ember_scheduler::{Scheduler, SchedulerConfig};
-use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{EmberError, Result};
+use crate::fetch::{Fetcher, ResultStream};
 
 /// The result of one statement.
 #[derive(Debug, Clone)]
@@ -97,10 +94,6 @@ impl Drop for Embedded {
     }
 }
 
-/// How many times one query's result fetch may lose a partition and wait
-/// for it to be recomputed before the query fails.
-const MAX_RESULT_RECOVERIES: usize = 8;
-
 /// A session on an Ember cluster. Dropping it closes the session on the
 /// scheduler (cancelling whatever it still runs); [`close`](Self::close) does
 /// the same and waits for the scheduler's answer.
@@ -108,9 +101,8 @@ pub struct EmberContext {
     url: String,
     scheduler: SchedulerServiceClient<Channel>,
     session_id: String,
-    max_message_size: usize,
-    /// Flight channels to executors, by address, reused across queries.
-    flight_channels: std::sync::Mutex<std::collections::HashMap<String, Channel>>,
+    /// Follows jobs and fetches their results.
+    fetcher: Fetcher,
     embedded: Option<Arc<Embedded>>,
 }
 
@@ -201,10 +193,9 @@ impl EmberContext {
             .session_id;
         Ok(Self {
             url: url.to_string(),
+            fetcher: Fetcher::new(scheduler.clone(), max),
             scheduler,
             session_id,
-            max_message_size: max,
-            flight_channels: Default::default(),
             embedded: None,
         })
     }
@@ -339,15 +330,9 @@ impl EmberContext {
         job: RunningJob,
         mut progress: impl FnMut(&JobStatus),
     ) -> Result<QueryResult> {
-        let result = self.wait_and_fetch(&job.job_id, &mut progress).await;
+        let result = self.fetcher.collect(&job.job_id, &mut progress).await;
         // Free the job's data on the executors whatever happened.
-        let _ = self
-            .scheduler
-            .clone()
-            .release_job(ReleaseJobRequest {
-                job_id: job.job_id.clone(),
-            })
-            .await;
+        self.fetcher.release(&job.job_id).await;
         let (status, batches) = result?;
         Ok(QueryResult {
             schema: job.schema,
@@ -357,142 +342,34 @@ impl EmberContext {
         })
     }
 
+    /// Runs one SQL statement and streams its result: batches arrive as
+    /// the executors serve them and the client holds only a few at a time.
+    /// Dropping the stream before its end cancels the query.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &ember::EmberContext) -> ember::Result<()> {
+    /// use futures::StreamExt;
+    /// let mut stream = ctx.sql_stream("SELECT * FROM lineitem").await?;
+    /// while let Some(batch) = stream.next().await {
+    ///     println!("{} rows", batch?.num_rows());
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn sql_stream(&self, sql: &str) -> Result<ResultStream> {
+        Ok(match self.submit_sql(sql).await? {
+            Submitted::Done(result) => ResultStream::ready(result.schema, result.batches),
+            Submitted::Job(job) => self.stream(job),
+        })
+    }
+
+    /// Streams the result of a submitted job (see [`sql_stream`](Self::sql_stream)).
+    pub fn stream(&self, job: RunningJob) -> ResultStream {
+        ResultStream::job(self.fetcher.clone(), job.job_id, job.schema)
+    }
+
     /// Cancels a running job.
     pub async fn cancel(&self, job_id: &str) -> Result<bool> {
-        Ok(self
-            .scheduler
-            .clone()
-            .cancel_job(CancelJobRequest {
-                job_id: job_id.to_string(),
-            })
-            .await?
-            .into_inner()
-            .cancelled)
-    }
-
-    async fn wait_and_fetch(
-        &self,
-        job_id: &str,
-        progress: &mut impl FnMut(&JobStatus),
-    ) -> Result<(JobStatus, Vec<RecordBatch>)> {
-        let mut status = self.wait(job_id, progress).await?;
-        let mut batches = vec![];
-        let mut next_partition = 0;
-        let mut recoveries = 0;
-        loop {
-            match self.fetch(&status, next_partition, &mut batches).await {
-                Ok(()) => return Ok((status, batches)),
-                Err((partition, e)) => {
-                    recoveries += 1;
-                    if recoveries > MAX_RESULT_RECOVERIES {
-                        return Err(e);
-                    }
-                    let Some(lost) = status.results.iter().find(|r| r.partition == partition)
-                    else {
-                        return Err(e);
-                    };
-                    tracing::warn!(job = job_id, partition, error = %e, "result partition lost; asking the cluster to recompute it");
-                    self.scheduler
-                        .clone()
-                        .result_lost(ResultLostRequest {
-                            job_id: job_id.to_string(),
-                            partition,
-                            attempt: lost.attempt,
-                            message: e.to_string(),
-                        })
-                        .await?;
-                    let old_attempt = lost.attempt;
-                    // Wait until the partition exists again, from a new attempt.
-                    for _ in 0..500 {
-                        status = self.wait(job_id, progress).await?;
-                        let recomputed = status
-                            .results
-                            .iter()
-                            .any(|r| r.partition == partition && r.attempt != old_attempt);
-                        if recomputed {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                    next_partition = partition;
-                }
-            }
-        }
-    }
-
-    async fn wait(&self, job_id: &str, progress: &mut impl FnMut(&JobStatus)) -> Result<JobStatus> {
-        let lost = |e: tonic::Status| {
-            EmberError::Cluster(format!(
-                "lost the scheduler while job {job_id} ran ({}); the job was lost with it",
-                e.message()
-            ))
-        };
-        let mut stream = self
-            .scheduler
-            .clone()
-            .watch_job(WatchJobRequest {
-                job_id: job_id.to_string(),
-            })
-            .await?
-            .into_inner();
-        while let Some(status) = stream.message().await.map_err(lost)? {
-            progress(&status);
-            match JobState::try_from(status.state).unwrap_or(JobState::Unspecified) {
-                JobState::Succeeded => return Ok(status),
-                JobState::Failed => return Err(EmberError::JobFailed(status.error)),
-                JobState::Cancelled => return Err(EmberError::Cancelled),
-                _ => {}
-            }
-        }
-        Err(EmberError::Cluster(format!(
-            "the scheduler stopped reporting on job {job_id}"
-        )))
-    }
-
-    /// Streams the final partitions from `from` on, in order, from the
-    /// executors holding them, into `batches`. A partition is added whole or
-    /// not at all; on failure, returns the partition that failed.
-    async fn fetch(
-        &self,
-        status: &JobStatus,
-        from: u32,
-        batches: &mut Vec<RecordBatch>,
-    ) -> Result<(), (u32, EmberError)> {
-        let mut results = status.results.clone();
-        results.sort_by_key(|r| r.partition);
-        for r in results.into_iter().filter(|r| r.partition >= from) {
-            let partition = r.partition;
-            let fetch_err = |message: String| EmberError::Fetch {
-                executor: r.executor_id.clone(),
-                message,
-            };
-            let part = async {
-                let channel = self
-                    .flight_channel(&r.flight_address)
-                    .await
-                    .map_err(fetch_err)?;
-                let inner = FlightServiceClient::new(channel)
-                    .max_decoding_message_size(self.max_message_size);
-                let mut client = FlightClient::new_from_inner(inner);
-                let stream = client
-                    .do_get(Ticket::new(r.ticket.clone()))
-                    .await
-                    .map_err(|e| fetch_err(e.to_string()))?;
-                stream
-                    .try_collect::<Vec<RecordBatch>>()
-                    .await
-                    .map_err(|e| fetch_err(e.to_string()))
-            };
-            match part.await {
-                Ok(part) => batches.extend(part.into_iter().filter(|b| b.num_rows() > 0)),
-                Err(e) => {
-                    // The executor may be gone: do not keep its channel.
-                    self.forget_channel(&r.flight_address);
-                    return Err((partition, e));
-                }
-            }
-        }
-        Ok(())
+        self.fetcher.cancel(job_id).await
     }
 }
 
@@ -516,35 +393,7 @@ impl Drop for EmberContext {
     }
 }
 
-impl EmberContext {
-    async fn flight_channel(&self, address: &str) -> Result<Channel, String> {
-        if let Some(c) = self.channels().get(address) {
-            return Ok(c.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .map_err(|e| transport_message(&e))?;
-        self.channels().insert(address.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    fn forget_channel(&self, address: &str) {
-        self.channels().remove(address);
-    }
-
-    fn channels(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Channel>> {
-        // A poisoned cache is still a valid cache.
-        self.flight_channels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn transport_message(e: &tonic::transport::Error) -> String {
+pub(crate) fn transport_message(e: &tonic::transport::Error) -> String {
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {

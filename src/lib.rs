@@ -21,6 +21,7 @@
 
 mod context;
 pub mod error;
+mod fetch;
 pub mod sql;
 pub mod tpch;
 pub mod verify;
@@ -28,6 +29,7 @@ pub mod verify;
 pub use context::{EmberContext, QueryResult, RunningJob, StandaloneOptions, Submitted};
 pub use ember_proto::{ClusterInfo, JobEvent, JobEventKind, JobState, JobStatus};
 pub use error::{EmberError, Result};
+pub use fetch::ResultStream;
 
 /// Re-exported so users need not depend on the exact versions themselves.
 pub use arrow;

@@ -10,4 +10,5 @@ mod processes;
 mod recovery;
 mod shell;
 mod shuffle;
+mod streaming;
 mod tpch;

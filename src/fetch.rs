@@ -1,0 +1,447 @@
+//! Following a job and fetching its result from the executors over Arrow
+//! Flight: whole ([`Fetcher::collect`]) or as a stream ([`ResultStream`]).
+//!
+//! Result partitions are fetched in order, straight from the executors that
+//! hold them. A partition that cannot be fetched (its executor died) is
+//! reported to the scheduler, which recomputes it; fetching then goes on
+//! from that partition. A collected result takes each partition whole, so
+//! it recovers at any point. A stream recovers a partition as long as none
+//! of its rows were delivered yet; past that it cannot resume exactly (a
+//! recomputed partition need not come back in the same order) and says so.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightClient, Ticket};
+use ember_proto::scheduler_service_client::SchedulerServiceClient;
+use ember_proto::{
+    CancelJobRequest, JobState, JobStatus, ReleaseJobRequest, ResultLocation, ResultLostRequest,
+    WatchJobRequest,
+};
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::{EmberError, Result};
+
+/// How many times one query's result fetch may lose a partition and wait
+/// for it to be recomputed before the query fails.
+const MAX_RESULT_RECOVERIES: usize = 8;
+
+/// The client side of a job: the scheduler to ask, and Flight channels to
+/// executors (by address, reused across queries).
+#[derive(Clone)]
+pub(crate) struct Fetcher {
+    pub scheduler: SchedulerServiceClient<Channel>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    max_message_size: usize,
+}
+
+impl Fetcher {
+    pub fn new(scheduler: SchedulerServiceClient<Channel>, max_message_size: usize) -> Self {
+        Self {
+            scheduler,
+            channels: Arc::default(),
+            max_message_size,
+        }
+    }
+
+    /// Follows `job_id` until it ends; the status once it succeeded.
+    pub async fn wait(
+        &self,
+        job_id: &str,
+        progress: &mut impl FnMut(&JobStatus),
+    ) -> Result<JobStatus> {
+        let lost = |e: tonic::Status| {
+            EmberError::Cluster(format!(
+                "lost the scheduler while job {job_id} ran ({}); the job was lost with it",
+                e.message()
+            ))
+        };
+        let mut stream = self
+            .scheduler
+            .clone()
+            .watch_job(WatchJobRequest {
+                job_id: job_id.to_string(),
+            })
+            .await?
+            .into_inner();
+        while let Some(status) = stream.message().await.map_err(lost)? {
+            progress(&status);
+            match JobState::try_from(status.state).unwrap_or(JobState::Unspecified) {
+                JobState::Succeeded => return Ok(status),
+                JobState::Failed => return Err(EmberError::JobFailed(status.error)),
+                JobState::Cancelled => return Err(EmberError::Cancelled),
+                _ => {}
+            }
+        }
+        Err(EmberError::Cluster(format!(
+            "the scheduler stopped reporting on job {job_id}"
+        )))
+    }
+
+    /// Follows the job and collects its whole result, recovering lost
+    /// partitions.
+    pub async fn collect(
+        &self,
+        job_id: &str,
+        progress: &mut impl FnMut(&JobStatus),
+    ) -> Result<(JobStatus, Vec<RecordBatch>)> {
+        let mut status = self.wait(job_id, progress).await?;
+        let mut batches = vec![];
+        let mut next = 0;
+        let mut recoveries = 0;
+        loop {
+            match self.collect_from(&status, next, &mut batches).await {
+                Ok(()) => return Ok((status, batches)),
+                Err((partition, e)) => {
+                    recoveries += 1;
+                    if recoveries > MAX_RESULT_RECOVERIES {
+                        return Err(e);
+                    }
+                    status = self
+                        .recover(job_id, &status, partition, e, progress)
+                        .await?;
+                    next = partition;
+                }
+            }
+        }
+    }
+
+    /// Fetches the final partitions from `from` on, in order, into
+    /// `batches`. A partition is added whole or not at all; on failure,
+    /// returns the partition that failed.
+    async fn collect_from(
+        &self,
+        status: &JobStatus,
+        from: u32,
+        batches: &mut Vec<RecordBatch>,
+    ) -> Result<(), (u32, EmberError)> {
+        for r in sorted_results(status, from) {
+            let part = async {
+                self.open(&r)
+                    .await?
+                    .try_collect::<Vec<RecordBatch>>()
+                    .await
+                    .map_err(|e| fetch_error(&r, e.to_string()))
+            };
+            match part.await {
+                Ok(part) => batches.extend(part.into_iter().filter(|b| b.num_rows() > 0)),
+                Err(e) => {
+                    self.forget_channel(&r.flight_address);
+                    return Err((r.partition, e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the Flight stream of one result partition.
+    async fn open(&self, r: &ResultLocation) -> Result<FlightRecordBatchStream> {
+        let channel = self
+            .flight_channel(&r.flight_address)
+            .await
+            .map_err(|e| fetch_error(r, e))?;
+        let inner =
+            FlightServiceClient::new(channel).max_decoding_message_size(self.max_message_size);
+        FlightClient::new_from_inner(inner)
+            .do_get(Ticket::new(r.ticket.clone()))
+            .await
+            .map_err(|e| fetch_error(r, e.to_string()))
+    }
+
+    /// Partition `partition` of `status` could not be fetched (`error`): asks
+    /// the scheduler to recompute it and waits until it exists again, from a
+    /// new attempt.
+    async fn recover(
+        &self,
+        job_id: &str,
+        status: &JobStatus,
+        partition: u32,
+        error: EmberError,
+        progress: &mut impl FnMut(&JobStatus),
+    ) -> Result<JobStatus> {
+        let Some(lost) = status.results.iter().find(|r| r.partition == partition) else {
+            return Err(error);
+        };
+        tracing::warn!(job = job_id, partition, error = %error, "result partition lost; asking the cluster to recompute it");
+        self.scheduler
+            .clone()
+            .result_lost(ResultLostRequest {
+                job_id: job_id.to_string(),
+                partition,
+                attempt: lost.attempt,
+                message: error.to_string(),
+            })
+            .await?;
+        for _ in 0..500 {
+            let status = self.wait(job_id, progress).await?;
+            if status
+                .results
+                .iter()
+                .any(|r| r.partition == partition && r.attempt != lost.attempt)
+            {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(error)
+    }
+
+    pub async fn cancel(&self, job_id: &str) -> Result<bool> {
+        Ok(self
+            .scheduler
+            .clone()
+            .cancel_job(CancelJobRequest {
+                job_id: job_id.to_string(),
+            })
+            .await?
+            .into_inner()
+            .cancelled)
+    }
+
+    /// Frees the job's data on the executors.
+    pub async fn release(&self, job_id: &str) {
+        let _ = self
+            .scheduler
+            .clone()
+            .release_job(ReleaseJobRequest {
+                job_id: job_id.to_string(),
+            })
+            .await;
+    }
+
+    async fn flight_channel(&self, address: &str) -> Result<Channel, String> {
+        if let Some(c) = self.channels().get(address) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .map_err(|e| crate::context::transport_message(&e))?;
+        self.channels().insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// The executor may be gone: do not keep its channel.
+    fn forget_channel(&self, address: &str) {
+        self.channels().remove(address);
+    }
+
+    fn channels(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
+        // A poisoned cache is still a valid cache.
+        self.channels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn fetch_error(r: &ResultLocation, message: String) -> EmberError {
+    EmberError::Fetch {
+        executor: r.executor_id.clone(),
+        message,
+    }
+}
+
+fn sorted_results(status: &JobStatus, from: u32) -> Vec<ResultLocation> {
+    let mut results: Vec<ResultLocation> = status
+        .results
+        .iter()
+        .filter(|r| r.partition >= from)
+        .cloned()
+        .collect();
+    results.sort_by_key(|r| r.partition);
+    results
+}
+
+/// A query's result as a stream of record batches, fetched from the
+/// executors as it is read: the client holds a few batches at a time,
+/// whatever the result's size.
+///
+/// Dropping the stream before its end cancels the job on the cluster; in
+/// every case the job's data is freed on the executors.
+pub struct ResultStream {
+    schema: SchemaRef,
+    inner: Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>,
+    _job: Option<JobGuard>,
+}
+
+impl std::fmt::Debug for ResultStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResultStream")
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl ResultStream {
+    /// The schema of every batch.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// A result the scheduler answered itself.
+    pub(crate) fn ready(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Self {
+            schema,
+            inner: Box::pin(futures::stream::iter(batches.into_iter().map(Ok))),
+            _job: None,
+        }
+    }
+
+    /// Follows job `job_id` and streams its result.
+    pub(crate) fn job(fetcher: Fetcher, job_id: String, schema: SchemaRef) -> Self {
+        let finished = Arc::new(AtomicBool::new(false));
+        let state = StreamState {
+            fetcher: fetcher.clone(),
+            job_id: job_id.clone(),
+            status: None,
+            next: 0,
+            current: None,
+            delivered: 0,
+            recoveries: 0,
+            finished: Arc::clone(&finished),
+        };
+        let inner = futures::stream::try_unfold(state, StreamState::next_batch);
+        Self {
+            schema,
+            inner: Box::pin(inner),
+            _job: Some(JobGuard {
+                fetcher,
+                job_id,
+                finished,
+            }),
+        }
+    }
+}
+
+impl Stream for ResultStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+/// Cancels an unfinished job and frees its data when the stream goes away.
+struct JobGuard {
+    fetcher: Fetcher,
+    job_id: String,
+    finished: Arc<AtomicBool>,
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let fetcher = self.fetcher.clone();
+        let job_id = std::mem::take(&mut self.job_id);
+        let finished = self.finished.load(Ordering::SeqCst);
+        handle.spawn(async move {
+            if !finished {
+                let _ = fetcher.cancel(&job_id).await;
+            }
+            fetcher.release(&job_id).await;
+        });
+    }
+}
+
+struct StreamState {
+    fetcher: Fetcher,
+    job_id: String,
+    status: Option<JobStatus>,
+    /// The partition being read (or to open next).
+    next: u32,
+    current: Option<(ResultLocation, FlightRecordBatchStream)>,
+    /// Rows of the current partition already handed out.
+    delivered: usize,
+    recoveries: usize,
+    finished: Arc<AtomicBool>,
+}
+
+impl StreamState {
+    async fn next_batch(mut self) -> Result<Option<(RecordBatch, Self)>> {
+        loop {
+            if let Some((location, stream)) = &mut self.current {
+                match stream.next().await {
+                    Some(Ok(batch)) if batch.num_rows() == 0 => continue,
+                    Some(Ok(batch)) => {
+                        self.delivered += batch.num_rows();
+                        return Ok(Some((batch, self)));
+                    }
+                    Some(Err(e)) => {
+                        let location = location.clone();
+                        self.current = None;
+                        self.fetcher.forget_channel(&location.flight_address);
+                        let error = fetch_error(&location, e.to_string());
+                        if self.delivered > 0 {
+                            return Err(EmberError::Fetch {
+                                executor: location.executor_id,
+                                message: format!(
+                                    "result partition {} was lost after {} of its rows were delivered; \
+                                     a stream cannot resume it exactly, run the query again ({e})",
+                                    location.partition, self.delivered
+                                ),
+                            });
+                        }
+                        self.recover(location.partition, error).await?;
+                        continue;
+                    }
+                    None => {
+                        self.current = None;
+                        self.next += 1;
+                        continue;
+                    }
+                }
+            }
+            let status = match &self.status {
+                Some(s) => s,
+                None => {
+                    let status = self.fetcher.wait(&self.job_id, &mut |_| {}).await?;
+                    self.status.insert(status)
+                }
+            };
+            let Some(location) = sorted_results(status, self.next).into_iter().next() else {
+                self.finished.store(true, Ordering::SeqCst);
+                return Ok(None);
+            };
+            self.next = location.partition;
+            self.delivered = 0;
+            match self.fetcher.open(&location).await {
+                Ok(stream) => self.current = Some((location, stream)),
+                Err(e) => {
+                    self.fetcher.forget_channel(&location.flight_address);
+                    self.recover(location.partition, e).await?;
+                }
+            }
+        }
+    }
+
+    async fn recover(&mut self, partition: u32, error: EmberError) -> Result<()> {
+        self.recoveries += 1;
+        let Some(status) = self
+            .status
+            .as_ref()
+            .filter(|_| self.recoveries <= MAX_RESULT_RECOVERIES)
+        else {
+            return Err(error);
+        };
+        let status = self
+            .fetcher
+            .recover(&self.job_id, status, partition, error, &mut |_| {})
+            .await?;
+        self.status = Some(status);
+        Ok(())
+    }
+}

@@ -1,0 +1,115 @@
+//! Streamed results: batches arrive as executors serve them, the schema
+//! announced is every batch's schema, and dropping a stream frees the job.
+
+use std::time::{Duration, Instant};
+
+use ember::EmberContext;
+use ember_executor::{Executor, ExecutorConfig};
+use ember_scheduler::{Scheduler, SchedulerConfig};
+use futures::StreamExt;
+
+use crate::common::{assert_same, register_tpch, rows, tpch_cluster};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streamed_result_equals_the_collected_one() {
+    let ctx = tpch_cluster(2).await;
+    // 7.5 million rows, several result partitions.
+    let sql =
+        "SELECT l_orderkey + n_nationkey AS k FROM lineitem CROSS JOIN nation CROSS JOIN region";
+    let mut stream = ctx.sql_stream(sql).await.unwrap();
+    let schema = stream.schema();
+    let (mut rows_seen, mut batches, mut sum) = (0usize, 0usize, 0i64);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.unwrap();
+        assert_eq!(batch.schema(), schema);
+        assert!(batch.num_rows() <= 8192, "batches arrive as produced");
+        let k = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<ember::arrow::array::Int64Array>()
+            .unwrap();
+        sum += k.iter().flatten().sum::<i64>();
+        rows_seen += batch.num_rows();
+        batches += 1;
+    }
+    let expected = ctx
+        .sql(&format!("SELECT count(*), sum(k) FROM ({sql})"))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&expected.batches),
+        vec![vec![rows_seen.to_string(), sum.to_string()]]
+    );
+    assert!(
+        rows_seen > 7_000_000 && batches > 100,
+        "{rows_seen} rows in {batches} batches"
+    );
+
+    // Statements the scheduler answers stream too.
+    let mut shown = ctx.sql_stream("SHOW TABLES").await.unwrap();
+    assert!(shown.next().await.unwrap().unwrap().num_rows() >= 8);
+    let small = "SELECT n_name FROM nation ORDER BY n_name";
+    let streamed: Vec<_> = ctx
+        .sql_stream(small)
+        .await
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+        .await;
+    assert_same(
+        "ordered stream",
+        rows(&streamed),
+        rows(&ctx.sql(small).await.unwrap().batches),
+        true,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropping_a_stream_cancels_its_job_and_frees_its_data() {
+    let scheduler = Scheduler::start(SchedulerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut executors = vec![];
+    for i in 0..2 {
+        let mut config = ExecutorConfig::new(scheduler.url());
+        config.slots = 1;
+        config.executor_id = Some(format!("stream-{i}"));
+        executors.push(Executor::start(config).await.unwrap());
+    }
+    let ctx = EmberContext::remote(&scheduler.url()).await.unwrap();
+    register_tpch(&ctx).await;
+    let freed = |executors: &[Executor]| executors.iter().all(|e| e.store().job_ids().is_empty());
+
+    // Read one batch of a finished job, then drop the stream: data freed.
+    let mut stream = ctx.sql_stream("SELECT * FROM lineitem").await.unwrap();
+    assert!(stream.next().await.unwrap().unwrap().num_rows() > 0);
+    assert!(!freed(&executors), "the result is still on the executors");
+    drop(stream);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !freed(&executors) {
+        assert!(Instant::now() < deadline, "result data never freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Drop a stream whose job still runs: the job is cancelled.
+    let slow = "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_suppkey < b.l_suppkey";
+    let mut stream = ctx.sql_stream(slow).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_millis(300), stream.next()).await;
+    assert!(first.is_err(), "the query was expected to take longer");
+    drop(stream);
+    while ctx.cluster_info().await.unwrap().running_jobs > 0 || !freed(&executors) {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(20),
+            "job kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ctx.sql("SELECT 1").await.unwrap().num_rows(), 1);
+    for e in executors {
+        e.shutdown().await;
+    }
+    scheduler.shutdown().await;
+}
