@@ -367,9 +367,25 @@ impl EmberContext {
         ResultStream::job(self.fetcher.clone(), job.job_id, job.schema)
     }
 
+    /// Follows `job` until it succeeds (calling `progress` with every
+    /// snapshot), without fetching its result: [`stream`](Self::stream) it
+    /// next, or [`release`](Self::release) it.
+    pub async fn wait_for(
+        &self,
+        job: &RunningJob,
+        mut progress: impl FnMut(&JobStatus),
+    ) -> Result<JobStatus> {
+        self.fetcher.wait(&job.job_id, &mut progress).await
+    }
+
     /// Cancels a running job.
     pub async fn cancel(&self, job_id: &str) -> Result<bool> {
         self.fetcher.cancel(job_id).await
+    }
+
+    /// Frees a job's data on the cluster (cancelling it if it still runs).
+    pub async fn release(&self, job_id: &str) {
+        self.fetcher.release(job_id).await
     }
 }
 

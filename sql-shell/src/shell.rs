@@ -40,28 +40,41 @@ impl Shell {
         }
     }
 
-    /// Runs one statement and prints its result.
+    /// Runs one statement and prints its result. A job's result streams:
+    /// CSV and JSON rows are written as they arrive, and a table cut at
+    /// `max_rows` stops fetching there (the rest of the job is cancelled).
     pub async fn execute(&mut self, sql: &str) -> Result<(), EmberError> {
         let started = Instant::now();
         let result = match self.ctx.submit_sql(sql).await? {
             Submitted::Done(result) => result,
-            Submitted::Job(job) => self.follow(job).await?,
+            Submitted::Job(job) => {
+                let status = match self.follow(&job).await {
+                    Ok(status) => status,
+                    Err(e) => {
+                        self.ctx.release(&job.job_id).await;
+                        return Err(e);
+                    }
+                };
+                return self
+                    .print_stream(self.ctx.stream(job), status, started)
+                    .await;
+            }
         };
         self.print(&result, started.elapsed())
             .map_err(|e| EmberError::Io(format!("writing the result: {e}")))
     }
 
-    /// Waits for a job, drawing progress and cancelling it on Ctrl-C when
-    /// interactive.
-    async fn follow(&mut self, job: ember::RunningJob) -> Result<QueryResult, EmberError> {
+    /// Waits for a job to succeed, drawing progress and cancelling it on
+    /// Ctrl-C when interactive.
+    async fn follow(&mut self, job: &ember::RunningJob) -> Result<ember::JobStatus, EmberError> {
         let Some(interrupts) = self.interrupts.as_mut() else {
-            return self.ctx.complete(job, |_| {}).await;
+            return self.ctx.wait_for(job, |_| {}).await;
         };
         // A Ctrl-C pressed before this query (at the prompt) is not for it.
         while interrupts.recv().now_or_never().is_some() {}
         let job_id = job.job_id.clone();
         let progress = Progress::new(std::io::stderr().is_terminal());
-        let completion = self.ctx.complete(job, |s| progress.update(s));
+        let completion = self.ctx.wait_for(job, |s| progress.update(s));
         tokio::pin!(completion);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         let mut cancelled = false;
@@ -83,12 +96,68 @@ impl Shell {
         result
     }
 
-    fn print(&mut self, result: &QueryResult, elapsed: Duration) -> std::io::Result<()> {
+    /// Prints a job's result as it streams in.
+    async fn print_stream(
+        &mut self,
+        mut stream: ember::ResultStream,
+        status: ember::JobStatus,
+        started: Instant,
+    ) -> Result<(), EmberError> {
+        use futures::StreamExt;
         if self.interactive
-            && let Some(note) = result.job.as_ref().and_then(recovery_note)
+            && let Some(note) = recovery_note(&status)
         {
             eprintln!("{note}");
         }
+        let io = |e: std::io::Error| EmberError::Io(format!("writing the result: {e}"));
+        let schema = stream.schema();
+        let (format, max_rows, timing) = (self.format, self.max_rows, self.timing);
+        let mut stdout = std::io::stdout().lock();
+        let out: &mut dyn Write = match &mut self.output {
+            Some((_, file)) => file,
+            None => &mut stdout,
+        };
+        if let Some(mut writer) = output::RowWriter::new(format, &mut *out) {
+            while let Some(batch) = stream.next().await {
+                writer.write(&batch?).map_err(io)?;
+            }
+            return writer.finish(&schema).map_err(io);
+        }
+        // A table needs its rows before it can be drawn: up to the limit,
+        // plus one to know whether there are more.
+        let mut batches = vec![];
+        let mut rows = 0;
+        let mut more = false;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            batches.push(batch);
+            if max_rows.is_some_and(|max| rows > max) {
+                more = true;
+                break;
+            }
+        }
+        // Dropping the stream stops fetching and cancels what is left.
+        drop(stream);
+        let hidden = more.then_some(0);
+        output::write_table_rows(&schema, &batches, max_rows, hidden, out).map_err(io)?;
+        let shown = max_rows.map_or(rows, |max| rows.min(max));
+        let noun = if shown == 1 { "row" } else { "rows" };
+        let what = if more { " shown" } else { "" };
+        if timing {
+            writeln!(
+                out,
+                "{shown} {noun}{what} in {:.3} s",
+                started.elapsed().as_secs_f64()
+            )
+            .map_err(io)?;
+        } else {
+            writeln!(out, "{shown} {noun}{what}").map_err(io)?;
+        }
+        out.flush().map_err(io)
+    }
+
+    fn print(&mut self, result: &QueryResult, elapsed: Duration) -> std::io::Result<()> {
         if !result.has_result_set {
             if self.interactive && self.timing {
                 eprintln!("OK in {:.3} s", elapsed.as_secs_f64());
@@ -103,19 +172,19 @@ impl Shell {
             Some((_, file)) => file,
             None => &mut stdout,
         };
-        match format {
-            Format::Table => {
-                output::write_table(result, max_rows, out)?;
-                let rows = result.num_rows();
-                let noun = if rows == 1 { "row" } else { "rows" };
-                if timing {
-                    writeln!(out, "{rows} {noun} in {:.3} s", elapsed.as_secs_f64())?;
-                } else {
-                    writeln!(out, "{rows} {noun}")?;
-                }
+        if let Some(mut writer) = output::RowWriter::new(format, &mut *out) {
+            for batch in &result.batches {
+                writer.write(batch)?;
             }
-            Format::Csv => output::write_csv(result, out)?,
-            Format::Json => output::write_json(result, out)?,
+            return writer.finish(&result.schema);
+        }
+        output::write_table(result, max_rows, out)?;
+        let rows = result.num_rows();
+        let noun = if rows == 1 { "row" } else { "rows" };
+        if timing {
+            writeln!(out, "{rows} {noun} in {:.3} s", elapsed.as_secs_f64())?;
+        } else {
+            writeln!(out, "{rows} {noun}")?;
         }
         out.flush()
     }
