@@ -1,30 +1,65 @@
 //! Splitting a script into statements.
 
+/// One piece of interactive input: a SQL statement or a meta-command (a
+/// line starting with `\` where a statement could start, e.g. after `;`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Statement(String),
+    Meta(String),
+}
+
 /// Splits `text` at top-level `;`, respecting quotes ('…', "…"), line
 /// comments (`-- …`) and block comments (`/* … */`). Empty statements (and
 /// statements made only of comments) are dropped.
 pub fn split_statements(text: &str) -> Vec<String> {
-    let (mut statements, unterminated) = scan(text);
-    statements.extend(unterminated);
-    statements
+    let (pieces, unterminated) = scan(text);
+    pieces
+        .into_iter()
+        .filter_map(|p| match p {
+            Piece::Statement(s) => Some(s),
+            Piece::Meta(_) => None,
+        })
+        .chain(unterminated)
+        .collect()
 }
 
 /// Does `text` end with a complete statement (a top-level `;`, ignoring
 /// trailing whitespace and comments)? Used by line-oriented input.
 pub fn is_complete(text: &str) -> bool {
-    let (statements, unterminated) = scan(text);
-    !statements.is_empty() && unterminated.is_none()
+    let (pieces, unterminated) = scan(text);
+    !pieces.is_empty() && unterminated.is_none()
 }
 
-/// The `;`-terminated statements of `text`, and the unterminated code after
-/// the last `;` (if any).
-fn scan(text: &str) -> (Vec<String>, Option<String>) {
+/// The statements and meta-commands of interactive input, in order, if it
+/// is complete: every statement ends with `;` (`SELECT 1; \d` is a
+/// statement and a meta-command). `None` while a statement is unfinished.
+pub fn split_input(text: &str) -> Option<Vec<Piece>> {
+    let (pieces, unterminated) = scan(text);
+    unterminated.is_none().then_some(pieces)
+}
+
+/// The `;`-terminated statements and the meta-commands of `text`, and the
+/// unterminated code after the last of them (if any).
+fn scan(text: &str) -> (Vec<Piece>, Option<String>) {
     let mut out = vec![];
     let mut current = String::new();
     let mut chars = text.chars().peekable();
     let mut has_code = false;
     while let Some(c) = chars.next() {
         match c {
+            '\\' if !has_code => {
+                // A meta-command where a statement could start: the rest of
+                // the line.
+                let mut meta = String::from(c);
+                for d in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                    meta.push(d);
+                }
+                out.push(Piece::Meta(meta.trim().to_string()));
+                current.clear();
+            }
             '\'' | '"' => {
                 has_code = true;
                 current.push(c);
@@ -62,7 +97,7 @@ fn scan(text: &str) -> (Vec<String>, Option<String>) {
             }
             ';' => {
                 if has_code {
-                    out.push(current.trim().to_string());
+                    out.push(Piece::Statement(current.trim().to_string()));
                 }
                 current.clear();
                 has_code = false;
@@ -98,6 +133,25 @@ mod tests {
             split_statements("select 'it''s;'; select 2"),
             vec!["select 'it''s;'", "select 2"]
         );
+    }
+
+    #[test]
+    fn interactive_input_mixes_statements_and_meta_commands() {
+        assert_eq!(
+            split_input("SELECT 1; \\d\nSELECT\n  2;\n\\timing on\n"),
+            Some(vec![
+                Piece::Statement("SELECT 1".into()),
+                Piece::Meta("\\d".into()),
+                Piece::Statement("SELECT\n  2".into()),
+                Piece::Meta("\\timing on".into()),
+            ])
+        );
+        assert_eq!(split_input("SELECT 1;\nSELECT"), None);
+        assert_eq!(
+            split_input("SELECT '\\d';"),
+            Some(vec![Piece::Statement("SELECT '\\d'".into())])
+        );
+        assert_eq!(split_input("  "), Some(vec![]));
     }
 
     #[test]

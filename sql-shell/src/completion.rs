@@ -1,10 +1,12 @@
-//! Tab completion: SQL keywords, and table and column names from the
-//! session's catalog (refreshed after statements that change it).
+//! The line editor's helper: Tab completion (SQL keywords, and table and
+//! column names from the session's catalog, refreshed after statements that
+//! change it) and the validator that ends input at a statement's `;`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustyline::completion::{Completer, Pair};
-use rustyline::{Context, Helper, Highlighter, Hinter, Validator};
+use rustyline::validate::{ValidationContext, ValidationResult, Validator};
+use rustyline::{Context, Helper, Highlighter, Hinter};
 
 const KEYWORDS: &[&str] = &[
     "SELECT",
@@ -95,7 +97,10 @@ pub struct Catalog {
     pub columns: Vec<String>,
 }
 
-#[derive(Helper, Hinter, Highlighter, Validator)]
+/// Line editing help: completion, and a validator that keeps a statement in
+/// one editing session until its `;` (so a multi-line paste, or lines typed
+/// faster than the shell reads them, all land in one statement).
+#[derive(Helper, Hinter, Highlighter)]
 pub struct SqlHelper {
     pub catalog: Arc<Mutex<Catalog>>,
 }
@@ -138,6 +143,18 @@ pub fn candidates(word: &str, catalog: &Catalog) -> Vec<String> {
     out.sort();
     out.dedup();
     out
+}
+
+impl Validator for SqlHelper {
+    fn validate(&self, ctx: &mut ValidationContext) -> rustyline::Result<ValidationResult> {
+        let input = ctx.input();
+        let complete = input.trim().is_empty() || ember::sql::split_input(input).is_some();
+        Ok(if complete {
+            ValidationResult::Valid(None)
+        } else {
+            ValidationResult::Incomplete
+        })
+    }
 }
 
 impl Completer for SqlHelper {

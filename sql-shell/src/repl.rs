@@ -7,12 +7,15 @@ use rustyline::error::ReadlineError;
 use rustyline::history::DefaultHistory;
 use rustyline::{Config, Editor};
 
+use ember::sql::Piece;
+
 use crate::completion::{Catalog, SqlHelper};
 use crate::output::Format;
 use crate::shell::{Shell, format_error};
 
 const HELP: &str = "\
-Statements end with ';' and may span lines. Ctrl-C cancels a running query,
+Statements end with ';' and may span lines; pasted text runs statement by
+statement, and a meta-command may follow a ';' on the same line. Ctrl-C cancels a running query,
 Ctrl-R searches history, Tab completes keywords, tables and columns.
 
   \\?                     this help
@@ -58,50 +61,40 @@ pub async fn run(shell: &mut Shell) -> Result<(), String> {
     }
     refresh_catalog(shell, &catalog).await;
 
-    let mut buffer = String::new();
-    loop {
-        let prompt = if buffer.is_empty() {
-            "ember> "
-        } else {
-            "  ...> "
-        };
-        let line = match editor.readline(prompt) {
-            Ok(line) => line,
-            Err(ReadlineError::Interrupted) => {
-                // Ctrl-C at the prompt drops the statement being typed.
-                buffer.clear();
-                continue;
-            }
+    // One line-editor session holds a whole input: the validator keeps
+    // editing until every statement ends with `;`, so pasted or typed-ahead
+    // lines are never dropped between two reads.
+    'session: loop {
+        let input = match editor.readline("ember> ") {
+            Ok(input) => input,
+            // Ctrl-C at the prompt drops the statement being typed.
+            Err(ReadlineError::Interrupted) => continue,
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e.to_string()),
         };
-        let trimmed = line.trim();
-        if buffer.is_empty() && trimmed.starts_with('\\') {
-            let _ = editor.add_history_entry(trimmed);
-            match meta(shell, trimmed).await {
-                Ok(Meta::Quit) => break,
-                Ok(Meta::Continue) => {}
-                Err(e) => eprintln!("Error: {e}"),
-            }
-            refresh_catalog(shell, &catalog).await;
+        if input.trim().is_empty() {
             continue;
         }
-        if buffer.is_empty() && trimmed.is_empty() {
-            continue;
-        }
-        buffer.push_str(&line);
-        buffer.push('\n');
-        if !ember::sql::is_complete(&buffer) {
-            continue;
-        }
-        let _ = editor.add_history_entry(buffer.trim_end());
-        let statements = ember::sql::split_statements(&buffer);
-        buffer.clear();
+        let _ = editor.add_history_entry(input.trim_end());
+        let pieces = ember::sql::split_input(&input)
+            .unwrap_or_else(|| vec![Piece::Statement(input.trim().to_string())]);
         let mut catalog_changed = false;
-        for stmt in statements {
-            catalog_changed |= changes_catalog(&stmt);
-            if let Err(e) = shell.execute(&stmt).await {
-                eprintln!("Error: {}", format_error(&stmt, &e));
+        for piece in pieces {
+            match piece {
+                Piece::Meta(command) => {
+                    catalog_changed = true;
+                    match meta(shell, &command).await {
+                        Ok(Meta::Quit) => break 'session,
+                        Ok(Meta::Continue) => {}
+                        Err(e) => eprintln!("Error: {e}"),
+                    }
+                }
+                Piece::Statement(stmt) => {
+                    catalog_changed |= changes_catalog(&stmt);
+                    if let Err(e) = shell.execute(&stmt).await {
+                        eprintln!("Error: {}", format_error(&stmt, &e));
+                    }
+                }
             }
         }
         if catalog_changed {

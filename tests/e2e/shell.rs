@@ -173,7 +173,6 @@ fn interactive_shell_edits_describes_shows_progress_cancels_and_exits() {
 
     // A statement over two lines.
     sh.send_line("SELECT n_name,").unwrap();
-    sh.expect("...> ").unwrap();
     sh.send_line("n_regionkey FROM nation ORDER BY n_name LIMIT 2;")
         .unwrap();
     sh.expect("ALGERIA").unwrap();
@@ -215,6 +214,52 @@ fn interactive_shell_edits_describes_shows_progress_cancels_and_exits() {
     let history = std::fs::read_to_string(data_home.path().join("ember/history"))
         .expect("history is saved in the data dir");
     assert!(history.contains("SELECT 40 + 2 AS answer;"), "{history}");
+}
+
+#[test]
+fn pasted_statements_all_run_in_order() {
+    let data_home = tempfile::tempdir().unwrap();
+    let mut sh = spawn_shell(data_home.path());
+    sh.expect("ember> ").unwrap();
+
+    // A 10-line query arriving at once, as a plain paste (or fast typing):
+    // no line after the first may be lost.
+    let query = [
+        "SELECT",
+        "  n_name,",
+        "  r_name",
+        "FROM nation",
+        "JOIN region",
+        "  ON n_regionkey = r_regionkey",
+        "WHERE",
+        "  n_nationkey = 7",
+        "ORDER BY",
+        "  n_name;",
+    ];
+    sh.send(format!("{}\r", query.join("\r"))).unwrap();
+    sh.expect("GERMANY").unwrap();
+    sh.expect("EUROPE").unwrap();
+    sh.expect(Regex(r"1 row in \d+\.\d{3} s")).unwrap();
+    sh.expect("ember> ").unwrap();
+
+    // Three statements in one bracketed paste (what terminals and tmux
+    // send), then Enter: all three run, in order.
+    sh.send("\x1b[200~SELECT 'first' AS a;\nSELECT 'second' AS b;\nSELECT 'third' AS c;\x1b[201~")
+        .unwrap();
+    sh.send("\r").unwrap();
+    // (Results, not the echo of the pasted text: the values are unquoted.)
+    sh.expect(Regex(r"\| first +\|")).unwrap();
+    sh.expect(Regex(r"\| second +\|")).unwrap();
+    sh.expect(Regex(r"\| third +\|")).unwrap();
+    sh.expect("ember> ").unwrap();
+
+    // A meta-command after a statement on one line, as in psql.
+    sh.send_line("SELECT 'seven' AS s; \\d").unwrap();
+    sh.expect(Regex(r"\| seven +\|")).unwrap();
+    sh.expect("| lineitem").unwrap();
+    sh.expect("ember> ").unwrap();
+    sh.send_line("\\q").unwrap();
+    sh.expect(Eof).unwrap();
 }
 
 #[test]
