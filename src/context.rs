@@ -1,21 +1,22 @@
 //! [`EmberContext`]: sessions, statements, job progress and result fetching.
 
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
 use ember_executor::{Executor, ExecutorConfig};
 use ember_proto::scheduler_service_client::SchedulerServiceClient;
 use ember_proto::{
-    CloseSessionRequest, ClusterInfoRequest, CreateSessionRequest, ExecuteRequest, JobStatus,
-    execute_request, execute_response,
+    CloseSessionRequest, ClusterInfoRequest, CreateSessionRequest, JobStatus, execute_request,
 };
 use ember_scheduler::{Scheduler, SchedulerConfig};
 use tonic::transport::{Channel, Endpoint};
 
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+
+use crate::dataframe::{ClusterPlanner, ClusterTable};
 use crate::error::{EmberError, Result};
 use crate::fetch::{Fetcher, ResultStream};
 
@@ -103,6 +104,9 @@ pub struct EmberContext {
     session_id: String,
     /// Follows jobs and fetches their results.
     fetcher: Fetcher,
+    /// Client-side DataFusion context that builds DataFrames over the
+    /// session's tables; its planner runs every plan on the cluster.
+    local: SessionContext,
     embedded: Option<Arc<Embedded>>,
 }
 
@@ -191,9 +195,12 @@ impl EmberContext {
             .map_err(|s| connect_err(s.message().to_string()))?
             .into_inner()
             .session_id;
+        let fetcher = Fetcher::new(scheduler.clone(), max);
+        let local = local_context(fetcher.clone(), session_id.clone());
         Ok(Self {
             url: url.to_string(),
-            fetcher: Fetcher::new(scheduler.clone(), max),
+            fetcher,
+            local,
             scheduler,
             session_id,
             embedded: None,
@@ -283,39 +290,7 @@ impl EmberContext {
     }
 
     async fn submit(&self, query: execute_request::Query) -> Result<Submitted> {
-        let response = self
-            .scheduler
-            .clone()
-            .execute(ExecuteRequest {
-                session_id: self.session_id.clone(),
-                query: Some(query),
-            })
-            .await?
-            .into_inner();
-        match response.result {
-            Some(execute_response::Result::Inline(inline)) => {
-                let reader = StreamReader::try_new(Cursor::new(inline.ipc_stream), None)?;
-                let schema = reader.schema();
-                let batches = reader.collect::<Result<Vec<_>, _>>()?;
-                Ok(Submitted::Done(QueryResult {
-                    schema,
-                    batches,
-                    has_result_set: inline.has_result_set,
-                    job: None,
-                }))
-            }
-            Some(execute_response::Result::Job(job)) => {
-                let schema = ember_planner::codec::schema_from_bytes(&job.schema)
-                    .map_err(|e| EmberError::Internal(e.to_string()))?;
-                Ok(Submitted::Job(RunningJob {
-                    job_id: job.job_id,
-                    schema,
-                }))
-            }
-            None => Err(EmberError::Internal(
-                "empty response from the scheduler".into(),
-            )),
-        }
+        self.fetcher.submit(&self.session_id, query).await
     }
 
     /// Follows `job` to its end (calling `progress` with every snapshot),
@@ -378,6 +353,103 @@ impl EmberContext {
         self.fetcher.wait(&job.job_id, &mut progress).await
     }
 
+    /// A DataFrame over table `name` of this session (created by DDL or
+    /// `register_*`). It is DataFusion's own `DataFrame`; everything it
+    /// computes runs on the cluster.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &ember::EmberContext) -> ember::Result<()> {
+    /// use ember::prelude::*;
+    /// let orders = ctx.table("orders").await?;
+    /// let big = orders.filter(col("o_totalprice").gt(lit(100_000.0)))?;
+    /// big.show_limit(5).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn table(&self, name: &str) -> Result<DataFrame> {
+        if !self.local.table_exist(name)? {
+            // Learn the table's schema from the cluster session.
+            let schema = match self
+                .submit_sql(&format!("SELECT * FROM {name} LIMIT 0"))
+                .await?
+            {
+                Submitted::Done(r) => r.schema,
+                Submitted::Job(job) => {
+                    self.release(&job.job_id).await;
+                    job.schema
+                }
+            };
+            self.local
+                .register_table(name, Arc::new(ClusterTable::new(name, schema)))?;
+        }
+        Ok(self.local.table(name).await?)
+    }
+
+    /// Registers Parquet files (a file or a directory, local to the
+    /// executors or on an object store) as table `name` of this session.
+    pub async fn register_parquet(&self, name: &str, path: &str) -> Result<()> {
+        self.register_files(name, path, "PARQUET", "").await
+    }
+
+    /// Registers CSV files with a header row as table `name`.
+    pub async fn register_csv(&self, name: &str, path: &str) -> Result<()> {
+        self.register_files(name, path, "CSV", " OPTIONS ('format.has_header' 'true')")
+            .await
+    }
+
+    /// Registers newline-delimited JSON files as table `name`.
+    pub async fn register_json(&self, name: &str, path: &str) -> Result<()> {
+        self.register_files(name, path, "JSON", "").await
+    }
+
+    /// A DataFrame over Parquet files (see [`register_parquet`](Self::register_parquet)).
+    pub async fn read_parquet(&self, path: &str) -> Result<DataFrame> {
+        let name = self.temporary_name();
+        self.register_parquet(&name, path).await?;
+        self.table(&name).await
+    }
+
+    /// A DataFrame over CSV files with a header row.
+    pub async fn read_csv(&self, path: &str) -> Result<DataFrame> {
+        let name = self.temporary_name();
+        self.register_csv(&name, path).await?;
+        self.table(&name).await
+    }
+
+    /// A DataFrame over newline-delimited JSON files.
+    pub async fn read_json(&self, path: &str) -> Result<DataFrame> {
+        let name = self.temporary_name();
+        self.register_json(&name, path).await?;
+        self.table(&name).await
+    }
+
+    async fn register_files(
+        &self,
+        name: &str,
+        path: &str,
+        format: &str,
+        options: &str,
+    ) -> Result<()> {
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
+            return Err(EmberError::Query(format!(
+                "invalid table name {name:?}: use letters, digits and '_'"
+            )));
+        }
+        let location = path.replace('\'', "''");
+        self.sql(&format!(
+            "CREATE OR REPLACE EXTERNAL TABLE {name} STORED AS {format} LOCATION '{location}'{options}"
+        ))
+        .await?;
+        // A re-registered name gets its new schema on next use.
+        let _ = self.local.deregister_table(name);
+        Ok(())
+    }
+
+    fn temporary_name(&self) -> String {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        format!("ember_read_{}", NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
     /// Cancels a running job.
     pub async fn cancel(&self, job_id: &str) -> Result<bool> {
         self.fetcher.cancel(job_id).await
@@ -407,6 +479,19 @@ impl Drop for EmberContext {
             });
         }
     }
+}
+
+/// The client-side planning context of a session: DataFusion's defaults,
+/// with a query planner that runs every plan on the cluster.
+fn local_context(fetcher: Fetcher, session_id: String) -> SessionContext {
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_default_features()
+        .with_query_planner(Arc::new(ClusterPlanner {
+            fetcher,
+            session_id,
+        }))
+        .build();
+    SessionContext::new_with_state(state)
 }
 
 pub(crate) fn transport_message(e: &tonic::transport::Error) -> String {

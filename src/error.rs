@@ -54,6 +54,25 @@ impl From<Status> for EmberError {
     }
 }
 
+impl From<datafusion::error::DataFusionError> for EmberError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        use datafusion::error::DataFusionError as D;
+        // An error the cluster reported, carried through DataFusion's stream.
+        let e = match e {
+            D::External(inner) => match inner.downcast::<EmberError>() {
+                Ok(ember) => return *ember,
+                Err(inner) => D::External(inner),
+            },
+            other => other,
+        };
+        match e.find_root() {
+            D::NotImplemented(m) => EmberError::NotSupported(m.clone()),
+            D::Plan(_) | D::SchemaError(..) | D::SQL(..) => EmberError::Query(e.strip_backtrace()),
+            _ => EmberError::Internal(e.strip_backtrace()),
+        }
+    }
+}
+
 impl From<arrow::error::ArrowError> for EmberError {
     fn from(e: arrow::error::ArrowError) -> Self {
         EmberError::Internal(e.to_string())

@@ -17,18 +17,20 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
+use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, Ticket};
 use ember_proto::scheduler_service_client::SchedulerServiceClient;
 use ember_proto::{
-    CancelJobRequest, JobState, JobStatus, ReleaseJobRequest, ResultLocation, ResultLostRequest,
-    WatchJobRequest,
+    CancelJobRequest, ExecuteRequest, JobState, JobStatus, ReleaseJobRequest, ResultLocation,
+    ResultLostRequest, WatchJobRequest, execute_request, execute_response,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::context::{QueryResult, RunningJob, Submitted};
 use crate::error::{EmberError, Result};
 
 /// How many times one query's result fetch may lose a partition and wait
@@ -38,10 +40,16 @@ const MAX_RESULT_RECOVERIES: usize = 8;
 /// The client side of a job: the scheduler to ask, and Flight channels to
 /// executors (by address, reused across queries).
 #[derive(Clone)]
-pub(crate) struct Fetcher {
+pub struct Fetcher {
     pub scheduler: SchedulerServiceClient<Channel>,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     max_message_size: usize,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fetcher")
+    }
 }
 
 impl Fetcher {
@@ -50,6 +58,47 @@ impl Fetcher {
             scheduler,
             channels: Arc::default(),
             max_message_size,
+        }
+    }
+
+    /// Submits one statement or logical plan in `session_id`.
+    pub async fn submit(
+        &self,
+        session_id: &str,
+        query: execute_request::Query,
+    ) -> Result<Submitted> {
+        let response = self
+            .scheduler
+            .clone()
+            .execute(ExecuteRequest {
+                session_id: session_id.to_string(),
+                query: Some(query),
+            })
+            .await?
+            .into_inner();
+        match response.result {
+            Some(execute_response::Result::Inline(inline)) => {
+                let reader = StreamReader::try_new(std::io::Cursor::new(inline.ipc_stream), None)?;
+                let schema = reader.schema();
+                let batches = reader.collect::<Result<Vec<_>, _>>()?;
+                Ok(Submitted::Done(QueryResult {
+                    schema,
+                    batches,
+                    has_result_set: inline.has_result_set,
+                    job: None,
+                }))
+            }
+            Some(execute_response::Result::Job(job)) => {
+                let schema = ember_planner::codec::schema_from_bytes(&job.schema)
+                    .map_err(|e| EmberError::Internal(e.to_string()))?;
+                Ok(Submitted::Job(RunningJob {
+                    job_id: job.job_id,
+                    schema,
+                }))
+            }
+            None => Err(EmberError::Internal(
+                "empty response from the scheduler".into(),
+            )),
         }
     }
 

@@ -20,6 +20,7 @@
 //! ```
 
 mod context;
+pub mod dataframe;
 pub mod error;
 mod fetch;
 pub mod sql;
@@ -30,6 +31,16 @@ pub use context::{EmberContext, QueryResult, RunningJob, StandaloneOptions, Subm
 pub use ember_proto::{ClusterInfo, JobEvent, JobEventKind, JobState, JobStatus};
 pub use error::{EmberError, Result};
 pub use fetch::ResultStream;
+
+/// What a DataFrame program needs: the context, DataFusion's DataFrame and
+/// expression functions.
+pub mod prelude {
+    pub use crate::{EmberContext, EmberError, Result, ResultStream, StandaloneOptions};
+    pub use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
+    pub use datafusion::functions_aggregate::expr_fn::*;
+    pub use datafusion::prelude::{Expr, JoinType, ParquetReadOptions, col, lit};
+    pub use futures::StreamExt;
+}
 
 /// Re-exported so users need not depend on the exact versions themselves.
 pub use arrow;

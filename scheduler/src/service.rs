@@ -181,8 +181,7 @@ impl Api {
         let planned = match req.query {
             Some(execute_request::Query::Sql(sql)) => session.plan_sql(&sql).await?,
             Some(execute_request::Query::LogicalPlan(bytes)) => {
-                let ctx = session.ctx.task_ctx();
-                let plan = datafusion_proto::bytes::logical_plan_from_bytes(&bytes, &ctx)?;
+                let plan = session.decode_plan(&bytes).await?;
                 session.plan_logical(plan).await?
             }
             None => {

@@ -6,6 +6,7 @@
 mod bad_input;
 mod cluster;
 mod common;
+mod dataframe;
 mod processes;
 mod recovery;
 mod shell;

@@ -1,0 +1,277 @@
+//! DataFusion's own `DataFrame`, executed on the cluster.
+//!
+//! An [`EmberContext`](crate::EmberContext) keeps a client-side DataFusion
+//! `SessionContext` used only to build and optimize logical plans. Its tables
+//! are [`ClusterTable`]s: a name and a schema of a table that lives in the
+//! session's catalog on the scheduler; they cannot be scanned here. Its query
+//! planner turns *every* plan into one [`ClusterExec`] node, which ships the
+//! whole logical plan to the scheduler and streams the result back from the
+//! executors. So `collect`, `show`, `count`, `execute_stream` and friends run
+//! on the cluster, and nothing is computed in the client.
+//!
+//! ```text
+//!   DataFrame ──optimize──▶ LogicalPlan ──ClusterPlanner──▶ ClusterExec
+//!                                                              │ execute
+//!   ExecuteRequest{logical_plan bytes} ──▶ scheduler ──▶ job ──▶ ResultStream
+//! ```
+//!
+//! Wire format of a [`ClusterTable`] in a serialized plan (datafusion-proto's
+//! table-provider extension): the table's name in the session catalog, UTF-8.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::TableReference;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::{Expr, Extension, LogicalPlan};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+    SendableRecordBatchStream,
+};
+use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use ember_proto::execute_request;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::context::Submitted;
+use crate::fetch::{Fetcher, ResultStream};
+
+/// A table of the cluster session, as the client sees it: a name and a
+/// schema. Scanning it is the cluster's job.
+#[derive(Debug)]
+pub struct ClusterTable {
+    name: String,
+    schema: SchemaRef,
+}
+
+impl ClusterTable {
+    pub fn new(name: impl Into<String>, schema: SchemaRef) -> Self {
+        Self {
+            name: name.into(),
+            schema,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for ClusterTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        _projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Err(DataFusionError::Execution(format!(
+            "table {} lives on the Ember cluster and is only scanned there",
+            self.name
+        )))
+    }
+}
+
+/// Encodes [`ClusterTable`]s by name; refuses any other table (it would
+/// have to be shipped to the cluster: register it through the
+/// `EmberContext` instead).
+#[derive(Debug, Default)]
+pub struct ClusterTableCodec;
+
+impl LogicalExtensionCodec for ClusterTableCodec {
+    fn try_decode(
+        &self,
+        _buf: &[u8],
+        _inputs: &[LogicalPlan],
+        _ctx: &TaskContext,
+    ) -> Result<Extension> {
+        Err(DataFusionError::NotImplemented(
+            "Ember plans carry no extension nodes".into(),
+        ))
+    }
+
+    fn try_encode(&self, node: &Extension, _buf: &mut Vec<u8>) -> Result<()> {
+        Err(DataFusionError::NotImplemented(format!(
+            "the logical plan node {} cannot be sent to an Ember cluster",
+            node.node.name()
+        )))
+    }
+
+    fn try_decode_table_provider(
+        &self,
+        buf: &[u8],
+        _table_ref: &TableReference,
+        schema: SchemaRef,
+        _ctx: &TaskContext,
+    ) -> Result<Arc<dyn TableProvider>> {
+        let name = String::from_utf8(buf.to_vec())
+            .map_err(|e| DataFusionError::Internal(format!("bad table name: {e}")))?;
+        Ok(Arc::new(ClusterTable::new(name, schema)))
+    }
+
+    fn try_encode_table_provider(
+        &self,
+        table_ref: &TableReference,
+        node: Arc<dyn TableProvider>,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        match node.downcast_ref::<ClusterTable>() {
+            Some(t) => {
+                buf.extend_from_slice(t.name.as_bytes());
+                Ok(())
+            }
+            None => Err(DataFusionError::NotImplemented(format!(
+                "table {table_ref} is not a table of the Ember session; register it \
+                 through EmberContext (register_parquet, ...) so the cluster can read it"
+            ))),
+        }
+    }
+}
+
+/// The client's query planner: the whole plan becomes one [`ClusterExec`].
+#[derive(Debug)]
+pub struct ClusterPlanner {
+    pub(crate) fetcher: Fetcher,
+    pub(crate) session_id: String,
+}
+
+#[async_trait]
+impl QueryPlanner for ClusterPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        _session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let bytes = datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(
+            logical_plan,
+            &ClusterTableCodec,
+        )?;
+        let schema: SchemaRef = Arc::new(logical_plan.schema().as_arrow().clone());
+        Ok(Arc::new(ClusterExec::new(
+            self.fetcher.clone(),
+            self.session_id.clone(),
+            bytes.to_vec(),
+            schema,
+        )))
+    }
+}
+
+/// A whole query, run by the cluster: executing its one partition submits
+/// the logical plan to the scheduler and streams the result back.
+pub struct ClusterExec {
+    fetcher: Fetcher,
+    session_id: String,
+    plan: Vec<u8>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl ClusterExec {
+    fn new(fetcher: Fetcher, session_id: String, plan: Vec<u8>, schema: SchemaRef) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            fetcher,
+            session_id,
+            plan,
+            schema,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl fmt::Debug for ClusterExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterExec")
+            .field("session", &self.session_id)
+            .finish()
+    }
+}
+
+impl DisplayAs for ClusterExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ClusterExec: the whole plan runs on the Ember cluster")
+    }
+}
+
+impl ExecutionPlan for ClusterExec {
+    fn name(&self) -> &str {
+        "ClusterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal("ClusterExec is a leaf".into()))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "ClusterExec has one partition, asked for {partition}"
+            )));
+        }
+        let fetcher = self.fetcher.clone();
+        let session_id = self.session_id.clone();
+        let plan = self.plan.clone();
+        let external = |e: crate::EmberError| DataFusionError::External(Box::new(e));
+        let stream = futures::stream::once(async move {
+            let submitted = fetcher
+                .submit(&session_id, execute_request::Query::LogicalPlan(plan))
+                .await
+                .map_err(external)?;
+            let stream = match submitted {
+                Submitted::Done(r) => ResultStream::ready(r.schema, r.batches),
+                Submitted::Job(job) => ResultStream::job(fetcher, job.job_id, job.schema),
+            };
+            Ok::<_, DataFusionError>(stream.map_err(external))
+        })
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream.boxed(),
+        )))
+    }
+}
