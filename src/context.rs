@@ -8,7 +8,8 @@ use arrow::record_batch::RecordBatch;
 use ember_executor::{Executor, ExecutorConfig};
 use ember_proto::scheduler_service_client::SchedulerServiceClient;
 use ember_proto::{
-    CloseSessionRequest, ClusterInfoRequest, CreateSessionRequest, JobStatus, execute_request,
+    CloseSessionRequest, ClusterInfoRequest, CreateSessionRequest, JobStatus, RegisterTableRequest,
+    execute_request,
 };
 use ember_scheduler::{Scheduler, SchedulerConfig};
 use tonic::transport::{Channel, Endpoint};
@@ -399,6 +400,46 @@ impl EmberContext {
     /// Registers newline-delimited JSON files as table `name`.
     pub async fn register_json(&self, name: &str, path: &str) -> Result<()> {
         self.register_files(name, path, "JSON", "").await
+    }
+
+    /// Registers a small in-memory batch as table `name` of this session. It
+    /// is shipped to the scheduler and travels to the executors inside the
+    /// plans that read it, so it is limited to
+    /// [`MAX_REGISTERED_TABLE_BYTES`](ember_proto::MAX_REGISTERED_TABLE_BYTES)
+    /// (16 MiB as Arrow IPC); larger data belongs in files.
+    pub async fn register_batch(&self, name: &str, batch: RecordBatch) -> Result<()> {
+        let mut ipc = Vec::new();
+        {
+            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema())?;
+            w.write(&batch)?;
+            w.finish()?;
+        }
+        let max = ember_proto::MAX_REGISTERED_TABLE_BYTES;
+        if ipc.len() > max {
+            return Err(EmberError::Query(format!(
+                "register_batch({name}): the batch is {} bytes as Arrow IPC, over the limit of \
+                 {max} bytes for in-memory tables; write it to Parquet files and register those",
+                ipc.len()
+            )));
+        }
+        self.scheduler
+            .clone()
+            .register_table(RegisterTableRequest {
+                session_id: self.session_id.clone(),
+                name: name.to_string(),
+                ipc_stream: ipc,
+            })
+            .await?;
+        let _ = self.local.deregister_table(name);
+        Ok(())
+    }
+
+    /// A DataFrame over a small in-memory batch (see
+    /// [`register_batch`](Self::register_batch)).
+    pub async fn read_batch(&self, batch: RecordBatch) -> Result<DataFrame> {
+        let name = self.temporary_name();
+        self.register_batch(&name, batch).await?;
+        self.table(&name).await
     }
 
     /// A DataFrame over Parquet files (see [`register_parquet`](Self::register_parquet)).

@@ -18,6 +18,11 @@ pub use v1::*;
 /// results and task updates larger than this are refused with a clear error.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
+/// Cap on the Arrow IPC size of an in-memory table a client registers
+/// (`EmberContext::register_batch`, 16 MiB): such data travels inside every
+/// stage plan that reads it. Larger data belongs in files.
+pub const MAX_REGISTERED_TABLE_BYTES: usize = 16 * 1024 * 1024;
+
 impl TaskId {
     /// A short human-readable form, `job/stage.stage_attempt/partition#attempt`.
     pub fn display(&self) -> String {

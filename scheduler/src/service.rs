@@ -11,9 +11,9 @@ use ember_proto::{
     CancelJobRequest, CancelJobResponse, CloseSessionRequest, CloseSessionResponse, ClusterInfo,
     ClusterInfoRequest, CreateSessionRequest, CreateSessionResponse, ExecuteRequest,
     ExecuteResponse, Heartbeat, HeartbeatResponse, InlineResult, JobAccepted, JobState, JobStatus,
-    RegisterExecutorRequest, RegisterExecutorResponse, ReleaseJobRequest, ReleaseJobResponse,
-    ResultLostRequest, ResultLostResponse, TaskStatusAck, TaskStatusUpdate, WatchJobRequest,
-    execute_request, execute_response,
+    RegisterExecutorRequest, RegisterExecutorResponse, RegisterTableRequest, RegisterTableResponse,
+    ReleaseJobRequest, ReleaseJobResponse, ResultLostRequest, ResultLostResponse, TaskStatusAck,
+    TaskStatusUpdate, WatchJobRequest, execute_request, execute_response,
 };
 use futures::Stream;
 use parking_lot::Mutex;
@@ -331,6 +331,16 @@ impl SchedulerService for Api {
         self.sessions.lock().insert(id.clone(), Arc::new(session));
         tracing::debug!(session = %id, partitions, "session opened");
         Ok(Response::new(CreateSessionResponse { session_id: id }))
+    }
+
+    async fn register_table(
+        &self,
+        request: Request<RegisterTableRequest>,
+    ) -> Result<Response<RegisterTableResponse>, Status> {
+        let req = request.into_inner();
+        let session = self.session(&req.session_id)?;
+        session.register_ipc_table(&req.name, &req.ipc_stream)?;
+        Ok(Response::new(RegisterTableResponse {}))
     }
 
     async fn close_session(

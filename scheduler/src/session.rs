@@ -151,6 +151,30 @@ impl Session {
         )
     }
 
+    /// Registers in-memory data a client sent (an Arrow IPC stream) as table
+    /// `name`, replacing any table of that name.
+    pub fn register_ipc_table(&self, name: &str, ipc: &[u8]) -> Result<()> {
+        if ipc.len() > ember_proto::MAX_REGISTERED_TABLE_BYTES {
+            return Err(SchedulerError::LimitExceeded(format!(
+                "in-memory table {name} is {} bytes; at most {} bytes can be registered \
+                 (write larger data to files and register those)",
+                ipc.len(),
+                ember_proto::MAX_REGISTERED_TABLE_BYTES
+            )));
+        }
+        let bad = |e: arrow::error::ArrowError| {
+            SchedulerError::InvalidQuery(format!("in-memory table {name}: {e}"))
+        };
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
+            .map_err(bad)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
+        let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
+        let _ = self.ctx.deregister_table(name)?;
+        self.ctx.register_table(name, Arc::new(table))?;
+        Ok(())
+    }
+
     /// Marks the session used now (it is closed after a long idle time).
     pub fn touch(&self) {
         *self.last_used.lock() = std::time::Instant::now();

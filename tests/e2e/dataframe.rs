@@ -134,3 +134,57 @@ async fn read_parquet_counts_and_shows_on_the_cluster() {
         .to_string();
     assert!(plan.contains("not found"), "{plan}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_registered_batch_is_shipped_to_the_cluster_and_capped_in_size() {
+    use ember::arrow::array::{Int64Array, StringArray};
+    use ember::arrow::datatypes::{DataType, Field, Schema};
+    use ember::arrow::record_batch::RecordBatch;
+    use std::sync::Arc;
+
+    let ctx = tpch_cluster(2).await;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("key", DataType::Int64, false),
+        Field::new("label", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(vec![0, 1, 2])),
+            Arc::new(StringArray::from(vec!["zero", "one", "two"])),
+        ],
+    )
+    .unwrap();
+    ctx.register_batch("labels", batch.clone()).await.unwrap();
+    // SQL and DataFrames of the session both see it; the join runs on the
+    // executors (the batch travels inside the stage plans).
+    let sql = ctx
+        .sql("SELECT label, count(*) AS n FROM nation JOIN labels ON n_regionkey = key GROUP BY label ORDER BY label")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&sql.batches),
+        vec![
+            vec!["one".to_string(), "5".to_string()],
+            vec!["two".to_string(), "5".to_string()],
+            vec!["zero".to_string(), "5".to_string()],
+        ]
+    );
+    let df = ctx.read_batch(batch).await.unwrap();
+    assert_eq!(df.count().await.unwrap(), 3);
+
+    // Past the limit: a clear error, and the session goes on.
+    let big = "x".repeat(1024 * 1024);
+    let big_batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)])),
+        vec![Arc::new(StringArray::from(vec![big.as_str(); 20]))],
+    )
+    .unwrap();
+    let e = ctx
+        .register_batch("too_big", big_batch)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("over the limit") && e.contains("Parquet"), "{e}");
+    assert_eq!(ctx.sql("SELECT 1").await.unwrap().num_rows(), 1);
+}
