@@ -188,3 +188,214 @@ async fn a_registered_batch_is_shipped_to_the_cluster_and_capped_in_size() {
     assert!(e.contains("over the limit") && e.contains("Parquet"), "{e}");
     assert_eq!(ctx.sql("SELECT 1").await.unwrap().num_rows(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tpch_q5_q10_and_q18_written_as_dataframes_equal_their_sql_answers() {
+    let ctx = tpch_cluster(2).await;
+    let t = |name: &'static str| {
+        let ctx = &ctx;
+        async move { ctx.table(name).await.unwrap() }
+    };
+    let revenue = || sum(col("l_extendedprice") * (lit(1) - col("l_discount"))).alias("revenue");
+
+    // Q5
+    let q5 = t("customer")
+        .await
+        .join(
+            t("orders").await,
+            JoinType::Inner,
+            &["c_custkey"],
+            &["o_custkey"],
+            None,
+        )
+        .unwrap()
+        .filter(
+            col("o_orderdate")
+                .gt_eq(date("1994-01-01"))
+                .and(col("o_orderdate").lt(date("1995-01-01"))),
+        )
+        .unwrap()
+        .join(
+            t("lineitem").await,
+            JoinType::Inner,
+            &["o_orderkey"],
+            &["l_orderkey"],
+            None,
+        )
+        .unwrap()
+        .join(
+            t("supplier").await,
+            JoinType::Inner,
+            &["l_suppkey", "c_nationkey"],
+            &["s_suppkey", "s_nationkey"],
+            None,
+        )
+        .unwrap()
+        .join(
+            t("nation").await,
+            JoinType::Inner,
+            &["s_nationkey"],
+            &["n_nationkey"],
+            None,
+        )
+        .unwrap()
+        .join(
+            t("region").await,
+            JoinType::Inner,
+            &["n_regionkey"],
+            &["r_regionkey"],
+            None,
+        )
+        .unwrap()
+        .filter(col("r_name").eq(lit("ASIA")))
+        .unwrap()
+        .aggregate(vec![col("n_name")], vec![revenue()])
+        .unwrap()
+        .sort(vec![col("revenue").sort(false, true)])
+        .unwrap();
+    let want = ctx.sql(&query_text(5)).await.unwrap();
+    assert!(want.num_rows() > 0, "q5 has rows at this scale");
+    assert_same(
+        "q5 as a DataFrame",
+        rows(&q5.collect().await.unwrap()),
+        rows(&want.batches),
+        true,
+    );
+
+    // Q10
+    let q10 = t("customer")
+        .await
+        .join(
+            t("orders").await,
+            JoinType::Inner,
+            &["c_custkey"],
+            &["o_custkey"],
+            None,
+        )
+        .unwrap()
+        .filter(
+            col("o_orderdate")
+                .gt_eq(date("1993-10-01"))
+                .and(col("o_orderdate").lt(date("1994-01-01"))),
+        )
+        .unwrap()
+        .join(
+            t("lineitem").await,
+            JoinType::Inner,
+            &["o_orderkey"],
+            &["l_orderkey"],
+            None,
+        )
+        .unwrap()
+        .filter(col("l_returnflag").eq(lit("R")))
+        .unwrap()
+        .join(
+            t("nation").await,
+            JoinType::Inner,
+            &["c_nationkey"],
+            &["n_nationkey"],
+            None,
+        )
+        .unwrap()
+        .aggregate(
+            vec![
+                col("c_custkey"),
+                col("c_name"),
+                col("c_acctbal"),
+                col("c_phone"),
+                col("n_name"),
+                col("c_address"),
+                col("c_comment"),
+            ],
+            vec![revenue()],
+        )
+        .unwrap()
+        .select(vec![
+            col("c_custkey"),
+            col("c_name"),
+            col("revenue"),
+            col("c_acctbal"),
+            col("n_name"),
+            col("c_address"),
+            col("c_phone"),
+            col("c_comment"),
+        ])
+        .unwrap()
+        .sort(vec![col("revenue").sort(false, true)])
+        .unwrap()
+        .limit(0, Some(20))
+        .unwrap();
+    let want = ctx.sql(&query_text(10)).await.unwrap();
+    assert!(want.num_rows() > 0, "q10 has rows at this scale");
+    assert_same(
+        "q10 as a DataFrame",
+        rows(&q10.collect().await.unwrap()),
+        rows(&want.batches),
+        true,
+    );
+
+    // Q18
+    let big_orders = t("lineitem")
+        .await
+        .aggregate(
+            vec![col("l_orderkey")],
+            vec![sum(col("l_quantity")).alias("total")],
+        )
+        .unwrap()
+        .filter(col("total").gt(lit(300)))
+        .unwrap()
+        .select(vec![col("l_orderkey").alias("big_orderkey")])
+        .unwrap();
+    let q18 = t("customer")
+        .await
+        .join(
+            t("orders").await,
+            JoinType::Inner,
+            &["c_custkey"],
+            &["o_custkey"],
+            None,
+        )
+        .unwrap()
+        .join(
+            big_orders,
+            JoinType::LeftSemi,
+            &["o_orderkey"],
+            &["big_orderkey"],
+            None,
+        )
+        .unwrap()
+        .join(
+            t("lineitem").await,
+            JoinType::Inner,
+            &["o_orderkey"],
+            &["l_orderkey"],
+            None,
+        )
+        .unwrap()
+        .aggregate(
+            vec![
+                col("c_name"),
+                col("c_custkey"),
+                col("o_orderkey"),
+                col("o_orderdate"),
+                col("o_totalprice"),
+            ],
+            vec![sum(col("l_quantity"))],
+        )
+        .unwrap()
+        .sort(vec![
+            col("o_totalprice").sort(false, true),
+            col("o_orderdate").sort(true, true),
+        ])
+        .unwrap()
+        .limit(0, Some(100))
+        .unwrap();
+    let want = ctx.sql(&query_text(18)).await.unwrap();
+    assert!(want.num_rows() > 0, "q18 has rows at this scale");
+    assert_same(
+        "q18 as a DataFrame",
+        rows(&q18.collect().await.unwrap()),
+        rows(&want.batches),
+        true,
+    );
+}
