@@ -15,8 +15,8 @@
 //!   ExecuteRequest{logical_plan bytes} ──▶ scheduler ──▶ job ──▶ ResultStream
 //! ```
 //!
-//! Wire format of a [`ClusterTable`] in a serialized plan (datafusion-proto's
-//! table-provider extension): the table's name in the session catalog, UTF-8.
+//! [`ClusterTable`] and its wire format live in the planner crate
+//! (`ember_planner::table`), shared with the scheduler that resolves them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,13 +24,11 @@ use std::sync::Arc;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
-use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::logical_expr::{Expr, Extension, LogicalPlan};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -38,109 +36,12 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
     SendableRecordBatchStream,
 };
-use datafusion_proto::logical_plan::LogicalExtensionCodec;
+pub use ember_planner::{ClusterTable, ClusterTableCodec};
 use ember_proto::execute_request;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::context::Submitted;
 use crate::fetch::{Fetcher, ResultStream};
-
-/// A table of the cluster session, as the client sees it: a name and a
-/// schema. Scanning it is the cluster's job.
-#[derive(Debug)]
-pub struct ClusterTable {
-    name: String,
-    schema: SchemaRef,
-}
-
-impl ClusterTable {
-    pub fn new(name: impl Into<String>, schema: SchemaRef) -> Self {
-        Self {
-            name: name.into(),
-            schema,
-        }
-    }
-}
-
-#[async_trait]
-impl TableProvider for ClusterTable {
-    fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::Base
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        _projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::Execution(format!(
-            "table {} lives on the Ember cluster and is only scanned there",
-            self.name
-        )))
-    }
-}
-
-/// Encodes [`ClusterTable`]s by name; refuses any other table (it would
-/// have to be shipped to the cluster: register it through the
-/// `EmberContext` instead).
-#[derive(Debug, Default)]
-pub struct ClusterTableCodec;
-
-impl LogicalExtensionCodec for ClusterTableCodec {
-    fn try_decode(
-        &self,
-        _buf: &[u8],
-        _inputs: &[LogicalPlan],
-        _ctx: &TaskContext,
-    ) -> Result<Extension> {
-        Err(DataFusionError::NotImplemented(
-            "Ember plans carry no extension nodes".into(),
-        ))
-    }
-
-    fn try_encode(&self, node: &Extension, _buf: &mut Vec<u8>) -> Result<()> {
-        Err(DataFusionError::NotImplemented(format!(
-            "the logical plan node {} cannot be sent to an Ember cluster",
-            node.node.name()
-        )))
-    }
-
-    fn try_decode_table_provider(
-        &self,
-        buf: &[u8],
-        _table_ref: &TableReference,
-        schema: SchemaRef,
-        _ctx: &TaskContext,
-    ) -> Result<Arc<dyn TableProvider>> {
-        let name = String::from_utf8(buf.to_vec())
-            .map_err(|e| DataFusionError::Internal(format!("bad table name: {e}")))?;
-        Ok(Arc::new(ClusterTable::new(name, schema)))
-    }
-
-    fn try_encode_table_provider(
-        &self,
-        table_ref: &TableReference,
-        node: Arc<dyn TableProvider>,
-        buf: &mut Vec<u8>,
-    ) -> Result<()> {
-        match node.downcast_ref::<ClusterTable>() {
-            Some(t) => {
-                buf.extend_from_slice(t.name.as_bytes());
-                Ok(())
-            }
-            None => Err(DataFusionError::NotImplemented(format!(
-                "table {table_ref} is not a table of the Ember session; register it \
-                 through EmberContext (register_parquet, ...) so the cluster can read it"
-            ))),
-        }
-    }
-}
 
 /// The client's query planner: the whole plan becomes one [`ClusterExec`].
 #[derive(Debug)]
@@ -166,7 +67,7 @@ impl QueryPlanner for ClusterPlanner {
         }
         let bytes = datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(
             logical_plan,
-            &ClusterTableCodec,
+            &ClusterTableCodec::default(),
         )?;
         let schema: SchemaRef = Arc::new(logical_plan.schema().as_arrow().clone());
         Ok(Arc::new(ClusterExec::new(

@@ -29,6 +29,7 @@ pub mod shuffle;
 mod shuffle_reader;
 mod shuffle_writer;
 mod stages;
+pub mod table;
 
 pub use error::{FetchFailedError, PlannerError, find_fetch_failure};
 pub use shuffle::{
@@ -37,3 +38,4 @@ pub use shuffle::{
 pub use shuffle_reader::ShuffleReaderExec;
 pub use shuffle_writer::{ShuffleWriterExec, stats_from_batch, stats_schema};
 pub use stages::{Stage, StageDag};
+pub use table::{ClusterTable, ClusterTableCodec};

@@ -431,13 +431,7 @@ impl Core {
                 .jobs
                 .get_mut(job_id)
                 .ok_or_else(|| SchedulerError::UnknownJob(job_id.to_string()))?;
-            let executor = entry
-                .job
-                .status()
-                .results
-                .iter()
-                .find(|r| r.partition == partition && r.attempt == attempt)
-                .map(|r| r.executor_id.clone());
+            let executor = entry.job.result_owner(partition, attempt);
             let t = entry.job.on_result_lost(partition, attempt, why);
             let failed = state.settle(job_id, t);
             (failed, executor)

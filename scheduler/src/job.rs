@@ -636,25 +636,33 @@ impl Job {
         }
     }
 
+    /// The executor holding final partition `partition` from `attempt`, if
+    /// that is the current result.
+    pub fn result_owner(&self, partition: u32, attempt: u64) -> Option<String> {
+        match self.stages[self.final_stage() as usize]
+            .tasks
+            .get(partition as usize)?
+        {
+            TaskState::Succeeded {
+                executor,
+                attempt: a,
+                ..
+            } if *a == attempt => Some(executor.id.clone()),
+            _ => None,
+        }
+    }
+
     /// The client could not fetch final partition `partition` of `attempt`:
     /// recompute it (if that attempt's output is still the current one).
     pub fn on_result_lost(&mut self, partition: u32, attempt: u64, why: &str) -> Transition {
         if self.phase != JobPhase::Succeeded {
             return Transition::Ignored;
         }
-        let final_stage = self.final_stage();
-        let current = self.stages[final_stage as usize]
-            .tasks
-            .get(partition as usize)
-            .and_then(TaskState::attempt);
-        if current != Some(attempt) {
+        let Some(executor) = self.result_owner(partition, attempt) else {
             return Transition::Ignored;
-        }
-        self.reopen();
-        let executor = match &self.stages[final_stage as usize].tasks[partition as usize] {
-            TaskState::Succeeded { executor, .. } => executor.id.clone(),
-            _ => String::new(),
         };
+        let final_stage = self.final_stage();
+        self.reopen();
         self.stages[final_stage as usize].tasks[partition as usize] = TaskState::Pending;
         self.stages[final_stage as usize].attempt += 1;
         self.event(

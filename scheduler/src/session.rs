@@ -27,60 +27,6 @@ pub struct Session {
     last_used: parking_lot::Mutex<std::time::Instant>,
 }
 
-/// Resolves the tables a client's plan names (the client encodes a table of
-/// the session as its name, UTF-8) in the session's catalog.
-#[derive(Debug)]
-struct SessionTables(HashMap<String, Arc<dyn datafusion::datasource::TableProvider>>);
-
-impl datafusion_proto::logical_plan::LogicalExtensionCodec for SessionTables {
-    fn try_decode(
-        &self,
-        _buf: &[u8],
-        _inputs: &[LogicalPlan],
-        _ctx: &datafusion::execution::TaskContext,
-    ) -> datafusion::error::Result<datafusion::logical_expr::Extension> {
-        Err(datafusion::error::DataFusionError::NotImplemented(
-            "Ember plans carry no extension nodes".into(),
-        ))
-    }
-
-    fn try_encode(
-        &self,
-        _node: &datafusion::logical_expr::Extension,
-        _buf: &mut Vec<u8>,
-    ) -> datafusion::error::Result<()> {
-        Err(datafusion::error::DataFusionError::NotImplemented(
-            "Ember plans carry no extension nodes".into(),
-        ))
-    }
-
-    fn try_decode_table_provider(
-        &self,
-        buf: &[u8],
-        _table_ref: &datafusion::common::TableReference,
-        _schema: SchemaRef,
-        _ctx: &datafusion::execution::TaskContext,
-    ) -> datafusion::error::Result<Arc<dyn datafusion::datasource::TableProvider>> {
-        let name = String::from_utf8_lossy(buf);
-        self.0.get(name.as_ref()).cloned().ok_or_else(|| {
-            datafusion::error::DataFusionError::Plan(format!(
-                "table '{name}' not found in this session"
-            ))
-        })
-    }
-
-    fn try_encode_table_provider(
-        &self,
-        table_ref: &datafusion::common::TableReference,
-        _node: Arc<dyn datafusion::datasource::TableProvider>,
-        _buf: &mut Vec<u8>,
-    ) -> datafusion::error::Result<()> {
-        Err(datafusion::error::DataFusionError::NotImplemented(format!(
-            "the scheduler does not encode table {table_ref}"
-        )))
-    }
-}
-
 /// What a statement turned into.
 pub enum Planned {
     /// Answered on the scheduler (DDL, SET, SHOW, EXPLAIN, DESCRIBE).
@@ -141,7 +87,7 @@ impl Session {
                 }
             }
         }
-        let codec = SessionTables(tables);
+        let codec = ember_planner::ClusterTableCodec::resolving(tables);
         Ok(
             datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(
                 bytes,

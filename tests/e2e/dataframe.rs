@@ -189,6 +189,36 @@ async fn a_registered_batch_is_shipped_to_the_cluster_and_capped_in_size() {
     assert_eq!(ctx.sql("SELECT 1").await.unwrap().num_rows(), 1);
 }
 
+/// customer ⋈ orders placed in [`from`, `to`) ⋈ lineitem: the start of Q5
+/// and Q10.
+async fn orders_in(ctx: &EmberContext, from: &str, to: &str) -> DataFrame {
+    let table = |name: &'static str| async move { ctx.table(name).await.unwrap() };
+    table("customer")
+        .await
+        .join(
+            table("orders").await,
+            JoinType::Inner,
+            &["c_custkey"],
+            &["o_custkey"],
+            None,
+        )
+        .unwrap()
+        .filter(
+            col("o_orderdate")
+                .gt_eq(date(from))
+                .and(col("o_orderdate").lt(date(to))),
+        )
+        .unwrap()
+        .join(
+            table("lineitem").await,
+            JoinType::Inner,
+            &["o_orderkey"],
+            &["l_orderkey"],
+            None,
+        )
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn tpch_q5_q10_and_q18_written_as_dataframes_equal_their_sql_answers() {
     let ctx = tpch_cluster(2).await;
@@ -199,30 +229,8 @@ async fn tpch_q5_q10_and_q18_written_as_dataframes_equal_their_sql_answers() {
     let revenue = || sum(col("l_extendedprice") * (lit(1) - col("l_discount"))).alias("revenue");
 
     // Q5
-    let q5 = t("customer")
+    let q5 = orders_in(&ctx, "1994-01-01", "1995-01-01")
         .await
-        .join(
-            t("orders").await,
-            JoinType::Inner,
-            &["c_custkey"],
-            &["o_custkey"],
-            None,
-        )
-        .unwrap()
-        .filter(
-            col("o_orderdate")
-                .gt_eq(date("1994-01-01"))
-                .and(col("o_orderdate").lt(date("1995-01-01"))),
-        )
-        .unwrap()
-        .join(
-            t("lineitem").await,
-            JoinType::Inner,
-            &["o_orderkey"],
-            &["l_orderkey"],
-            None,
-        )
-        .unwrap()
         .join(
             t("supplier").await,
             JoinType::Inner,
@@ -263,30 +271,8 @@ async fn tpch_q5_q10_and_q18_written_as_dataframes_equal_their_sql_answers() {
     );
 
     // Q10
-    let q10 = t("customer")
+    let q10 = orders_in(&ctx, "1993-10-01", "1994-01-01")
         .await
-        .join(
-            t("orders").await,
-            JoinType::Inner,
-            &["c_custkey"],
-            &["o_custkey"],
-            None,
-        )
-        .unwrap()
-        .filter(
-            col("o_orderdate")
-                .gt_eq(date("1993-10-01"))
-                .and(col("o_orderdate").lt(date("1994-01-01"))),
-        )
-        .unwrap()
-        .join(
-            t("lineitem").await,
-            JoinType::Inner,
-            &["o_orderkey"],
-            &["l_orderkey"],
-            None,
-        )
-        .unwrap()
         .filter(col("l_returnflag").eq(lit("R")))
         .unwrap()
         .join(
