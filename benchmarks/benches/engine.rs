@@ -14,12 +14,13 @@ use std::sync::Arc;
 use arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::flight_service_server::FlightServiceServer;
 use arrow_flight::{FlightClient, Ticket};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use ember_executor::faults::Faults;
+use ember_executor::flight::ShuffleFlightService;
 use ember_executor::store::ShuffleStore;
-use ember_executor::{Executor, ExecutorConfig};
 use ember_planner::MapOutputSink;
-use ember_scheduler::{Scheduler, SchedulerConfig};
 use futures::TryStreamExt;
 use prost::Message;
 
@@ -102,20 +103,25 @@ fn shuffle_store(c: &mut Criterion) {
 fn flight_fetch(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let (batches, bytes) = input();
-    let (scheduler, executor) = rt.block_on(async {
-        let scheduler = Scheduler::start(SchedulerConfig {
-            bind: "127.0.0.1:0".parse().expect("addr"),
-            ..Default::default()
-        })
-        .await
-        .expect("scheduler");
-        let executor = Executor::start(ExecutorConfig::new(scheduler.url()))
-            .await
-            .expect("executor");
-        (scheduler, executor)
-    });
-    let store = Arc::clone(executor.store());
+    // The executor's Flight service alone, over a store holding one map
+    // output. (A whole executor would free this hand-made job as soon as its
+    // heartbeat learned that the scheduler does not know it.)
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), u64::MAX));
     store.register_job("bench", "t").expect("register");
+    let (address, server) = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let service = ShuffleFlightService::new(Arc::clone(&store), Arc::new(Faults::default()));
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(FlightServiceServer::new(service))
+                .serve_with_incoming(ember_proto::nodelay_incoming(listener)),
+        );
+        (address, server)
+    });
     {
         let _guard = rt.enter();
         // One bucket holding every batch.
@@ -136,7 +142,7 @@ fn flight_fetch(c: &mut Criterion) {
     }
     .encode_to_vec();
     let channel = rt.block_on(async {
-        tonic::transport::Endpoint::from_shared(format!("http://{}", executor.address()))
+        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
             .expect("endpoint")
             .connect()
             .await
@@ -159,10 +165,7 @@ fn flight_fetch(c: &mut Criterion) {
         })
     });
     group.finish();
-    rt.block_on(async {
-        executor.shutdown().await;
-        scheduler.shutdown().await;
-    });
+    server.abort();
 }
 
 fn plan_round_trip(c: &mut Criterion) {

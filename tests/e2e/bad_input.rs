@@ -151,7 +151,9 @@ async fn flight_refuses_garbage_paths_foreign_jobs_and_freed_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn wrong_token_is_refused_while_the_job_data_exists() {
-    // A job registered on an executor, and a client guessing its token.
+    // A finished job whose result waits on an executor (a real job: the
+    // executor frees data of jobs the scheduler does not know), and a client
+    // guessing its token.
     let scheduler = Scheduler::start(SchedulerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
@@ -161,21 +163,20 @@ async fn wrong_token_is_refused_while_the_job_data_exists() {
     let executor = Executor::start(ExecutorConfig::new(scheduler.url()))
         .await
         .unwrap();
-    let store = executor.store().clone();
-    store.register_job("job-a", "token-a").unwrap();
-    let ticket = ember_proto::FetchTicket {
-        job_id: "job-a".into(),
-        job_token: "guessed".into(),
-        stage_id: 0,
-        map_partition: 0,
-        bucket: 0,
-        attempt: 1,
-        result: false,
+    let ctx = EmberContext::remote(&scheduler.url()).await.unwrap();
+    register_tpch(&ctx).await;
+    let ember::Submitted::Job(job) = ctx.submit_sql("SELECT * FROM nation").await.unwrap() else {
+        panic!("expected a job");
     };
-    let e = do_get(executor.address(), ticket.encode_to_vec())
+    let status = ctx.wait_for(&job, |_| {}).await.unwrap();
+    let result = &status.results[0];
+    let mut ticket = ember_proto::FetchTicket::decode(result.ticket.as_slice()).unwrap();
+    ticket.job_token = "guessed".into();
+    let e = do_get(&result.flight_address, ticket.encode_to_vec())
         .await
         .unwrap_err();
     assert!(e.contains("wrong token"), "{e}");
+    ctx.release(&job.job_id).await;
     executor.shutdown().await;
     scheduler.shutdown().await;
 }
