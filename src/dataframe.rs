@@ -57,14 +57,6 @@ impl QueryPlanner for ClusterPlanner {
         logical_plan: &LogicalPlan,
         _session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if matches!(logical_plan, LogicalPlan::Copy(_) | LogicalPlan::Dml(_)) {
-            // Never write from the client: writes must run on the executors.
-            return Err(DataFusionError::NotImplemented(
-                "writing from a DataFrame (write_parquet, write_csv, write_json, insert_into) \
-                 does not run on an Ember cluster yet; nothing was written"
-                    .into(),
-            ));
-        }
         let bytes = datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(
             logical_plan,
             &ClusterTableCodec::default(),

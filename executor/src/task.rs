@@ -18,7 +18,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ember_planner::config::EmberOptions;
 use ember_planner::{
-    MapOutputLocation, ShuffleContext, codec, find_fetch_failure, stats_from_batch,
+    MapOutputLocation, ShuffleContext, TaskIdentity, codec, find_fetch_failure, stats_from_batch,
 };
 use ember_proto::{
     TaskFailure, TaskId, TaskStatusUpdate, TaskSucceeded, task_failure, task_status_update,
@@ -165,7 +165,16 @@ async fn run_task(
         peers: Arc::clone(&inner.peers),
         counters,
     });
-    let session = task_session(&launch.settings, Arc::clone(&inner.runtime), shuffle)?;
+    let identity = TaskIdentity {
+        job_id: launch.job_id.clone(),
+        attempt,
+    };
+    let session = task_session(
+        &launch.settings,
+        Arc::clone(&inner.runtime),
+        shuffle,
+        identity,
+    )?;
     let task_ctx = session.task_ctx();
     let plan = codec::decode_plan(&launch.plan, &task_ctx)?;
     let stream = plan.execute(partition as usize, task_ctx)?;
@@ -207,17 +216,22 @@ async fn inject(
 }
 
 /// Builds the session a task runs in: the job's settings, this executor's
-/// runtime (memory pool, spill dirs) and the task's shuffle service.
+/// runtime (memory pool, spill dirs, object stores), the task's shuffle
+/// service and its identity (file writers name their staging directory
+/// after it).
 pub fn task_session(
     settings: &HashMap<String, String>,
     runtime: Arc<RuntimeEnv>,
     shuffle: Arc<TaskShuffle>,
+    identity: TaskIdentity,
 ) -> datafusion::error::Result<SessionContext> {
     let mut config = SessionConfig::new().with_option_extension(EmberOptions::default());
     for (key, value) in settings {
         config.options_mut().set(key, value)?;
     }
-    let config = config.with_extension(Arc::new(ShuffleContext(shuffle)));
+    let config = config
+        .with_extension(Arc::new(ShuffleContext(shuffle)))
+        .with_extension(Arc::new(identity));
     Ok(SessionContext::new_with_config_rt(config, runtime))
 }
 

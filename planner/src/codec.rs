@@ -2,7 +2,8 @@
 //! operators, plus [`EmberCodec`] for Ember's shuffle operators.
 //!
 //! Every Ember node is encoded as one tag byte followed by a prost message
-//! from `ember-proto` (`ShuffleWriterNode`, `ShuffleReaderNode`).
+//! from `ember-proto` (`ShuffleWriterNode`, `ShuffleReaderNode`,
+//! `FileWriteNode`).
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -26,9 +27,11 @@ use prost::Message;
 
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
+use crate::write::FileWriteExec;
 
 const TAG_WRITER: u8 = 1;
 const TAG_READER: u8 = 2;
+const TAG_FILE_WRITE: u8 = 3;
 
 /// Encodes and decodes Ember's own operators inside datafusion-proto plans.
 #[derive(Debug, Default, Clone, Copy)]
@@ -130,6 +133,24 @@ impl PhysicalExtensionCodec for EmberCodec {
                     None,
                 )))
             }
+            TAG_FILE_WRITE => {
+                let node = ember_proto::FileWriteNode::decode(body)
+                    .map_err(|e| decode_err("file writer", e))?;
+                let [input] = inputs else {
+                    return Err(decode_err("file writer", "expected one input"));
+                };
+                let template = protobuf::PhysicalPlanNode::decode(node.template.as_slice())
+                    .map_err(|e| decode_err("file writer", e))?;
+                let template = converter.proto_to_execution_plan(
+                    &template,
+                    &PhysicalPlanDecodeContext::new(ctx, self),
+                )?;
+                Ok(FileWriteExec::from_template(
+                    Arc::clone(input),
+                    &template,
+                    node.staging_root,
+                )?)
+            }
             other => Err(decode_err("node", format!("unknown tag {other}"))),
         }
     }
@@ -164,6 +185,18 @@ impl PhysicalExtensionCodec for EmberCodec {
                     .encode_partitioning(reader.properties().output_partitioning(), converter)?,
             };
             buf.push(TAG_READER);
+            msg.encode(buf)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            return Ok(());
+        }
+        if let Some(write) = node.downcast_ref::<FileWriteExec>() {
+            let msg = ember_proto::FileWriteNode {
+                template: converter
+                    .execution_plan_to_proto(&write.template(), self)?
+                    .encode_to_vec(),
+                staging_root: write.staging_root().to_string(),
+            };
+            buf.push(TAG_FILE_WRITE);
             msg.encode(buf)
                 .map_err(|e| DataFusionError::Internal(e.to_string()))?;
             return Ok(());

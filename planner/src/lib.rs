@@ -30,6 +30,7 @@ mod shuffle_reader;
 mod shuffle_writer;
 mod stages;
 pub mod table;
+pub mod write;
 
 pub use error::{FetchFailedError, PlannerError, find_fetch_failure};
 pub use shuffle::{
@@ -39,3 +40,4 @@ pub use shuffle_reader::ShuffleReaderExec;
 pub use shuffle_writer::{ShuffleWriterExec, stats_from_batch, stats_schema};
 pub use stages::{Stage, StageDag};
 pub use table::{ClusterTable, ClusterTableCodec};
+pub use write::{FileWriteExec, TaskIdentity, WriteTarget};

@@ -40,6 +40,7 @@ use crate::error::Result;
 use crate::joins::distribute_joins;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
+use crate::write::{FileWriteExec, WriteTarget, distribute_write};
 
 /// One stage of a job.
 #[derive(Debug, Clone)]
@@ -59,6 +60,8 @@ pub struct Stage {
 #[derive(Debug, Clone)]
 pub struct StageDag {
     stages: Vec<Stage>,
+    /// Set when the job writes files (see [`crate::write`]).
+    write: Option<WriteTarget>,
 }
 
 impl StageDag {
@@ -66,18 +69,30 @@ impl StageDag {
     /// last stage is the final one. Joins that cannot run split into tasks are
     /// first rewritten (see [`distribute_joins`]) with `partitions` (the
     /// session's target partitions) for the shuffles they need.
+    /// A file write becomes a write stage first (see [`distribute_write`]).
     pub fn cut(plan: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Self> {
+        let plan = distribute_write(plan)?;
         let plan = distribute_joins(plan, partitions)?;
         let mut cutter = Cutter { stages: vec![] };
         let root = cutter.visit(plan)?;
         cutter.add_stage(root, None)?;
+        let write = cutter
+            .stages
+            .iter()
+            .find_map(|s| find_writer(&s.plan).map(|w| w.target(s.id)));
         Ok(Self {
             stages: cutter.stages,
+            write,
         })
     }
 
     pub fn stages(&self) -> &[Stage] {
         &self.stages
+    }
+
+    /// Where the job's files go, if it writes any.
+    pub fn write_target(&self) -> Option<&WriteTarget> {
+        self.write.as_ref()
     }
 
     pub fn final_stage(&self) -> &Stage {
@@ -209,6 +224,11 @@ impl Cutter {
         });
         Ok(id)
     }
+}
+
+fn find_writer(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileWriteExec> {
+    plan.downcast_ref::<FileWriteExec>()
+        .or_else(|| plan.children().into_iter().find_map(find_writer))
 }
 
 fn collect_reader_stages(plan: &Arc<dyn ExecutionPlan>, out: &mut BTreeSet<u32>) {

@@ -15,12 +15,13 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::TableReference;
+use datafusion::datasource::file_format::FileFormatFactory;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::{Expr, Extension, LogicalPlan};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion_proto::logical_plan::LogicalExtensionCodec;
+use datafusion_proto::logical_plan::{DefaultLogicalExtensionCodec, LogicalExtensionCodec};
 
 /// A table of the cluster session, as a client sees it.
 #[derive(Debug)]
@@ -97,6 +98,24 @@ impl LogicalExtensionCodec for ClusterTableCodec {
             "the logical plan node {} cannot be sent to an Ember cluster",
             node.node.name()
         )))
+    }
+
+    // COPY TO / write_* name a file format with its options: datafusion-proto's
+    // default codec knows Parquet, CSV, JSON, Arrow and Avro.
+    fn try_decode_file_format(
+        &self,
+        buf: &[u8],
+        ctx: &TaskContext,
+    ) -> Result<Arc<dyn FileFormatFactory>> {
+        DefaultLogicalExtensionCodec {}.try_decode_file_format(buf, ctx)
+    }
+
+    fn try_encode_file_format(
+        &self,
+        buf: &mut Vec<u8>,
+        node: Arc<dyn FileFormatFactory>,
+    ) -> Result<()> {
+        DefaultLogicalExtensionCodec {}.try_encode_file_format(buf, node)
     }
 
     fn try_decode_table_provider(

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::SchedulerConfig;
+use crate::commit::Output;
 use crate::error::{Result, SchedulerError};
 use crate::job::{ExecutorRef, Job, JobPhase, Transition};
 use crate::registry::{LaunchedAttempt, Registry};
@@ -77,9 +78,31 @@ impl State {
                 }
                 None
             }
+            Transition::Commit => {
+                // No more tasks to run; publishing happens off the lock.
+                self.queue.retain(|q| q != job_id);
+                None
+            }
             Transition::Ignored | Transition::Progressed => None,
         }
     }
+}
+
+/// How long after a write job ends its staging directory is deleted again:
+/// killed tasks stop at their next yield point, and a file write already
+/// handed to the OS or the object store may still land after the first
+/// deletion.
+const STAGING_SWEEP_DELAY: Duration = Duration::from_secs(5);
+
+/// Deletes a write job's staging directory in the background, now and once
+/// more a little later.
+fn discard_staged(output: Output, job_id: &str) {
+    let job_id = job_id.to_string();
+    tokio::spawn(async move {
+        output.discard(&job_id).await;
+        tokio::time::sleep(STAGING_SWEEP_DELAY).await;
+        output.discard(&job_id).await;
+    });
 }
 
 /// A batch of task attempts of one stage for one executor.
@@ -377,6 +400,7 @@ impl Core {
     pub fn task_update(self: &Arc<Self>, update: TaskStatusUpdate) {
         let Some(task) = update.task else { return };
         let mut probe = None;
+        let commit;
         let failed = {
             let mut state = self.state.lock();
             state
@@ -406,10 +430,14 @@ impl Core {
                     }
                     None => Transition::Ignored,
                 };
+            commit = t == Transition::Commit;
             state.settle(&task.job_id, t)
         };
         if let Some(id) = failed {
             self.cleanup_job(&id);
+        }
+        if commit {
+            self.commit(&task.job_id);
         }
         if let Some(executor) = probe {
             self.probe(&executor);
@@ -499,19 +527,67 @@ impl Core {
             }
             let executors = entry.job.executors_used.iter().cloned().collect();
             self.free_data(job_id, executors, running);
+            // A commit under way discards the staging directory itself once
+            // done; otherwise remove what late attempts may have left there.
+            if let Some(w) = entry.job.write
+                && entry.job.phase != JobPhase::Committing
+            {
+                discard_staged(w.output, job_id);
+            }
         }
     }
 
-    /// Stops a failed or cancelled job's tasks and frees its data.
+    /// Stops a failed or cancelled job's tasks and frees its data (and the
+    /// files a write job staged).
     fn cleanup_job(self: &Arc<Self>, job_id: &str) {
-        let executors: Vec<String> = {
+        let (executors, output): (Vec<String>, _) = {
             let state = self.state.lock();
             match state.jobs.get(job_id) {
-                Some(e) => e.job.executors_used.iter().cloned().collect(),
+                Some(e) => (
+                    e.job.executors_used.iter().cloned().collect(),
+                    e.job.write.as_ref().map(|w| w.output.clone()),
+                ),
                 None => return,
             }
         };
         self.free_data(job_id, executors, true);
+        if let Some(output) = output {
+            discard_staged(output, job_id);
+        }
+    }
+
+    /// Publishes a write job's files, then ends the job.
+    fn commit(self: &Arc<Self>, job_id: &str) {
+        let (output, accepted) = {
+            let state = self.state.lock();
+            let Some(w) = state.jobs.get(job_id).and_then(|e| e.job.write.as_ref()) else {
+                return;
+            };
+            (w.output.clone(), w.accepted.clone())
+        };
+        let core = Arc::clone(self);
+        let job_id = job_id.to_string();
+        tokio::spawn(async move {
+            let result = output.commit(&job_id, &accepted).await;
+            match &result {
+                Ok(c) => tracing::info!(job = job_id, files = c.files, "written files published"),
+                Err(e) => {
+                    tracing::warn!(job = job_id, error = %e, "publishing written files failed")
+                }
+            }
+            output.discard(&job_id).await;
+            let failed = {
+                let mut state = core.state.lock();
+                let Some(entry) = state.jobs.get_mut(&job_id) else {
+                    return;
+                };
+                let t = entry.job.on_committed(result.map(|_| ()));
+                state.settle(&job_id, t)
+            };
+            if let Some(id) = failed {
+                core.cleanup_job(&id);
+            }
+        });
     }
 
     fn free_data(self: &Arc<Self>, job_id: &str, executors: Vec<String>, kill: bool) {

@@ -30,7 +30,7 @@
 //!
 //! Every recovery action is a [`JobEvent`] in the job's status (bounded).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,8 @@ use ember_proto::{
     StageInput, StageProgress, TaskFailure, TaskSucceeded, task_failure,
 };
 use prost::Message;
+
+use crate::commit::Output;
 
 /// Events kept per job; later ones are counted, not kept.
 pub const MAX_EVENTS: usize = 200;
@@ -107,6 +109,10 @@ impl StageRun {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobPhase {
     Running,
+    /// A write job's tasks are done; its files are being published. Nothing
+    /// can change the outcome now (not even a cancel): the job ends
+    /// succeeded or, if publishing fails, failed.
+    Committing,
     Succeeded,
     Failed(String),
     Cancelled,
@@ -127,6 +133,8 @@ pub enum Transition {
     Progressed,
     JobSucceeded,
     JobFailed,
+    /// A write job's tasks are done: publish its files.
+    Commit,
     /// A succeeded job lost a result partition and runs again.
     Reopened,
 }
@@ -145,8 +153,23 @@ pub struct Job {
     pub finished: Option<Instant>,
     /// Every executor that ran a task of this job (to free its data there).
     pub executors_used: BTreeSet<String>,
+    /// Set for jobs that write files.
+    pub write: Option<WriteState>,
     events: Vec<JobEvent>,
     events_dropped: u32,
+}
+
+/// What a write job tracks to publish its files exactly once.
+#[derive(Debug)]
+pub struct WriteState {
+    pub output: Output,
+    /// For each write partition, the attempt whose files are the ones to
+    /// publish: the latest accepted success (files are durable, so this is
+    /// kept even when the executor that wrote them is lost).
+    pub accepted: BTreeMap<u32, u64>,
+    /// Published already (a job reopened to recompute a lost result must
+    /// not publish again).
+    pub committed: bool,
 }
 
 impl Job {
@@ -183,9 +206,20 @@ impl Job {
             started: Instant::now(),
             finished: None,
             executors_used: BTreeSet::new(),
+            write: None,
             events: vec![],
             events_dropped: 0,
         }
+    }
+
+    /// Makes this a write job publishing its files to `output`.
+    pub fn with_output(mut self, output: Output) -> Self {
+        self.write = Some(WriteState {
+            output,
+            accepted: BTreeMap::new(),
+            committed: false,
+        });
+        self
     }
 
     pub fn is_running(&self) -> bool {
@@ -343,11 +377,43 @@ impl Job {
             attempt,
             stats,
         };
+        if let Some(w) = &mut self.write
+            && w.output.target.stage == stage
+        {
+            w.accepted.insert(partition, attempt);
+        }
         if stage == self.final_stage() && self.stages[stage as usize].is_complete() {
+            if self.write.as_ref().is_some_and(|w| !w.committed) {
+                self.phase = JobPhase::Committing;
+                return Transition::Commit;
+            }
             self.finish(JobPhase::Succeeded);
             return Transition::JobSucceeded;
         }
         Transition::Progressed
+    }
+
+    /// Publishing the files ended with `result`.
+    pub fn on_committed(&mut self, result: std::result::Result<(), String>) -> Transition {
+        if self.phase != JobPhase::Committing {
+            return Transition::Ignored;
+        }
+        self.phase = JobPhase::Running;
+        match result {
+            Ok(()) => {
+                if let Some(w) = &mut self.write {
+                    w.committed = true;
+                }
+                self.finish(JobPhase::Succeeded);
+                Transition::JobSucceeded
+            }
+            Err(e) => {
+                self.finish(JobPhase::Failed(format!(
+                    "could not publish the written files: {e}"
+                )));
+                Transition::JobFailed
+            }
+        }
     }
 
     pub fn on_task_failed(
@@ -701,7 +767,7 @@ impl Job {
     /// The snapshot clients see.
     pub fn status(&self) -> JobStatus {
         let (state, error) = match &self.phase {
-            JobPhase::Running => (JobState::Running, String::new()),
+            JobPhase::Running | JobPhase::Committing => (JobState::Running, String::new()),
             JobPhase::Succeeded => (JobState::Succeeded, String::new()),
             JobPhase::Failed(m) => (JobState::Failed, m.clone()),
             JobPhase::Cancelled => (JobState::Cancelled, "job cancelled".to_string()),
@@ -823,6 +889,7 @@ mod tests {
             started: Instant::now(),
             finished: None,
             executors_used: BTreeSet::new(),
+            write: None,
             events: vec![],
             events_dropped: 0,
         }
@@ -1108,6 +1175,68 @@ mod tests {
         // The result and b's map output (which the result needs) both rerun.
         assert_eq!(job.runnable_tasks(), vec![(0, 1)]);
         assert!(kinds(&job).contains(&JobEventKind::ResultLost));
+    }
+
+    fn writing(job: Job) -> Job {
+        let target = ember_planner::WriteTarget {
+            stage: 0,
+            destination: datafusion::datasource::listing::ListingTableUrl::parse(
+                "file:///tmp/out/",
+            )
+            .unwrap(),
+            single_file: false,
+            staging_root: "file:///tmp/out/.ember-staging/".into(),
+        };
+        job.with_output(Output {
+            target,
+            store: Arc::new(datafusion::object_store::memory::InMemory::new()),
+        })
+    }
+
+    #[test]
+    fn a_write_job_publishes_the_latest_accepted_attempt_of_each_partition_once() {
+        let mut job = writing(two_stage_job());
+        run_stage0(&mut job);
+        // b dies before the final stage read its output: partition 1 reruns.
+        job.executors_used.insert("b".into());
+        job.mark_running(1, 0, exec("a"), 3);
+        assert_eq!(job.on_executor_lost("b", "gone"), Transition::Progressed);
+        job.mark_running(0, 1, exec("a"), 4);
+        job.on_task_succeeded(0, 1, 4, ok());
+        // A late success of the superseded attempt changes nothing.
+        assert_eq!(job.on_task_succeeded(0, 1, 2, ok()), Transition::Ignored);
+        assert_eq!(job.on_task_succeeded(1, 0, 3, ok()), Transition::Commit);
+        let w = job.write.as_ref().unwrap();
+        assert_eq!(w.accepted, BTreeMap::from([(0, 1), (1, 4)]));
+        // While publishing, the job is neither running nor cancellable.
+        assert_eq!(job.status().state, JobState::Running as i32);
+        assert!(job.runnable_tasks().is_empty());
+        job.finish(JobPhase::Cancelled);
+        assert_eq!(job.phase, JobPhase::Committing);
+        assert_eq!(job.on_committed(Ok(())), Transition::JobSucceeded);
+        assert_eq!(job.status().state, JobState::Succeeded as i32);
+        // A result lost afterwards is recomputed without publishing again.
+        assert_eq!(job.on_result_lost(0, 3, "gone"), Transition::Reopened);
+        job.mark_running(1, 0, exec("a"), 5);
+        assert_eq!(
+            job.on_task_succeeded(1, 0, 5, ok()),
+            Transition::JobSucceeded
+        );
+    }
+
+    #[test]
+    fn a_write_whose_files_cannot_be_published_fails() {
+        let mut job = writing(two_stage_job());
+        run_stage0(&mut job);
+        job.mark_running(1, 0, exec("a"), 3);
+        assert_eq!(job.on_task_succeeded(1, 0, 3, ok()), Transition::Commit);
+        assert_eq!(
+            job.on_committed(Err("disk full".into())),
+            Transition::JobFailed
+        );
+        let status = job.status();
+        assert_eq!(status.state, JobState::Failed as i32);
+        assert!(status.error.contains("disk full"), "{}", status.error);
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod commit;
 pub mod core;
 pub mod error;
 pub mod job;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use arrow::ipc::writer::StreamWriter;
 use ember_planner::codec::{encode_plan, schema_to_bytes};
+
+use crate::commit::Output;
 use ember_planner::config::ember_options;
 use ember_proto::scheduler_service_server::{SchedulerService, SchedulerServiceServer};
 use ember_proto::{
@@ -263,7 +265,7 @@ impl Api {
         let opts = ember_options(session.ctx.state().config());
         let id = uuid::Uuid::new_v4().to_string();
         let token = uuid::Uuid::new_v4().simple().to_string();
-        let job = Job::new(
+        let mut job = Job::new(
             id.clone(),
             token,
             session.id.clone(),
@@ -275,6 +277,16 @@ impl Api {
                 stage_max_attempts: opts.stage_max_attempts.max(1) as u32,
             },
         );
+        if let Some(target) = dag.write_target() {
+            let store = session
+                .ctx
+                .runtime_env()
+                .object_store(target.destination.object_store())?;
+            job = job.with_output(Output {
+                target: target.clone(),
+                store,
+            });
+        }
         tracing::debug!(job = %id, stages = dag.stages().len(), "job submitted");
         self.core.submit(job)?;
         Ok(id)

@@ -13,7 +13,7 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::ExtensionOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::logical_expr::{LogicalPlan, Statement};
+use datafusion::logical_expr::{LogicalPlan, Statement, WriteOp};
 use datafusion::prelude::SessionContext;
 use ember_planner::StageDag;
 use ember_planner::config::{distributed_session_config, ember_options};
@@ -188,9 +188,12 @@ impl Session {
                     verbose: analyze.verbose,
                 })
             }
-            LogicalPlan::Dml(_) | LogicalPlan::Copy(_) => Err(SchedulerError::NotSupported(
-                "INSERT, UPDATE, DELETE and COPY".into(),
-            )),
+            LogicalPlan::Dml(dml) if !matches!(dml.op, WriteOp::Insert(_)) => {
+                Err(SchedulerError::NotSupported(format!(
+                    "{} (Ember writes files: COPY TO and INSERT INTO an external table)",
+                    dml.op.to_string().to_uppercase()
+                )))
+            }
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::DescribeTable(_) => {
                 let has_result_set = matches!(plan, LogicalPlan::DescribeTable(_))
                     || matches!(&plan, LogicalPlan::Statement(s) if !matches!(s, Statement::SetVariable(_)

@@ -49,6 +49,37 @@ async fn malformed_sql_unknown_table_and_column_are_clear_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_ember_cannot_do_are_clear_errors() {
+    let ctx = EmberContext::standalone(1).await.unwrap();
+    register_tpch(&ctx).await;
+    ctx.sql("CREATE TABLE mem AS SELECT r_regionkey FROM region")
+        .await
+        .unwrap();
+    let e = ctx
+        .sql("INSERT INTO mem SELECT r_regionkey FROM region")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, EmberError::NotSupported(_)), "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("Ember writes Parquet, CSV and JSON files"),
+        "{e}"
+    );
+    assert_healthy(&ctx).await;
+
+    let e = ctx.sql("DELETE FROM mem").await.unwrap_err();
+    assert!(e.to_string().contains("Ember writes files"), "{e}");
+    assert_healthy(&ctx).await;
+
+    let e = ctx
+        .sql("COPY (SELECT * FROM region) TO '/proc/ember-cannot-write-here/' STORED AS PARQUET")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("ember-cannot-write-here"), "{e}");
+    assert_healthy(&ctx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn missing_parquet_path_is_a_clear_error() {
     let ctx = EmberContext::standalone(1).await.unwrap();
     register_tpch(&ctx).await;

@@ -385,24 +385,3 @@ async fn tpch_q5_q10_and_q18_written_as_dataframes_equal_their_sql_answers() {
         true,
     );
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn writing_a_dataframe_is_refused_clearly_and_writes_nothing() {
-    let ctx = tpch_cluster(1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let e = ctx
-        .table("nation")
-        .await
-        .unwrap()
-        .write_parquet(
-            &out.display().to_string(),
-            DataFrameWriteOptions::new(),
-            None,
-        )
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("does not run on an Ember cluster yet"), "{e}");
-    assert!(!out.exists(), "nothing may be written by the client");
-}

@@ -13,3 +13,4 @@ mod shell;
 mod shuffle;
 mod streaming;
 mod tpch;
+mod writes;
