@@ -32,7 +32,7 @@ async fn main() -> ember::Result<()> {
 
     // SQL, collected.
     let result = ctx
-        .sql("SELECT city FROM cities WHERE population > 500000 ORDER BY city")
+        .run_sql("SELECT city FROM cities WHERE population > 500000 ORDER BY city")
         .await?;
     println!("{}", result.pretty()?);
 

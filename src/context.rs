@@ -8,8 +8,8 @@ use arrow::record_batch::RecordBatch;
 use ember_executor::{Executor, ExecutorConfig};
 use ember_proto::scheduler_service_client::SchedulerServiceClient;
 use ember_proto::{
-    CloseSessionRequest, ClusterInfoRequest, CreateSessionRequest, JobStatus, RegisterTableRequest,
-    execute_request,
+    CloseSessionRequest, ClusterInfoRequest, CreateSessionRequest, JobStatus, PlanSqlRequest,
+    RegisterTableRequest, execute_request,
 };
 use ember_scheduler::{Scheduler, SchedulerConfig};
 use tonic::transport::{Channel, Endpoint};
@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::SessionContext;
 
-use crate::dataframe::{ClusterPlanner, ClusterTable};
+use crate::dataframe::{ClusterPlanner, ClusterTable, ClusterTableCodec};
 use crate::error::{EmberError, Result};
 use crate::fetch::{Fetcher, ResultStream};
 
@@ -241,14 +241,74 @@ impl EmberContext {
             .into_inner())
     }
 
-    /// Runs one SQL statement and collects its result.
-    pub async fn sql(&self, sql: &str) -> Result<QueryResult> {
-        self.sql_with_progress(sql, |_| {}).await
+    /// Plans one SQL statement into a [`DataFrame`], as DataFusion's
+    /// `SessionContext::sql` does: build on it, then collect, show, stream
+    /// or write it (on the cluster). The statement is planned by the
+    /// scheduler, against the session's catalog. Statements that only touch
+    /// the catalog (`CREATE EXTERNAL TABLE`, `SET`, `SHOW`, `EXPLAIN`, ...)
+    /// run now; their DataFrame holds their answer.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &ember::EmberContext) -> ember::Result<()> {
+    /// use ember::prelude::*;
+    /// let big = ctx
+    ///     .sql("SELECT o_orderkey, o_totalprice FROM orders")
+    ///     .await?
+    ///     .filter(col("o_totalprice").gt(lit(100_000.0)))?;
+    /// big.show_limit(5).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn sql(&self, sql: &str) -> Result<DataFrame> {
+        let bytes = self
+            .scheduler
+            .clone()
+            .plan_sql(PlanSqlRequest {
+                session_id: self.session_id.clone(),
+                sql: sql.to_string(),
+            })
+            .await?
+            .into_inner()
+            .logical_plan;
+        let plan = datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(
+            &bytes,
+            &self.local.task_ctx(),
+            &ClusterTableCodec::default(),
+        )?;
+        Ok(DataFrame::new(self.local.state(), plan))
     }
 
-    /// Like [`sql`](Self::sql), calling `progress` with every job snapshot the
-    /// scheduler streams while the query runs.
-    pub async fn sql_with_progress(
+    /// [`sql`](Self::sql) with `$1`, `$2`, ... (or `$name`) placeholders
+    /// bound to `params`.
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &ember::EmberContext) -> ember::Result<()> {
+    /// use ember::datafusion::common::ScalarValue;
+    /// let df = ctx
+    ///     .sql_with_params(
+    ///         "SELECT n_name FROM nation WHERE n_regionkey = $1",
+    ///         vec![ScalarValue::Int64(Some(3))],
+    ///     )
+    ///     .await?;
+    /// df.show().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn sql_with_params(
+        &self,
+        sql: &str,
+        params: impl Into<datafusion::common::ParamValues>,
+    ) -> Result<DataFrame> {
+        Ok(self.sql(sql).await?.with_param_values(params)?)
+    }
+
+    /// Runs one SQL statement to its end and collects its result, with the
+    /// job's final status (stages, recovery events).
+    pub async fn run_sql(&self, sql: &str) -> Result<QueryResult> {
+        self.run_sql_with_progress(sql, |_| {}).await
+    }
+
+    /// Like [`run_sql`](Self::run_sql), calling `progress` with every job
+    /// snapshot the scheduler streams while the query runs.
+    pub async fn run_sql_with_progress(
         &self,
         sql: &str,
         progress: impl FnMut(&JobStatus),
@@ -476,7 +536,7 @@ impl EmberContext {
             )));
         }
         let location = path.replace('\'', "''");
-        self.sql(&format!(
+        self.run_sql(&format!(
             "CREATE OR REPLACE EXTERNAL TABLE {name} STORED AS {format} LOCATION '{location}'{options}"
         ))
         .await?;
@@ -531,6 +591,7 @@ fn local_context(fetcher: Fetcher, session_id: String) -> SessionContext {
             fetcher,
             session_id,
         }))
+        .with_cache_factory(Some(Arc::new(crate::dataframe::NoClientCache)))
         .build();
     SessionContext::new_with_state(state)
 }

@@ -71,6 +71,25 @@ impl QueryPlanner for ClusterPlanner {
     }
 }
 
+/// `DataFrame::cache()` would otherwise collect the whole result into the
+/// client's memory; until Ember caches on the cluster it is refused.
+#[derive(Debug)]
+pub struct NoClientCache;
+
+impl datafusion::execution::session_state::CacheFactory for NoClientCache {
+    fn create(
+        &self,
+        _plan: LogicalPlan,
+        _state: &datafusion::execution::SessionState,
+    ) -> Result<LogicalPlan> {
+        Err(DataFusionError::NotImplemented(
+            "DataFrame::cache() (it would pull the whole result into the client; Ember has \
+             no cluster-side cache yet: write the data with write_parquet and read it back)"
+                .into(),
+        ))
+    }
+}
+
 /// A whole query, run by the cluster: executing its one partition submits
 /// the logical plan to the scheduler and streams the result back.
 pub struct ClusterExec {

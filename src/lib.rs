@@ -13,8 +13,8 @@
 //! ```no_run
 //! # async fn demo() -> ember::Result<()> {
 //! let ctx = ember::EmberContext::standalone(2).await?;
-//! ctx.sql("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'data/t/'").await?;
-//! let result = ctx.sql("SELECT count(*) FROM t").await?;
+//! ctx.run_sql("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'data/t/'").await?;
+//! let result = ctx.run_sql("SELECT count(*) FROM t").await?;
 //! println!("{}", result.pretty()?);
 //! # Ok(()) }
 //! ```
@@ -29,7 +29,7 @@ pub mod verify;
 
 pub use context::{EmberContext, QueryResult, RunningJob, StandaloneOptions, Submitted};
 pub use ember_proto::{ClusterInfo, JobEvent, JobEventKind, JobState, JobStatus};
-pub use error::{EmberError, Result};
+pub use error::{EmberError, EmberError as Error, Result};
 pub use fetch::ResultStream;
 
 /// What a DataFrame program needs: the context, DataFusion's DataFrame and

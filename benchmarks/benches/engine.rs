@@ -208,10 +208,10 @@ fn task_launch(c: &mut Criterion) {
         .block_on(ember::EmberContext::standalone(2))
         .expect("embedded cluster");
     // Warm up connections and caches.
-    rt.block_on(ctx.sql("SELECT 1")).expect("warm-up");
+    rt.block_on(ctx.run_sql("SELECT 1")).expect("warm-up");
     c.bench_function("task_launch/select_1_round_trip", |b| {
         b.to_async(&rt).iter(|| async {
-            std::hint::black_box(ctx.sql("SELECT 1").await.expect("select 1"));
+            std::hint::black_box(ctx.run_sql("SELECT 1").await.expect("select 1"));
         })
     });
 }

@@ -170,7 +170,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
     let info = ctx.cluster_info().await.map_err(|e| e.to_string())?;
     let total_slots: usize = info.executors.iter().map(|e| e.slots as usize).sum();
     for stmt in ember::tpch::create_table_statements(&data) {
-        ctx.sql(&stmt).await.map_err(|e| e.to_string())?;
+        ctx.run_sql(&stmt).await.map_err(|e| e.to_string())?;
     }
     let baseline = if opts.baseline {
         Some(baseline_context(&data, total_slots).await?)
@@ -202,7 +202,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
                 opts.iterations
             ));
             let started = Instant::now();
-            match ctx.sql(&sql).await {
+            match ctx.run_sql(&sql).await {
                 Ok(r) => {
                     report.ember_seconds.push(started.elapsed().as_secs_f64());
                     report.rows = r.num_rows();
@@ -338,7 +338,7 @@ async fn kill_run(
         return (run, None);
     }
     let started = Instant::now();
-    let query = ctx.sql(sql);
+    let query = ctx.run_sql(sql);
     tokio::pin!(query);
     let outcome = tokio::select! {
         r = &mut query => r,

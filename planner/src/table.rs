@@ -70,6 +70,8 @@ impl TableProvider for ClusterTable {
 pub struct ClusterTableCodec {
     /// The session's tables by name; `None` on the client.
     tables: Option<HashMap<String, Arc<dyn TableProvider>>>,
+    /// Tables the scheduler names when it sends a plan to a client.
+    names: Vec<(String, Arc<dyn TableProvider>)>,
 }
 
 impl ClusterTableCodec {
@@ -77,6 +79,16 @@ impl ClusterTableCodec {
     pub fn resolving(tables: HashMap<String, Arc<dyn TableProvider>>) -> Self {
         Self {
             tables: Some(tables),
+            names: vec![],
+        }
+    }
+
+    /// Encodes these session tables by their name (the scheduler sending a
+    /// plan it made from SQL to a client).
+    pub fn naming(names: Vec<(String, Arc<dyn TableProvider>)>) -> Self {
+        Self {
+            tables: None,
+            names,
         }
     }
 }
@@ -141,9 +153,18 @@ impl LogicalExtensionCodec for ClusterTableCodec {
         node: Arc<dyn TableProvider>,
         buf: &mut Vec<u8>,
     ) -> Result<()> {
-        match node.downcast_ref::<ClusterTable>() {
-            Some(t) => {
-                buf.extend_from_slice(t.name.as_bytes());
+        let named = self
+            .names
+            .iter()
+            .find(|(_, t)| std::ptr::addr_eq(Arc::as_ptr(t), Arc::as_ptr(&node)))
+            .map(|(name, _)| name.as_str());
+        match node
+            .downcast_ref::<ClusterTable>()
+            .map(|t| t.name.as_str())
+            .or(named)
+        {
+            Some(name) => {
+                buf.extend_from_slice(name.as_bytes());
                 Ok(())
             }
             None => Err(DataFusionError::NotImplemented(format!(

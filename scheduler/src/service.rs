@@ -13,9 +13,10 @@ use ember_proto::{
     CancelJobRequest, CancelJobResponse, CloseSessionRequest, CloseSessionResponse, ClusterInfo,
     ClusterInfoRequest, CreateSessionRequest, CreateSessionResponse, ExecuteRequest,
     ExecuteResponse, Heartbeat, HeartbeatResponse, InlineResult, JobAccepted, JobState, JobStatus,
-    RegisterExecutorRequest, RegisterExecutorResponse, RegisterTableRequest, RegisterTableResponse,
-    ReleaseJobRequest, ReleaseJobResponse, ResultLostRequest, ResultLostResponse, TaskStatusAck,
-    TaskStatusUpdate, WatchJobRequest, execute_request, execute_response,
+    PlanSqlRequest, PlanSqlResponse, RegisterExecutorRequest, RegisterExecutorResponse,
+    RegisterTableRequest, RegisterTableResponse, ReleaseJobRequest, ReleaseJobResponse,
+    ResultLostRequest, ResultLostResponse, TaskStatusAck, TaskStatusUpdate, WatchJobRequest,
+    execute_request, execute_response,
 };
 use futures::Stream;
 use parking_lot::Mutex;
@@ -374,6 +375,16 @@ impl SchedulerService for Api {
         Ok(Response::new(
             Api::execute(self, request.into_inner()).await?,
         ))
+    }
+
+    async fn plan_sql(
+        &self,
+        request: Request<PlanSqlRequest>,
+    ) -> Result<Response<PlanSqlResponse>, Status> {
+        let req = request.into_inner();
+        let session = self.session(&req.session_id)?;
+        let logical_plan = session.plan_sql_for_client(&req.sql).await?;
+        Ok(Response::new(PlanSqlResponse { logical_plan }))
     }
 
     type WatchJobStream = StatusStream;

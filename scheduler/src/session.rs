@@ -72,6 +72,20 @@ impl Session {
     /// Decodes a logical plan a client built (e.g. with the DataFrame API):
     /// its tables are named, and resolved here in this session's catalog.
     pub async fn decode_plan(&self, bytes: &[u8]) -> Result<LogicalPlan> {
+        let codec = ember_planner::ClusterTableCodec::resolving(self.catalog_tables().await?);
+        Ok(
+            datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(
+                bytes,
+                &self.ctx.task_ctx(),
+                &codec,
+            )?,
+        )
+    }
+
+    /// The tables of the session's default schema, by name.
+    async fn catalog_tables(
+        &self,
+    ) -> Result<HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>> {
         let state = self.ctx.state();
         let options = state.config().options();
         let catalog = &options.catalog;
@@ -87,14 +101,7 @@ impl Session {
                 }
             }
         }
-        let codec = ember_planner::ClusterTableCodec::resolving(tables);
-        Ok(
-            datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(
-                bytes,
-                &self.ctx.task_ctx(),
-                &codec,
-            )?,
-        )
+        Ok(tables)
     }
 
     /// Registers in-memory data a client sent (an Arrow IPC stream) as table
@@ -151,6 +158,70 @@ impl Session {
             .chain(ember)
             .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect()
+    }
+
+    /// Plans one SQL statement for a client's DataFrame: the logical plan,
+    /// encoded with the session's tables named (see `PlanSqlRequest`).
+    /// Catalog statements run now and come back as a plan of their rows.
+    pub async fn plan_sql_for_client(&self, sql: &str) -> Result<Vec<u8>> {
+        let plan = self.ctx.state().create_logical_plan(sql).await?;
+        let plan = if matches!(plan, LogicalPlan::Analyze(_)) {
+            return Err(SchedulerError::NotSupported(
+                "EXPLAIN ANALYZE as a DataFrame (run it as a statement: run_sql, ember-sql)".into(),
+            ));
+        } else if answered_here(&plan) {
+            match self.plan_logical(plan).await? {
+                Planned::Inline {
+                    schema, batches, ..
+                } => rows_plan(&schema, &batches)?,
+                _ => {
+                    return Err(SchedulerError::Internal(
+                        "a catalog statement became a job".into(),
+                    ));
+                }
+            }
+        } else {
+            // Optimized here: correlated subqueries are decorrelated into
+            // joins (a plan still naming outer columns cannot be encoded).
+            self.ctx.state().optimize(&plan)?
+        };
+        let names = self.name_tables(&plan).await?;
+        let codec = ember_planner::ClusterTableCodec::naming(names);
+        Ok(
+            datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec(&plan, &codec)?
+                .to_vec(),
+        )
+    }
+
+    /// The session's tables by name, plus every table `plan` scans that is
+    /// not in the catalog (e.g. `generate_series(...)`), registered now
+    /// under a generated name so the client's plan can name it.
+    async fn name_tables(
+        &self,
+        plan: &LogicalPlan,
+    ) -> Result<Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)>> {
+        let mut names: Vec<(String, Arc<dyn datafusion::catalog::TableProvider>)> =
+            self.catalog_tables().await?.into_iter().collect();
+        let mut scanned = vec![];
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                scanned.push(
+                    datafusion::catalog::default_table_source::source_as_provider(&scan.source)?,
+                );
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        for provider in scanned {
+            let known = names
+                .iter()
+                .any(|(_, t)| std::ptr::addr_eq(Arc::as_ptr(t), Arc::as_ptr(&provider)));
+            if !known {
+                let name = format!("__ember_sql_{}", uuid::Uuid::new_v4().simple());
+                self.ctx.register_table(&name, Arc::clone(&provider))?;
+                names.push((name, provider));
+            }
+        }
+        Ok(names)
     }
 
     /// Plans one SQL statement.
@@ -308,6 +379,53 @@ pub fn explain_batch(rows: Vec<(String, String)>) -> Result<(SchemaRef, RecordBa
     )
     .map_err(|e| SchedulerError::Internal(e.to_string()))?;
     Ok((schema, batch))
+}
+
+/// Statements the scheduler answers itself (catalog only), rather than
+/// running a job: DDL, SET, SHOW, DESCRIBE, EXPLAIN, `information_schema`.
+fn answered_here(plan: &LogicalPlan) -> bool {
+    matches!(
+        plan,
+        LogicalPlan::Explain(_)
+            | LogicalPlan::Ddl(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::DescribeTable(_)
+    ) || reads_information_schema(plan)
+}
+
+/// The rows of an answer computed here, as a plan (`VALUES`) a client can
+/// build on.
+fn rows_plan(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<LogicalPlan> {
+    let df_schema = Arc::new(datafusion::common::DFSchema::try_from(
+        schema.as_ref().clone(),
+    )?);
+    let mut rows = vec![];
+    for batch in batches {
+        for row in 0..batch.num_rows() {
+            rows.push(
+                batch
+                    .columns()
+                    .iter()
+                    .map(|c| {
+                        datafusion::common::ScalarValue::try_from_array(c, row)
+                            .map(datafusion::prelude::lit)
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            );
+        }
+    }
+    if rows.is_empty() {
+        return Ok(LogicalPlan::EmptyRelation(
+            datafusion::logical_expr::EmptyRelation {
+                produce_one_row: false,
+                schema: df_schema,
+            },
+        ));
+    }
+    Ok(
+        datafusion::logical_expr::LogicalPlanBuilder::values_with_schema(rows, &df_schema)?
+            .build()?,
+    )
 }
 
 /// Does the plan scan `information_schema` (SHOW TABLES, SHOW key, ...)? Those

@@ -117,7 +117,7 @@ async fn connect(args: &Args) -> Result<EmberContext, String> {
             ember::tpch::generate(&dir, sf, 4).map_err(|e| e.to_string())?;
         }
         for stmt in ember::tpch::create_table_statements(&dir) {
-            ctx.sql(&stmt).await.map_err(|e| e.to_string())?;
+            ctx.run_sql(&stmt).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(ctx)

@@ -123,7 +123,7 @@ fn changes_catalog(sql: &str) -> bool {
 async fn refresh_catalog(shell: &Shell, catalog: &std::sync::Arc<std::sync::Mutex<Catalog>>) {
     let sql = "SELECT table_name, column_name FROM information_schema.columns \
                WHERE table_schema <> 'information_schema'";
-    let Ok(result) = shell.ctx.sql(sql).await else {
+    let Ok(result) = shell.ctx.run_sql(sql).await else {
         return;
     };
     let Ok(rows) = ember::verify::rows_as_text(&result.batches) else {
@@ -260,7 +260,7 @@ pub async fn meta(shell: &mut Shell, line: &str) -> Result<Meta, String> {
 
 /// Runs a catalog query and prints it as a table whatever the format.
 async fn run_quietly(shell: &mut Shell, sql: &str) -> Result<(), String> {
-    let result = shell.ctx.sql(sql).await.map_err(|e| e.to_string())?;
+    let result = shell.ctx.run_sql(sql).await.map_err(|e| e.to_string())?;
     let mut out = std::io::stdout();
     crate::output::write_table(&result, None, &mut out).map_err(|e| e.to_string())
 }
@@ -269,7 +269,7 @@ async fn describe(shell: &mut Shell, name: &str) -> Result<(), String> {
     let escaped = name.replace('\'', "''");
     let columns = shell
         .ctx
-        .sql(&format!(
+        .run_sql(&format!(
             "SELECT column_name, data_type, is_nullable FROM information_schema.columns \
              WHERE table_name = '{escaped}' ORDER BY ordinal_position"
         ))
@@ -284,7 +284,7 @@ async fn describe(shell: &mut Shell, name: &str) -> Result<(), String> {
     // The definition holds the location of external tables.
     if let Ok(def) = shell
         .ctx
-        .sql(&format!(
+        .run_sql(&format!(
             "SELECT definition FROM information_schema.views WHERE table_name = '{escaped}'"
         ))
         .await

@@ -15,7 +15,10 @@ use crate::common::register_tpch;
 const HEALTH: &str = "SELECT r_name, count(*) FROM region GROUP BY r_name ORDER BY r_name";
 
 async fn assert_healthy(ctx: &EmberContext) {
-    let r = ctx.sql(HEALTH).await.expect("the next query must succeed");
+    let r = ctx
+        .run_sql(HEALTH)
+        .await
+        .expect("the next query must succeed");
     assert_eq!(r.num_rows(), 5);
 }
 
@@ -24,23 +27,26 @@ async fn malformed_sql_unknown_table_and_column_are_clear_errors() {
     let ctx = EmberContext::standalone(2).await.unwrap();
     register_tpch(&ctx).await;
 
-    let e = ctx.sql("SELEC * FROM region").await.unwrap_err();
+    let e = ctx.run_sql("SELEC * FROM region").await.unwrap_err();
     assert!(matches!(e, EmberError::Query(_)), "{e:?}");
     assert!(e.to_string().contains("Line: 1, Column: 1"), "{e}");
     assert_healthy(&ctx).await;
 
-    let e = ctx.sql("SELECT * FROM no_such_table").await.unwrap_err();
+    let e = ctx
+        .run_sql("SELECT * FROM no_such_table")
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("no_such_table"), "{e}");
     assert_healthy(&ctx).await;
 
     let e = ctx
-        .sql("SELECT no_such_column FROM region")
+        .run_sql("SELECT no_such_column FROM region")
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no_such_column"), "{e}");
     assert_healthy(&ctx).await;
 
-    let e = ctx.sql("SELECT 1; SELECT 2").await.unwrap_err();
+    let e = ctx.run_sql("SELECT 1; SELECT 2").await.unwrap_err();
     assert!(
         matches!(e, EmberError::Query(_) | EmberError::NotSupported(_)),
         "{e:?}"
@@ -52,11 +58,11 @@ async fn malformed_sql_unknown_table_and_column_are_clear_errors() {
 async fn writes_ember_cannot_do_are_clear_errors() {
     let ctx = EmberContext::standalone(1).await.unwrap();
     register_tpch(&ctx).await;
-    ctx.sql("CREATE TABLE mem AS SELECT r_regionkey FROM region")
+    ctx.run_sql("CREATE TABLE mem AS SELECT r_regionkey FROM region")
         .await
         .unwrap();
     let e = ctx
-        .sql("INSERT INTO mem SELECT r_regionkey FROM region")
+        .run_sql("INSERT INTO mem SELECT r_regionkey FROM region")
         .await
         .unwrap_err();
     assert!(matches!(e, EmberError::NotSupported(_)), "{e:?}");
@@ -67,12 +73,14 @@ async fn writes_ember_cannot_do_are_clear_errors() {
     );
     assert_healthy(&ctx).await;
 
-    let e = ctx.sql("DELETE FROM mem").await.unwrap_err();
+    let e = ctx.run_sql("DELETE FROM mem").await.unwrap_err();
     assert!(e.to_string().contains("Ember writes files"), "{e}");
     assert_healthy(&ctx).await;
 
     let e = ctx
-        .sql("COPY (SELECT * FROM region) TO '/proc/ember-cannot-write-here/' STORED AS PARQUET")
+        .run_sql(
+            "COPY (SELECT * FROM region) TO '/proc/ember-cannot-write-here/' STORED AS PARQUET",
+        )
         .await
         .unwrap_err();
     assert!(e.to_string().contains("ember-cannot-write-here"), "{e}");
@@ -84,13 +92,13 @@ async fn missing_parquet_path_is_a_clear_error() {
     let ctx = EmberContext::standalone(1).await.unwrap();
     register_tpch(&ctx).await;
     let e = ctx
-        .sql("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/nonexistent/ember/path/'")
+        .run_sql("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/nonexistent/ember/path/'")
         .await;
     match e {
         Err(e) => assert!(e.to_string().contains("nonexistent"), "{e}"),
         Ok(_) => {
             // DataFusion may accept an empty listing; reading it must then fail or be empty.
-            let r = ctx.sql("SELECT * FROM t").await;
+            let r = ctx.run_sql("SELECT * FROM t").await;
             assert!(r.is_err() || r.unwrap().num_rows() == 0);
         }
     }
@@ -138,7 +146,7 @@ async fn do_get(address: &str, ticket: Vec<u8>) -> Result<usize, String> {
 async fn flight_refuses_garbage_paths_foreign_jobs_and_freed_data() {
     let ctx = EmberContext::standalone(2).await.unwrap();
     register_tpch(&ctx).await;
-    let result = ctx.sql(HEALTH).await.unwrap();
+    let result = ctx.run_sql(HEALTH).await.unwrap();
     let job = result.job.unwrap();
     let location = &job.results[0];
     let address = location.flight_address.clone();
@@ -240,7 +248,7 @@ async fn oversized_message_and_socket_garbage_are_refused() {
     register_tpch(&ctx).await;
 
     let huge = format!("SELECT '{}' AS x", "x".repeat(2 << 20));
-    let e = ctx.sql(&huge).await.unwrap_err();
+    let e = ctx.run_sql(&huge).await.unwrap_err();
     assert!(e.to_string().to_lowercase().contains("message"), "{e:?}");
     assert_healthy(&ctx).await;
 

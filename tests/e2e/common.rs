@@ -45,7 +45,7 @@ pub async fn tpch_cluster(executors: usize) -> EmberContext {
 
 pub async fn register_tpch(ctx: &EmberContext) {
     for stmt in ember::tpch::create_table_statements(tpch_dir()) {
-        ctx.sql(&stmt).await.expect("create table");
+        ctx.run_sql(&stmt).await.expect("create table");
     }
 }
 

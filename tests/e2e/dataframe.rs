@@ -40,7 +40,7 @@ async fn tpch_q1_and_q3_written_as_dataframes_equal_their_sql_answers() {
         ])
         .unwrap();
     let got = q1.collect().await.unwrap();
-    let want = ctx.sql(&query_text(1)).await.unwrap();
+    let want = ctx.run_sql(&query_text(1)).await.unwrap();
     assert_same("q1 as a DataFrame", rows(&got), rows(&want.batches), true);
 
     // Q3
@@ -104,7 +104,7 @@ async fn tpch_q1_and_q3_written_as_dataframes_equal_their_sql_answers() {
     while let Some(batch) = stream.next().await {
         got.push(batch.unwrap());
     }
-    let want = ctx.sql(&query_text(3)).await.unwrap();
+    let want = ctx.run_sql(&query_text(3)).await.unwrap();
     assert_same("q3 as a DataFrame", rows(&got), rows(&want.batches), true);
 }
 
@@ -159,7 +159,7 @@ async fn a_registered_batch_is_shipped_to_the_cluster_and_capped_in_size() {
     // SQL and DataFrames of the session both see it; the join runs on the
     // executors (the batch travels inside the stage plans).
     let sql = ctx
-        .sql("SELECT label, count(*) AS n FROM nation JOIN labels ON n_regionkey = key GROUP BY label ORDER BY label")
+        .run_sql("SELECT label, count(*) AS n FROM nation JOIN labels ON n_regionkey = key GROUP BY label ORDER BY label")
         .await
         .unwrap();
     assert_eq!(
@@ -186,7 +186,7 @@ async fn a_registered_batch_is_shipped_to_the_cluster_and_capped_in_size() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("over the limit") && e.contains("Parquet"), "{e}");
-    assert_eq!(ctx.sql("SELECT 1").await.unwrap().num_rows(), 1);
+    assert_eq!(ctx.run_sql("SELECT 1").await.unwrap().num_rows(), 1);
 }
 
 /// customer ⋈ orders placed in [`from`, `to`) ⋈ lineitem: the start of Q5
@@ -261,7 +261,7 @@ async fn tpch_q5_q10_and_q18_written_as_dataframes_equal_their_sql_answers() {
         .unwrap()
         .sort(vec![col("revenue").sort(false, true)])
         .unwrap();
-    let want = ctx.sql(&query_text(5)).await.unwrap();
+    let want = ctx.run_sql(&query_text(5)).await.unwrap();
     assert!(want.num_rows() > 0, "q5 has rows at this scale");
     assert_same(
         "q5 as a DataFrame",
@@ -311,7 +311,7 @@ async fn tpch_q5_q10_and_q18_written_as_dataframes_equal_their_sql_answers() {
         .unwrap()
         .limit(0, Some(20))
         .unwrap();
-    let want = ctx.sql(&query_text(10)).await.unwrap();
+    let want = ctx.run_sql(&query_text(10)).await.unwrap();
     assert!(want.num_rows() > 0, "q10 has rows at this scale");
     assert_same(
         "q10 as a DataFrame",
@@ -376,7 +376,7 @@ async fn tpch_q5_q10_and_q18_written_as_dataframes_equal_their_sql_answers() {
         .unwrap()
         .limit(0, Some(100))
         .unwrap();
-    let want = ctx.sql(&query_text(18)).await.unwrap();
+    let want = ctx.run_sql(&query_text(18)).await.unwrap();
     assert!(want.num_rows() > 0, "q18 has rows at this scale");
     assert_same(
         "q18 as a DataFrame",
@@ -384,4 +384,109 @@ async fn tpch_q5_q10_and_q18_written_as_dataframes_equal_their_sql_answers() {
         rows(&want.batches),
         true,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sql_gives_a_dataframe_to_build_on_with_the_same_answers() {
+    let ctx = tpch_cluster(2).await;
+    // All 22 TPC-H queries, planned by the scheduler, built into a client
+    // DataFrame, shipped back and run: the same answers as statements.
+    for q in 1..=22 {
+        let sql = query_text(q);
+        let want = ctx.run_sql(&sql).await.unwrap();
+        let got = ctx
+            .sql(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("q{q}: {e}"))
+            .collect()
+            .await
+            .unwrap_or_else(|e| panic!("q{q}: {e}"));
+        assert_same(
+            &format!("q{q} via sql()"),
+            rows(&got),
+            rows(&want.batches),
+            true,
+        );
+    }
+
+    // Built on: filtered and aggregated after the SQL.
+    let got = ctx
+        .sql("SELECT n_name, n_regionkey FROM nation")
+        .await
+        .unwrap()
+        .filter(col("n_regionkey").lt(lit(2)))
+        .unwrap()
+        .aggregate(vec![col("n_regionkey")], vec![count(lit(1)).alias("n")])
+        .unwrap()
+        .sort(vec![col("n_regionkey").sort(true, true)])
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(rows(&got), vec![vec!["0", "5"], vec!["1", "5"]]);
+
+    // Table functions, parameters.
+    // (count(value), not count(*): datafusion-proto drops the empty
+    // projection of a generate_series scan.)
+    let series = ctx
+        .sql("SELECT value FROM generate_series(1, 100000)")
+        .await
+        .unwrap()
+        .aggregate(vec![], vec![count(col("value")), sum(col("value"))])
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(rows(&series), vec![vec!["100000", "5000050000"]]);
+    let by_param = ctx
+        .sql_with_params(
+            "SELECT n_name FROM nation WHERE n_regionkey = $1 ORDER BY n_name",
+            vec![ember::datafusion::common::ScalarValue::Int64(Some(3))],
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(rows(&by_param).len(), 5);
+
+    // Catalog statements run at once; their rows are a DataFrame too.
+    let dir = crate::common::tpch_dir().join("region");
+    ctx.sql(&format!(
+        "CREATE EXTERNAL TABLE region_again STORED AS PARQUET LOCATION '{}/'",
+        dir.display()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        ctx.table("region_again")
+            .await
+            .unwrap()
+            .count()
+            .await
+            .unwrap(),
+        5
+    );
+    let tables = ctx
+        .sql("SHOW TABLES")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert!(
+        rows(&tables)
+            .iter()
+            .any(|r| r.contains(&"region_again".to_string()))
+    );
+
+    // cache() would pull everything into the client: refused, clearly.
+    let e = ctx
+        .table("orders")
+        .await
+        .unwrap()
+        .cache()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("DataFrame::cache()"), "{e}");
 }

@@ -68,7 +68,7 @@ async fn query_with_shuffle_runs_through_real_scheduler_and_executor_processes()
 
     let sql = "SELECT o_orderpriority, count(*) AS n FROM orders JOIN lineitem ON o_orderkey = l_orderkey \
                GROUP BY o_orderpriority ORDER BY o_orderpriority";
-    let result = ctx.sql(sql).await.expect("query through processes");
+    let result = ctx.run_sql(sql).await.expect("query through processes");
     assert_same(
         "processes",
         rows(&result.batches),
@@ -103,7 +103,7 @@ async fn executor_killed_mid_query_is_recomputed_from_lineage() {
     let sql = crate::common::query_text(3);
     let expected = oracle_rows(&sql).await;
     let mut killed = false;
-    let run = ctx.sql_with_progress(&sql, |status| {
+    let run = ctx.run_sql_with_progress(&sql, |status| {
         // Kill exec-1 (SIGKILL) as soon as it holds finished map outputs that
         // the rest of the job still needs.
         let holds_outputs = status
@@ -142,7 +142,7 @@ async fn executor_killed_mid_query_is_recomputed_from_lineage() {
 
     // The dead executor is dropped from the cluster and the next query works.
     assert_eq!(ctx.cluster_info().await.unwrap().executors.len(), 1);
-    let again = ctx.sql(&sql).await.expect("next query");
+    let again = ctx.run_sql(&sql).await.expect("next query");
     assert_eq!(again.num_rows(), result.num_rows());
 }
 
@@ -154,7 +154,7 @@ async fn all_executors_dead_fails_the_query_instead_of_hanging() {
     cluster.kill_executor("exec-0");
     let e = tokio::time::timeout(
         Duration::from_secs(60),
-        ctx.sql(&crate::common::query_text(1)),
+        ctx.run_sql(&crate::common::query_text(1)),
     )
     .await
     .expect("must not hang")

@@ -45,7 +45,7 @@ async fn queries_survive(fault: &str, recomputed: &[JobEventKind]) {
         let sql = query_text(q);
         let expected = oracle_rows(&sql).await;
         cluster.reset_faults();
-        let result = tokio::time::timeout(Duration::from_secs(120), ctx.sql(&sql))
+        let result = tokio::time::timeout(Duration::from_secs(120), ctx.run_sql(&sql))
             .await
             .unwrap_or_else(|_| panic!("q{q} hung after an executor died ({fault})"))
             .unwrap_or_else(|e| panic!("q{q} must survive ({fault}): {e}"));
@@ -133,7 +133,7 @@ async fn late_report_from_an_old_attempt_is_ignored() {
     register_tpch(&ctx).await;
     let sql = query_text(9);
     let expected = oracle_rows(&sql).await;
-    let result = ctx.sql(&sql).await.expect("q9 survives a partition");
+    let result = ctx.run_sql(&sql).await.expect("q9 survives a partition");
     assert_same(
         "q9 with a late report",
         rows(&result.batches),
@@ -163,7 +163,7 @@ async fn late_report_from_an_old_attempt_is_ignored() {
     );
     // The executor is back and the cluster works.
     wait_for_executors(&ctx, 3).await;
-    let again = ctx.sql(&sql).await.expect("next query");
+    let again = ctx.run_sql(&sql).await.expect("next query");
     assert_eq!(again.num_rows(), result.num_rows());
 }
 
@@ -174,12 +174,12 @@ async fn retries_exhausted_fail_the_query_clearly_and_the_next_one_works() {
     let ctx = cluster.session(2).await;
     register_tpch(&ctx).await;
     let sql = query_text(3);
-    let e = ctx.sql(&sql).await.unwrap_err().to_string();
+    let e = ctx.run_sql(&sql).await.unwrap_err().to_string();
     assert!(
         e.contains("task 0.0 failed 4 times") && e.contains("injected fault"),
         "{e}"
     );
-    let ok = ctx.sql(&sql).await.expect("the next query works");
+    let ok = ctx.run_sql(&sql).await.expect("the next query works");
     assert_same(
         "q3 after failures",
         rows(&ok.batches),
@@ -193,9 +193,11 @@ async fn a_task_that_kills_every_executor_it_lands_on_fails_the_query() {
     let mut cluster = ProcessCluster::start(2, "kill@task-start:stage=0:partition=0:times=2", &[]);
     let ctx = cluster.session(2).await;
     register_tpch(&ctx).await;
-    ctx.sql("SET ember.task_max_attempts = 2").await.unwrap();
+    ctx.run_sql("SET ember.task_max_attempts = 2")
+        .await
+        .unwrap();
     let sql = query_text(3);
-    let run = ctx.sql(&sql);
+    let run = ctx.run_sql(&sql);
     tokio::pin!(run);
     // Executors killed by the fault are replaced while the job goes on.
     let outcome = loop {
@@ -215,7 +217,7 @@ async fn a_task_that_kills_every_executor_it_lands_on_fails_the_query() {
     );
     cluster.replace_dead_executors();
     wait_for_executors(&ctx, 2).await;
-    let ok = ctx.sql(&sql).await.expect("the next query works");
+    let ok = ctx.run_sql(&sql).await.expect("the next query works");
     assert_same(
         "q3 after the crashes",
         rows(&ok.batches),
@@ -231,7 +233,7 @@ async fn scheduler_killed_and_restarted_executors_come_back() {
     register_tpch(&ctx).await;
     let sql = query_text(18);
     // A query in flight when the scheduler dies gets a clear error, not a hang.
-    let running = ctx.sql(&sql);
+    let running = ctx.run_sql(&sql);
     tokio::pin!(running);
     tokio::select! {
         _ = &mut running => {}
@@ -251,7 +253,7 @@ async fn scheduler_killed_and_restarted_executors_come_back() {
     // Executors re-register by themselves.
     let ctx = cluster.session(2).await;
     register_tpch(&ctx).await;
-    let result = ctx.sql(&sql).await.expect("query after restart");
+    let result = ctx.run_sql(&sql).await.expect("query after restart");
     assert_same(
         "q18 after restart",
         rows(&result.batches),
@@ -270,7 +272,7 @@ async fn sessions_stay_bounded_over_many_short_clients() {
             .await
             .unwrap_or_else(|e| panic!("client {i}: {e}"));
         if i % 100 == 0 {
-            let r = ctx.sql("SELECT 1").await.unwrap();
+            let r = ctx.run_sql("SELECT 1").await.unwrap();
             assert_eq!(r.num_rows(), 1);
         }
         ctx.close().await.unwrap();
@@ -303,7 +305,7 @@ async fn sessions_stay_bounded_over_many_short_clients() {
     let ctx = EmberContext::remote(&cluster.url)
         .await
         .expect("still room");
-    ctx.sql("SELECT 1").await.unwrap();
+    ctx.run_sql("SELECT 1").await.unwrap();
 }
 
 /// Forgotten jobs are freed on an executor that was away when the job was
@@ -333,7 +335,10 @@ async fn data_of_jobs_released_while_an_executor_was_away_is_freed() {
     let ctx = EmberContext::remote(&scheduler.url()).await.unwrap();
     register_tpch(&ctx).await;
     let sql = query_text(3);
-    let result = ctx.sql(&sql).await.expect("query survives the disconnect");
+    let result = ctx
+        .run_sql(&sql)
+        .await
+        .expect("query survives the disconnect");
     assert_same("q3", rows(&result.batches), oracle_rows(&sql).await, true);
     // The job is released; the executor that was away still held its
     // outputs and must drop them once it is back.
@@ -372,5 +377,5 @@ async fn a_client_that_disconnects_mid_job_cancels_it() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The cluster is free for the next query.
-    assert_eq!(ctx.sql("SELECT 1").await.unwrap().num_rows(), 1);
+    assert_eq!(ctx.run_sql("SELECT 1").await.unwrap().num_rows(), 1);
 }

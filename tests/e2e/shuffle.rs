@@ -17,7 +17,7 @@ async fn multi_stage_query_runs_on_both_executors_and_fetches_remotely() {
     register_tpch(&ctx).await;
     let sql = "SELECT l_orderkey % 7 AS k, count(*) AS n, sum(l_quantity) AS q \
                FROM lineitem GROUP BY l_orderkey % 7 ORDER BY k";
-    let result = ctx.sql(sql).await.unwrap();
+    let result = ctx.run_sql(sql).await.unwrap();
     assert_same(
         "group by",
         rows(&result.batches),
@@ -43,11 +43,11 @@ async fn multi_stage_query_runs_on_both_executors_and_fetches_remotely() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn trivial_query_and_empty_results_work() {
     let ctx = EmberContext::standalone(2).await.unwrap();
-    let one = ctx.sql("SELECT 1 AS x").await.unwrap();
+    let one = ctx.run_sql("SELECT 1 AS x").await.unwrap();
     assert_eq!(one.num_rows(), 1);
     register_tpch(&ctx).await;
     let none = ctx
-        .sql("SELECT n_name FROM nation WHERE n_nationkey < 0 ORDER BY n_name")
+        .run_sql("SELECT n_name FROM nation WHERE n_nationkey < 0 ORDER BY n_name")
         .await
         .unwrap();
     assert_eq!(none.num_rows(), 0);
@@ -58,20 +58,20 @@ async fn trivial_query_and_empty_results_work() {
 async fn ddl_set_show_and_explain_answer_from_the_session() {
     let ctx = EmberContext::standalone(1).await.unwrap();
     register_tpch(&ctx).await;
-    let tables = ctx.sql("SHOW TABLES").await.unwrap();
+    let tables = ctx.run_sql("SHOW TABLES").await.unwrap();
     assert!(tables.pretty().unwrap().contains("lineitem"));
     let set = ctx
-        .sql("SET datafusion.execution.batch_size = 1024")
+        .run_sql("SET datafusion.execution.batch_size = 1024")
         .await
         .unwrap();
     assert!(!set.has_result_set);
     let show = ctx
-        .sql("SHOW datafusion.execution.batch_size")
+        .run_sql("SHOW datafusion.execution.batch_size")
         .await
         .unwrap();
     assert!(show.pretty().unwrap().contains("1024"));
     let explain = ctx
-        .sql("EXPLAIN SELECT l_returnflag, count(*) FROM lineitem GROUP BY 1")
+        .run_sql("EXPLAIN SELECT l_returnflag, count(*) FROM lineitem GROUP BY 1")
         .await
         .unwrap();
     let text = explain.pretty().unwrap();
@@ -90,7 +90,7 @@ async fn cancelling_a_running_query_stops_it_and_frees_the_slots() {
         let mut tx = Some(tx);
         // Billions of row pairs: runs far longer than this test waits.
         runner
-            .sql_with_progress(
+            .run_sql_with_progress(
                 "SELECT count(*) FROM lineitem a, lineitem b WHERE a.l_orderkey < b.l_orderkey",
                 |status| {
                     if status.stages.iter().any(|s| s.tasks_running > 0)
@@ -117,7 +117,7 @@ async fn cancelling_a_running_query_stops_it_and_frees_the_slots() {
     );
     // Killed tasks report back, so every slot is free for the next query.
     let sql = "SELECT n_regionkey, count(*) FROM nation GROUP BY n_regionkey";
-    let next = tokio::time::timeout(std::time::Duration::from_secs(30), ctx.sql(sql))
+    let next = tokio::time::timeout(std::time::Duration::from_secs(30), ctx.run_sql(sql))
         .await
         .expect("slots must be free again")
         .unwrap();
@@ -147,7 +147,7 @@ async fn explain_analyze_runs_the_query_and_reports_stage_metrics() {
     let ctx = EmberContext::standalone(2).await.unwrap();
     register_tpch(&ctx).await;
     let result = ctx
-        .sql("EXPLAIN ANALYZE SELECT l_returnflag, count(*) FROM lineitem GROUP BY 1")
+        .run_sql("EXPLAIN ANALYZE SELECT l_returnflag, count(*) FROM lineitem GROUP BY 1")
         .await
         .unwrap();
     let text = result.pretty().unwrap();

@@ -33,7 +33,7 @@ async fn a_streamed_result_equals_the_collected_one() {
         batches += 1;
     }
     let expected = ctx
-        .sql(&format!("SELECT count(*), sum(k) FROM ({sql})"))
+        .run_sql(&format!("SELECT count(*), sum(k) FROM ({sql})"))
         .await
         .unwrap();
     assert_eq!(
@@ -59,7 +59,7 @@ async fn a_streamed_result_equals_the_collected_one() {
     assert_same(
         "ordered stream",
         rows(&streamed),
-        rows(&ctx.sql(small).await.unwrap().batches),
+        rows(&ctx.run_sql(small).await.unwrap().batches),
         true,
     );
 }
@@ -107,7 +107,7 @@ async fn dropping_a_stream_cancels_its_job_and_frees_its_data() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(ctx.sql("SELECT 1").await.unwrap().num_rows(), 1);
+    assert_eq!(ctx.run_sql("SELECT 1").await.unwrap().num_rows(), 1);
     for e in executors {
         e.shutdown().await;
     }

@@ -10,7 +10,7 @@ async fn all_22_tpch_queries_match_single_process_datafusion() {
     for q in 1..=22 {
         let sql = query_text(q);
         let ordered = ember::verify::is_ordered(&sql);
-        let result = match ctx.sql(&sql).await {
+        let result = match ctx.run_sql(&sql).await {
             Ok(r) => r,
             Err(e) => {
                 failures.push(format!("q{q}: {e}"));

@@ -53,7 +53,10 @@ fn staged_files(dir: &Path) -> usize {
 }
 
 async fn count_written(ctx: &EmberContext, sql: &str) -> u64 {
-    let result = ctx.sql(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let result = ctx
+        .run_sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let r = rows(&result.batches);
     assert_eq!(r.len(), 1, "a write answers one row (count): {r:?}");
     r[0][0].parse().unwrap()
@@ -65,7 +68,7 @@ async fn read_back(ctx: &EmberContext, name: &str, format: &str, dir: &Path) -> 
     } else {
         ""
     };
-    ctx.sql(&format!(
+    ctx.run_sql(&format!(
         "CREATE OR REPLACE EXTERNAL TABLE {name} STORED AS {format} LOCATION '{}/'{options}",
         dir.display()
     ))
@@ -73,7 +76,7 @@ async fn read_back(ctx: &EmberContext, name: &str, format: &str, dir: &Path) -> 
     .unwrap();
     // JSON schema inference sorts columns by name: select them in order.
     rows(
-        &ctx.sql(&format!(
+        &ctx.run_sql(&format!(
             "SELECT o_orderkey, o_custkey, o_totalprice, o_orderpriority FROM {name}"
         ))
         .await
@@ -146,7 +149,7 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
         ["1-URGENT", "2-HIGH", "3-MEDIUM", "4-NOT SPECIFIED", "5-LOW"]
             .map(|p| format!("o_orderpriority={p}")),
     );
-    ctx.sql(&format!(
+    ctx.run_sql(&format!(
         "CREATE EXTERNAL TABLE by_priority (o_orderkey BIGINT, o_custkey BIGINT, \
          o_totalprice DOUBLE, o_orderpriority VARCHAR) STORED AS PARQUET \
          PARTITIONED BY (o_orderpriority) LOCATION '{}/'",
@@ -155,10 +158,12 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
     .await
     .unwrap();
     let back = rows(
-        &ctx.sql("SELECT o_orderkey, o_custkey, o_totalprice, o_orderpriority FROM by_priority")
-            .await
-            .unwrap()
-            .batches,
+        &ctx.run_sql(
+            "SELECT o_orderkey, o_custkey, o_totalprice, o_orderpriority FROM by_priority",
+        )
+        .await
+        .unwrap()
+        .batches,
     );
     assert_same("COPY PARTITIONED BY", back, expected.clone(), false);
 
@@ -173,21 +178,21 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
     )
     .await;
     assert!(one.is_file());
-    ctx.sql(&format!(
+    ctx.run_sql(&format!(
         "CREATE EXTERNAL TABLE one STORED AS PARQUET LOCATION '{}'",
         one.display()
     ))
     .await
     .unwrap();
     // One writer keeps the query's order.
-    let back = rows(&ctx.sql("SELECT * FROM one").await.unwrap().batches);
+    let back = rows(&ctx.run_sql("SELECT * FROM one").await.unwrap().batches);
     let in_order = oracle_rows(&format!("{BIG_ORDERS} ORDER BY o_orderkey")).await;
     assert_same("COPY to one file", back, in_order, true);
 
     // CREATE EXTERNAL TABLE + INSERT INTO, twice: appended, both copies there.
     let table = out.path().join("appended");
     std::fs::create_dir(&table).unwrap();
-    ctx.sql(&format!(
+    ctx.run_sql(&format!(
         "CREATE EXTERNAL TABLE appended (o_orderkey BIGINT, o_custkey BIGINT, \
          o_totalprice DOUBLE, o_orderpriority VARCHAR) STORED AS PARQUET LOCATION '{}/'",
         table.display()
@@ -198,7 +203,7 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
         let n = count_written(&ctx, &format!("INSERT INTO appended {BIG_ORDERS}")).await;
         assert_eq!(n as usize, expected.len());
     }
-    let back = rows(&ctx.sql("SELECT * FROM appended").await.unwrap().batches);
+    let back = rows(&ctx.run_sql("SELECT * FROM appended").await.unwrap().batches);
     let twice: Vec<_> = expected.iter().chain(expected.iter()).cloned().collect();
     assert_same("INSERT INTO twice", back, twice, false);
 
@@ -245,7 +250,7 @@ async fn retried_write_tasks_leave_exactly_one_copy_of_every_row() {
         let out = tempfile::tempdir().unwrap();
         let dir = out.path().join("t");
         let result = ctx
-            .sql(&format!(
+            .run_sql(&format!(
                 "COPY ({BIG_ORDERS}) TO '{}/' STORED AS PARQUET",
                 dir.display()
             ))
