@@ -15,7 +15,9 @@ use ember_scheduler::{Scheduler, SchedulerConfig};
 use tonic::transport::{Channel, Endpoint};
 
 use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use datafusion::prelude::SessionContext;
+use ember_planner::Functions;
 
 use crate::dataframe::{ClusterPlanner, ClusterTable, ClusterTableCodec};
 use crate::error::{EmberError, Result};
@@ -69,6 +71,9 @@ pub struct StandaloneOptions {
     pub memory_bytes: u64,
     /// Shuffle memory per executor before spilling.
     pub shuffle_memory_bytes: u64,
+    /// User-defined functions the embedded scheduler and executors know
+    /// (and the context registers).
+    pub functions: Functions,
 }
 
 impl Default for StandaloneOptions {
@@ -78,7 +83,28 @@ impl Default for StandaloneOptions {
             slots: None,
             memory_bytes: 2 << 30,
             shuffle_memory_bytes: 512 << 20,
+            functions: Functions::default(),
         }
+    }
+}
+
+impl StandaloneOptions {
+    /// Adds scalar function `udf` to the embedded cluster.
+    pub fn with_udf(mut self, udf: ScalarUDF) -> Self {
+        self.functions = self.functions.with_udf(udf);
+        self
+    }
+
+    /// Adds aggregate function `udaf` to the embedded cluster.
+    pub fn with_udaf(mut self, udaf: AggregateUDF) -> Self {
+        self.functions = self.functions.with_udaf(udaf);
+        self
+    }
+
+    /// Adds window function `udwf` to the embedded cluster.
+    pub fn with_udwf(mut self, udwf: WindowUDF) -> Self {
+        self.functions = self.functions.with_udwf(udwf);
+        self
     }
 }
 
@@ -141,6 +167,7 @@ impl EmberContext {
             bind: "127.0.0.1:0"
                 .parse()
                 .map_err(|e| EmberError::Internal(format!("{e}")))?,
+            functions: options.functions.clone(),
             ..SchedulerConfig::default()
         })
         .await
@@ -157,6 +184,7 @@ impl EmberContext {
             config.memory_bytes = options.memory_bytes;
             config.shuffle_memory_bytes = options.shuffle_memory_bytes;
             config.executor_id = Some(format!("embedded-{i}"));
+            config.functions = options.functions.clone();
             let executor = Executor::start(config).await.map_err(|e| {
                 EmberError::Cluster(format!("cannot start an embedded executor: {e}"))
             })?;
@@ -168,6 +196,7 @@ impl EmberContext {
         });
         let mut ctx = Self::remote(&url).await?;
         ctx.embedded = Some(embedded);
+        options.functions.register_in(&ctx.local);
         Ok(ctx)
     }
 
@@ -206,6 +235,26 @@ impl EmberContext {
             session_id,
             embedded: None,
         })
+    }
+
+    /// Registers scalar function `udf` in this context, so DataFrames and
+    /// plans the scheduler sends back can name it. The cluster runs it only
+    /// if it was started with it too: [`StandaloneOptions::with_udf`] for an
+    /// embedded cluster, `ember_scheduler::SchedulerBuilder` and
+    /// `ember_executor::ExecutorBuilder` for a real one; an executor without
+    /// it fails the query with an error naming the function and executor.
+    pub fn register_udf(&self, udf: ScalarUDF) {
+        self.local.register_udf(udf);
+    }
+
+    /// Registers aggregate function `udaf` (see [`register_udf`](Self::register_udf)).
+    pub fn register_udaf(&self, udaf: AggregateUDF) {
+        self.local.register_udaf(udaf);
+    }
+
+    /// Registers window function `udwf` (see [`register_udf`](Self::register_udf)).
+    pub fn register_udwf(&self, udwf: WindowUDF) {
+        self.local.register_udwf(udwf);
     }
 
     /// The scheduler this context talks to.

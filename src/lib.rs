@@ -28,6 +28,7 @@ pub mod tpch;
 pub mod verify;
 
 pub use context::{EmberContext, QueryResult, RunningJob, StandaloneOptions, Submitted};
+pub use ember_planner::Functions;
 pub use ember_proto::{ClusterInfo, JobEvent, JobEventKind, JobState, JobStatus};
 pub use error::{EmberError, EmberError as Error, Result};
 pub use fetch::ResultStream;
@@ -38,6 +39,7 @@ pub mod prelude {
     pub use crate::{EmberContext, EmberError, Result, ResultStream, StandaloneOptions};
     pub use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
     pub use datafusion::functions_aggregate::expr_fn::*;
+    pub use datafusion::logical_expr::{ScalarUDF, Volatility, create_udaf, create_udf};
     pub use datafusion::prelude::{Expr, JoinType, ParquetReadOptions, col, lit};
     pub use futures::StreamExt;
 }

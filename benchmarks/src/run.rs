@@ -162,6 +162,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
                 slots: Some(opts.slots),
                 memory_bytes: opts.memory_bytes,
                 shuffle_memory_bytes: opts.memory_bytes / 4,
+                ..Default::default()
             })
             .await
         }

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use ember_planner::Functions;
+
 /// How an executor is started.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
@@ -34,6 +36,9 @@ pub struct ExecutorConfig {
     pub faults: String,
     /// Directory whose token files share the fault budget across processes.
     pub faults_dir: Option<PathBuf>,
+    /// User-defined functions tasks may call (the scheduler must know them
+    /// too, to plan queries that call them).
+    pub functions: Functions,
 }
 
 impl ExecutorConfig {
@@ -52,6 +57,7 @@ impl ExecutorConfig {
             register_timeout: Duration::ZERO,
             faults: String::new(),
             faults_dir: None,
+            functions: Functions::default(),
         }
     }
 }

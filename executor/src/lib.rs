@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cli;
 mod config;
 mod control;
 pub mod error;
@@ -39,6 +40,8 @@ pub mod shuffle;
 pub mod store;
 mod task;
 
+pub use cli::ExecutorBuilder;
 pub use config::ExecutorConfig;
+pub use ember_planner::Functions;
 pub use error::{ExecutorError, Result};
 pub use service::Executor;

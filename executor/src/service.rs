@@ -34,6 +34,7 @@ use crate::jobs::JobTable;
 use crate::shuffle::PeerChannels;
 use crate::store::{ShuffleStore, is_valid_id};
 use crate::task::{Launch, run_and_report};
+use ember_planner::Functions;
 
 /// State shared by the gRPC services, the control stream and the tasks.
 #[derive(Debug)]
@@ -59,6 +60,8 @@ pub(crate) struct Inner {
     /// starved heartbeat would get the executor declared lost).
     pub cpu: tokio::runtime::Handle,
     pub faults: Arc<Faults>,
+    /// User-defined functions tasks may call.
+    pub functions: Functions,
 }
 
 impl Inner {
@@ -172,6 +175,7 @@ impl Executor {
             task_slots: Arc::new(Semaphore::new(config.slots)),
             cpu: cpu_runtime.handle(),
             faults: Arc::clone(&faults),
+            functions: config.functions.clone(),
         });
 
         let (tx, rx) = oneshot::channel::<()>();

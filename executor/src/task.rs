@@ -18,7 +18,8 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ember_planner::config::EmberOptions;
 use ember_planner::{
-    MapOutputLocation, ShuffleContext, TaskIdentity, codec, find_fetch_failure, stats_from_batch,
+    MapOutputLocation, ShuffleContext, TaskIdentity, codec, find_fetch_failure,
+    find_missing_function, stats_from_batch,
 };
 use ember_proto::{
     TaskFailure, TaskId, TaskStatusUpdate, TaskSucceeded, task_failure, task_status_update,
@@ -175,8 +176,19 @@ async fn run_task(
         shuffle,
         identity,
     )?;
+    inner.functions.register_in(&session);
     let task_ctx = session.task_ctx();
-    let plan = codec::decode_plan(&launch.plan, &task_ctx)?;
+    let plan = codec::decode_plan(&launch.plan, &task_ctx).map_err(|e| {
+        match find_missing_function(&e) {
+            // The same on every attempt here: fail the job, saying what to do.
+            Some(missing) => DataFusionError::Plan(format!(
+                "executor {} cannot run function '{}': it was not started with it \
+                 (build it with ember_executor::ExecutorBuilder::with_udf and friends)",
+                inner.id, missing.name
+            )),
+            None => e,
+        }
+    })?;
     let stream = plan.execute(partition as usize, task_ctx)?;
     let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
     let stats = batches

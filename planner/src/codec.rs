@@ -25,6 +25,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use crate::functions::MissingFunction;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
 use crate::write::FileWriteExec;
@@ -92,6 +93,32 @@ impl EmberCodec {
 }
 
 impl PhysicalExtensionCodec for EmberCodec {
+    // Functions are resolved by name in the task's registry first; reaching
+    // the codec means this process was not started with the function.
+    fn try_decode_udf(
+        &self,
+        name: &str,
+        _buf: &[u8],
+    ) -> Result<Arc<datafusion::logical_expr::ScalarUDF>> {
+        Err(MissingFunction::error(name))
+    }
+
+    fn try_decode_udaf(
+        &self,
+        name: &str,
+        _buf: &[u8],
+    ) -> Result<Arc<datafusion::logical_expr::AggregateUDF>> {
+        Err(MissingFunction::error(name))
+    }
+
+    fn try_decode_udwf(
+        &self,
+        name: &str,
+        _buf: &[u8],
+    ) -> Result<Arc<datafusion::logical_expr::WindowUDF>> {
+        Err(MissingFunction::error(name))
+    }
+
     fn try_decode(
         &self,
         buf: &[u8],

@@ -24,6 +24,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod functions;
 pub mod joins;
 pub mod shuffle;
 mod shuffle_reader;
@@ -33,6 +34,7 @@ pub mod table;
 pub mod write;
 
 pub use error::{FetchFailedError, PlannerError, find_fetch_failure};
+pub use functions::{Functions, MissingFunction, find_missing_function};
 pub use shuffle::{
     MapOutputLocation, MapOutputSink, MapOutputStats, ShuffleContext, ShuffleService,
 };

@@ -93,6 +93,19 @@ impl ClusterTableCodec {
     }
 }
 
+impl ClusterTableCodec {
+    /// A plan names a function this side does not know.
+    fn unknown_function(&self, name: &str) -> DataFusionError {
+        let fix = if self.tables.is_some() {
+            "start the scheduler with it (ember_scheduler::SchedulerBuilder::with_udf, or \
+             StandaloneOptions::with_udf for an embedded cluster)"
+        } else {
+            "register it in the EmberContext (register_udf)"
+        };
+        DataFusionError::Plan(format!("unknown function '{name}': {fix}"))
+    }
+}
+
 impl LogicalExtensionCodec for ClusterTableCodec {
     fn try_decode(
         &self,
@@ -128,6 +141,30 @@ impl LogicalExtensionCodec for ClusterTableCodec {
         node: Arc<dyn FileFormatFactory>,
     ) -> Result<()> {
         DefaultLogicalExtensionCodec {}.try_encode_file_format(buf, node)
+    }
+
+    fn try_decode_udf(
+        &self,
+        name: &str,
+        _buf: &[u8],
+    ) -> Result<Arc<datafusion::logical_expr::ScalarUDF>> {
+        Err(self.unknown_function(name))
+    }
+
+    fn try_decode_udaf(
+        &self,
+        name: &str,
+        _buf: &[u8],
+    ) -> Result<Arc<datafusion::logical_expr::AggregateUDF>> {
+        Err(self.unknown_function(name))
+    }
+
+    fn try_decode_udwf(
+        &self,
+        name: &str,
+        _buf: &[u8],
+    ) -> Result<Arc<datafusion::logical_expr::WindowUDF>> {
+        Err(self.unknown_function(name))
     }
 
     fn try_decode_table_provider(

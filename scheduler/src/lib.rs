@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cli;
 pub mod commit;
 pub mod core;
 pub mod error;
@@ -30,6 +31,8 @@ pub mod session;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use cli::SchedulerBuilder;
+pub use ember_planner::Functions;
 pub use error::{Result, SchedulerError};
 pub use service::Scheduler;
 
@@ -57,6 +60,9 @@ pub struct SchedulerConfig {
     /// Target partitions for new sessions; 0 means the cluster's total slots
     /// when the session opens (at least 2).
     pub default_partitions: usize,
+    /// User-defined functions every session can call (executors must have
+    /// them too).
+    pub functions: Functions,
 }
 
 impl Default for SchedulerConfig {
@@ -71,6 +77,7 @@ impl Default for SchedulerConfig {
             max_sessions: 1024,
             max_message_size: ember_proto::DEFAULT_MAX_MESSAGE_SIZE,
             default_partitions: 0,
+            functions: Functions::default(),
         }
     }
 }

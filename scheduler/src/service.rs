@@ -340,7 +340,12 @@ impl SchedulerService for Api {
             n => n,
         };
         let id = uuid::Uuid::new_v4().to_string();
-        let session = Session::new(id.clone(), partitions, &req.settings)?;
+        let session = Session::new(
+            id.clone(),
+            partitions,
+            &req.settings,
+            &self.core.config.functions,
+        )?;
         self.sessions.lock().insert(id.clone(), Arc::new(session));
         tracing::debug!(session = %id, partitions, "session opened");
         Ok(Response::new(CreateSessionResponse { session_id: id }))

@@ -54,6 +54,7 @@ impl Session {
         id: String,
         target_partitions: usize,
         settings: &HashMap<String, String>,
+        functions: &ember_planner::Functions,
     ) -> Result<Self> {
         let mut config = distributed_session_config(target_partitions);
         for (k, v) in settings {
@@ -62,9 +63,11 @@ impl Session {
                 .set(k, v)
                 .map_err(|e| SchedulerError::InvalidQuery(e.strip_backtrace()))?;
         }
+        let ctx = SessionContext::new_with_config(config);
+        functions.register_in(&ctx);
         Ok(Self {
             id,
-            ctx: SessionContext::new_with_config(config),
+            ctx,
             last_used: parking_lot::Mutex::new(std::time::Instant::now()),
         })
     }

@@ -18,10 +18,44 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A program to run and the arguments before Ember's own flags (e.g. an
+/// example binary and its role).
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub path: PathBuf,
+    pub args: Vec<String>,
+}
+
+impl Program {
+    pub fn binary(name: &str) -> Self {
+        Self {
+            path: binary(name),
+            args: vec![],
+        }
+    }
+
+    /// `target/<profile>/examples/<name>` run as `<name> <role>`.
+    pub fn example(name: &str, role: &str) -> Self {
+        let path = binary("examples").join(name);
+        Self {
+            path,
+            args: vec![role.to_string()],
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut c = Command::new(&self.path);
+        c.args(&self.args);
+        c
+    }
+}
+
 /// Kills its processes (SIGKILL) when dropped, even if the test fails.
 pub struct ProcessCluster {
     pub port: u16,
     pub url: String,
+    scheduler_program: Program,
+    executor_program: Program,
     scheduler: Option<Child>,
     scheduler_args: Vec<String>,
     executors: Vec<(String, Child)>,
@@ -36,10 +70,30 @@ impl ProcessCluster {
     /// test: a test that recovers quickly shows the loss was noticed by the
     /// broken connection, not the clock.
     pub fn start(executors: usize, faults: &str, scheduler_args: &[&str]) -> Self {
+        Self::start_programs(
+            executors,
+            faults,
+            scheduler_args,
+            Program::binary("ember-scheduler"),
+            Program::binary("ember-executor"),
+        )
+    }
+
+    /// Like [`start`](Self::start) with other scheduler and executor
+    /// programs (taking the same flags).
+    pub fn start_programs(
+        executors: usize,
+        faults: &str,
+        scheduler_args: &[&str],
+        scheduler_program: Program,
+        executor_program: Program,
+    ) -> Self {
         let port = free_port();
         let mut cluster = Self {
             port,
             url: format!("http://127.0.0.1:{port}"),
+            scheduler_program,
+            executor_program,
             scheduler: None,
             scheduler_args: scheduler_args.iter().map(|s| s.to_string()).collect(),
             executors: vec![],
@@ -62,7 +116,9 @@ impl ProcessCluster {
             .append(true)
             .open(self.scheduler_log())
             .unwrap();
-        let child = Command::new(binary("ember-scheduler"))
+        let child = self
+            .scheduler_program
+            .command()
             .args(["--bind", &format!("127.0.0.1:{}", self.port)])
             .args([
                 "--heartbeat-interval-ms",
@@ -93,9 +149,15 @@ impl ProcessCluster {
 
     /// Starts one more executor (with the cluster's faults); returns its id.
     pub fn spawn_executor(&mut self) -> String {
+        self.spawn_executor_program(self.executor_program.clone())
+    }
+
+    /// Starts one more executor running `program`; returns its id.
+    pub fn spawn_executor_program(&mut self, program: Program) -> String {
         let id = format!("exec-{}", self.next_executor);
         self.next_executor += 1;
-        let child = Command::new(binary("ember-executor"))
+        let child = program
+            .command()
             .args(["--scheduler", &self.url, "--slots", "1", "--id", &id])
             .args(["--memory", "1GiB"])
             .env("RUST_LOG", "warn")

@@ -13,4 +13,5 @@ mod shell;
 mod shuffle;
 mod streaming;
 mod tpch;
+mod udfs;
 mod writes;
