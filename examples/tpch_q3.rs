@@ -22,8 +22,12 @@ async fn main() -> ember::Result<()> {
         None => EmberContext::standalone(2).await?,
     };
     for table in ["customer", "orders", "lineitem"] {
-        ctx.register_parquet(table, &format!("{data}/{table}/"))
-            .await?;
+        ctx.register_parquet(
+            table,
+            &format!("{data}/{table}/"),
+            ParquetReadOptions::default(),
+        )
+        .await?;
     }
     let customer = ctx
         .table("customer")

@@ -17,16 +17,22 @@ use tonic::transport::{Channel, Endpoint};
 use datafusion::dataframe::DataFrame;
 use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use datafusion::prelude::SessionContext;
+use datafusion::prelude::{
+    CsvReadOptions, JsonReadOptions as NdJsonReadOptions, ParquetReadOptions,
+};
 use ember_planner::Functions;
 
 use crate::dataframe::{ClusterPlanner, ClusterTable, ClusterTableCodec};
 use crate::error::{EmberError, Result};
 use crate::fetch::{Fetcher, ResultStream};
+use crate::read_options::FilesDdl;
 
 /// The result of one statement.
 #[derive(Debug, Clone)]
 pub struct QueryResult {
+    /// The schema of every batch.
     pub schema: SchemaRef,
+    /// The rows, in order.
     pub batches: Vec<RecordBatch>,
     /// False for statements without a result set (DDL, SET).
     pub has_result_set: bool,
@@ -35,6 +41,7 @@ pub struct QueryResult {
 }
 
 impl QueryResult {
+    /// Rows in all batches.
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
@@ -57,13 +64,16 @@ pub enum Submitted {
 /// A job submitted to the cluster.
 #[derive(Debug, Clone)]
 pub struct RunningJob {
+    /// The job's id on the scheduler.
     pub job_id: String,
+    /// The schema its result will have.
     pub schema: SchemaRef,
 }
 
 /// Shape of an embedded cluster.
 #[derive(Debug, Clone)]
 pub struct StandaloneOptions {
+    /// Executors to start (at least 1).
     pub executors: usize,
     /// Slots per executor (default: cores / executors, at least 1).
     pub slots: Option<usize>,
@@ -157,6 +167,17 @@ impl EmberContext {
         .await
     }
 
+    /// Starts an embedded cluster shaped by `options` (executors, slots,
+    /// memory, functions) and opens a session on it.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> ember::Result<()> {
+    /// use ember::prelude::*;
+    /// let options = StandaloneOptions { executors: 3, ..Default::default() };
+    /// let ctx = EmberContext::standalone_with(options).await?;
+    /// ctx.sql("SELECT 1").await?.show().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn standalone_with(options: StandaloneOptions) -> Result<Self> {
         if options.executors == 0 {
             return Err(EmberError::Cluster(
@@ -262,6 +283,7 @@ impl EmberContext {
         &self.url
     }
 
+    /// This session's id on the scheduler.
     pub fn session_id(&self) -> &str {
         &self.session_id
     }
@@ -495,20 +517,41 @@ impl EmberContext {
     }
 
     /// Registers Parquet files (a file or a directory, local to the
-    /// executors or on an object store) as table `name` of this session.
-    pub async fn register_parquet(&self, name: &str, path: &str) -> Result<()> {
-        self.register_files(name, path, "PARQUET", "").await
-    }
-
-    /// Registers CSV files with a header row as table `name`.
-    pub async fn register_csv(&self, name: &str, path: &str) -> Result<()> {
-        self.register_files(name, path, "CSV", " OPTIONS ('format.has_header' 'true')")
+    /// executors or on an object store) as table `name` of this session,
+    /// with DataFusion's read options (those `CREATE EXTERNAL TABLE` can
+    /// express; the others are refused with a clear error).
+    pub async fn register_parquet(
+        &self,
+        name: &str,
+        path: &str,
+        options: ParquetReadOptions<'_>,
+    ) -> Result<()> {
+        self.register_files(name, path, FilesDdl::parquet(&options)?)
             .await
     }
 
-    /// Registers newline-delimited JSON files as table `name`.
-    pub async fn register_json(&self, name: &str, path: &str) -> Result<()> {
-        self.register_files(name, path, "JSON", "").await
+    /// Registers CSV files as table `name` (see
+    /// [`register_parquet`](Self::register_parquet)).
+    pub async fn register_csv(
+        &self,
+        name: &str,
+        path: &str,
+        options: CsvReadOptions<'_>,
+    ) -> Result<()> {
+        self.register_files(name, path, FilesDdl::csv(&options)?)
+            .await
+    }
+
+    /// Registers newline-delimited JSON files as table `name` (see
+    /// [`register_parquet`](Self::register_parquet)).
+    pub async fn register_json(
+        &self,
+        name: &str,
+        path: &str,
+        options: NdJsonReadOptions<'_>,
+    ) -> Result<()> {
+        self.register_files(name, path, FilesDdl::json(&options)?)
+            .await
     }
 
     /// Registers a small in-memory batch as table `name` of this session. It
@@ -552,41 +595,48 @@ impl EmberContext {
     }
 
     /// A DataFrame over Parquet files (see [`register_parquet`](Self::register_parquet)).
-    pub async fn read_parquet(&self, path: &str) -> Result<DataFrame> {
-        let name = self.temporary_name();
-        self.register_parquet(&name, path).await?;
-        self.table(&name).await
-    }
-
-    /// A DataFrame over CSV files with a header row.
-    pub async fn read_csv(&self, path: &str) -> Result<DataFrame> {
-        let name = self.temporary_name();
-        self.register_csv(&name, path).await?;
-        self.table(&name).await
-    }
-
-    /// A DataFrame over newline-delimited JSON files.
-    pub async fn read_json(&self, path: &str) -> Result<DataFrame> {
-        let name = self.temporary_name();
-        self.register_json(&name, path).await?;
-        self.table(&name).await
-    }
-
-    async fn register_files(
+    ///
+    /// ```no_run
+    /// # async fn demo(ctx: &ember::EmberContext) -> ember::Result<()> {
+    /// use ember::prelude::*;
+    /// let orders = ctx.read_parquet("data/tpch/sf1/orders/", ParquetReadOptions::default()).await?;
+    /// println!("{} orders", orders.count().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn read_parquet(
         &self,
-        name: &str,
         path: &str,
-        format: &str,
-        options: &str,
-    ) -> Result<()> {
+        options: ParquetReadOptions<'_>,
+    ) -> Result<DataFrame> {
+        let name = self.temporary_name();
+        self.register_parquet(&name, path, options).await?;
+        self.table(&name).await
+    }
+
+    /// A DataFrame over CSV files (see [`register_csv`](Self::register_csv)).
+    pub async fn read_csv(&self, path: &str, options: CsvReadOptions<'_>) -> Result<DataFrame> {
+        let name = self.temporary_name();
+        self.register_csv(&name, path, options).await?;
+        self.table(&name).await
+    }
+
+    /// A DataFrame over newline-delimited JSON files (see
+    /// [`register_json`](Self::register_json)).
+    pub async fn read_json(&self, path: &str, options: NdJsonReadOptions<'_>) -> Result<DataFrame> {
+        let name = self.temporary_name();
+        self.register_json(&name, path, options).await?;
+        self.table(&name).await
+    }
+
+    async fn register_files(&self, name: &str, path: &str, ddl: FilesDdl) -> Result<()> {
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || name.is_empty() {
             return Err(EmberError::Query(format!(
                 "invalid table name {name:?}: use letters, digits and '_'"
             )));
         }
-        let location = path.replace('\'', "''");
         self.run_sql(&format!(
-            "CREATE OR REPLACE EXTERNAL TABLE {name} STORED AS {format} LOCATION '{location}'{options}"
+            "CREATE OR REPLACE EXTERNAL TABLE {name} {}",
+            ddl.clause(path)
         ))
         .await?;
         // A re-registered name gets its new schema on next use.

@@ -2,11 +2,29 @@
 
 use tonic::{Code, Status};
 
+/// Everything that can go wrong, by what the caller can do about it.
+///
+/// ```no_run
+/// # async fn demo(ctx: &ember::EmberContext) {
+/// match ctx.run_sql("SELECT * FROM no_such_table").await {
+///     Ok(result) => println!("{}", result.num_rows()),
+///     Err(ember::Error::Query(message)) => eprintln!("fix the query: {message}"),
+///     Err(ember::Error::NotSupported(message)) => eprintln!("not in Ember yet: {message}"),
+///     Err(ember::Error::JobFailed(message)) => eprintln!("it ran and failed: {message}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 pub enum EmberError {
     /// The scheduler could not be reached.
     #[error("cannot connect to the scheduler at {url}: {message}")]
-    Connect { url: String, message: String },
+    Connect {
+        /// The scheduler URL tried.
+        url: String,
+        /// Why it failed.
+        message: String,
+    },
     /// The statement was refused (syntax, unknown table or column, ...).
     #[error("{0}")]
     Query(String),
@@ -16,20 +34,29 @@ pub enum EmberError {
     /// The job ran and failed.
     #[error("query failed: {0}")]
     JobFailed(String),
+    /// The job was cancelled.
     #[error("query cancelled")]
     Cancelled,
     /// Fetching the result from an executor failed.
     #[error("fetching results from executor {executor}: {message}")]
-    Fetch { executor: String, message: String },
+    Fetch {
+        /// The executor holding the result.
+        executor: String,
+        /// Why the fetch failed.
+        message: String,
+    },
     /// The cluster refused (no executors, limits, ...).
     #[error("{0}")]
     Cluster(String),
+    /// A local I/O failure (e.g. starting an embedded cluster).
     #[error("I/O error: {0}")]
     Io(String),
+    /// A bug or an unexpected state; the message says where.
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// `Result` with [`EmberError`].
 pub type Result<T, E = EmberError> = std::result::Result<T, E>;
 
 impl From<Status> for EmberError {

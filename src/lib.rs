@@ -19,10 +19,13 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod context;
 pub mod dataframe;
 pub mod error;
 mod fetch;
+mod read_options;
 pub mod sql;
 pub mod tpch;
 pub mod verify;
@@ -40,7 +43,9 @@ pub mod prelude {
     pub use datafusion::dataframe::{DataFrame, DataFrameWriteOptions};
     pub use datafusion::functions_aggregate::expr_fn::*;
     pub use datafusion::logical_expr::{ScalarUDF, Volatility, create_udaf, create_udf};
-    pub use datafusion::prelude::{Expr, JoinType, ParquetReadOptions, col, lit};
+    pub use datafusion::prelude::{
+        CsvReadOptions, Expr, JoinType, JsonReadOptions, ParquetReadOptions, col, lit,
+    };
     pub use futures::StreamExt;
 }
 

@@ -4,7 +4,9 @@
 /// line starting with `\` where a statement could start, e.g. after `;`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Piece {
+    /// A SQL statement, without its `;`.
     Statement(String),
+    /// A meta-command line such as `\d lineitem`.
     Meta(String),
 }
 

@@ -8,7 +8,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
@@ -96,7 +96,11 @@ impl FlightService for ShuffleFlightService {
                 faults.act(faults.fire(point, ticket.stage_id, ticket.map_partition, false));
             }
         });
+        // Dictionaries are sent as dictionaries (the default would hydrate
+        // them into plain arrays): a reader mixing local and remote map
+        // outputs, e.g. of a hive partition column, must see one type.
         let stream = FlightDataEncoderBuilder::new()
+            .with_dictionary_handling(DictionaryHandling::Resend)
             .with_schema(schema)
             .build(
                 batches.map_err(|e| arrow_flight::error::FlightError::ExternalError(Box::new(e))),

@@ -112,8 +112,64 @@ async fn tpch_q1_and_q3_written_as_dataframes_equal_their_sql_answers() {
 async fn read_parquet_counts_and_shows_on_the_cluster() {
     let ctx = EmberContext::standalone(2).await.unwrap();
     let path = format!("{}/", tpch_dir().join("nation").display());
-    let nation = ctx.read_parquet(&path).await.unwrap();
+    let nation = ctx
+        .read_parquet(&path, ParquetReadOptions::default())
+        .await
+        .unwrap();
     assert_eq!(nation.clone().count().await.unwrap(), 25);
+
+    // Read options travel: a CSV header read as data is one more row;
+    // hive partitions become a column.
+    let out = tempfile::tempdir().unwrap();
+    let csv = format!("{}/csv/", out.path().display());
+    nation
+        .clone()
+        .write_csv(&csv, DataFrameWriteOptions::new(), None)
+        .await
+        .unwrap();
+    let with_header = ctx.read_csv(&csv, CsvReadOptions::new()).await.unwrap();
+    assert_eq!(with_header.count().await.unwrap(), 25);
+    let no_header = ctx
+        .read_csv(&csv, CsvReadOptions::new().has_header(false))
+        .await
+        .unwrap();
+    let files = std::fs::read_dir(&csv).unwrap().count();
+    assert_eq!(
+        no_header.count().await.unwrap(),
+        25 + files,
+        "one header per file"
+    );
+    let parts = format!("{}/parts/", out.path().display());
+    ctx.run_sql(&format!(
+        "COPY (SELECT n_nationkey, n_regionkey FROM nation_by_region_src) TO '{parts}' \
+         STORED AS PARQUET PARTITIONED BY (n_regionkey)"
+    ))
+    .await
+    .unwrap_err(); // no such table: a clear error, nothing written
+    nation
+        .clone()
+        .select_columns(&["n_nationkey", "n_regionkey"])
+        .unwrap()
+        .write_parquet(
+            &parts,
+            DataFrameWriteOptions::new().with_partition_by(vec!["n_regionkey".into()]),
+            None,
+        )
+        .await
+        .unwrap();
+    let by_region = ctx
+        .read_parquet(
+            &parts,
+            ParquetReadOptions::default().table_partition_cols(vec![(
+                "n_regionkey".into(),
+                ember::arrow::datatypes::DataType::Utf8,
+            )]),
+        )
+        .await
+        .unwrap()
+        .filter(col("n_regionkey").eq(lit("3")))
+        .unwrap();
+    assert_eq!(by_region.count().await.unwrap(), 5);
     let per_region = nation
         .aggregate(vec![col("n_regionkey")], vec![count(lit(1)).alias("n")])
         .unwrap()

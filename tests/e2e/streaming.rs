@@ -113,3 +113,43 @@ async fn dropping_a_stream_cancels_its_job_and_frees_its_data() {
     }
     scheduler.shutdown().await;
 }
+
+/// `examples/remote.rs` streams a 10-million-row DataFrame (three Int64
+/// columns: 229 MiB of Arrow data) from a cluster of processes through
+/// `execute_stream`; its peak memory must stay far below the result's size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ten_million_row_stream_keeps_client_memory_bounded() {
+    let cluster = crate::cluster::ProcessCluster::start(2, "", &[]);
+    let _ = cluster.session(2).await;
+    let example = crate::common::binary("examples").join("remote");
+    let url = cluster.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&example)
+            .args([url.as_str(), "10000000"])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run examples/remote");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value = |key: &str| -> u64 {
+        stdout
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {stdout}"))
+    };
+    assert_eq!(value("rows="), 10_000_000);
+    assert_eq!(value("sum_doubled="), 100_000_010_000_000);
+    let result_mib = 10_000_000 * 3 * 8 / (1 << 20);
+    let peak = value("peak_rss_mib=");
+    assert!(
+        peak < result_mib / 2,
+        "the client peaked at {peak} MiB for a {result_mib} MiB result"
+    );
+}

@@ -226,7 +226,10 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
         .unwrap();
     assert_eq!(rows(&written), vec![vec![expected.len().to_string()]]);
     let back = ctx
-        .read_parquet(&format!("{}/", df_dir.display()))
+        .read_parquet(
+            &format!("{}/", df_dir.display()),
+            ParquetReadOptions::default(),
+        )
         .await
         .unwrap()
         .collect()
@@ -310,4 +313,28 @@ async fn a_cancelled_write_leaves_no_visible_files() {
         visible_files(&dir).is_empty(),
         "a cancelled write published files"
     );
+}
+
+/// Hive partition values are dictionary-encoded. Merged from map outputs on
+/// two executors (one local, one fetched over Flight), they must keep one
+/// type: Flight used to hydrate dictionaries into plain strings, and the
+/// merge failed mixing the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partition_columns_keep_their_dictionary_type_across_executors() {
+    let ctx = EmberContext::standalone(2).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dir = out.path().display();
+    ctx.run_sql(&format!(
+        "COPY (SELECT 1 AS a, 'x' AS p UNION ALL SELECT 2, 'y') TO '{dir}/' \
+         STORED AS PARQUET PARTITIONED BY (p)"
+    ))
+    .await
+    .unwrap();
+    ctx.run_sql(&format!(
+        "CREATE EXTERNAL TABLE t STORED AS PARQUET PARTITIONED BY (p) LOCATION '{dir}/'"
+    ))
+    .await
+    .unwrap();
+    let sorted = ctx.run_sql("SELECT a, p FROM t ORDER BY a").await.unwrap();
+    assert_eq!(rows(&sorted.batches), vec![vec!["1", "x"], vec!["2", "y"]]);
 }
