@@ -27,8 +27,20 @@ fn events(status: &JobStatus) -> Vec<(JobEventKind, String)> {
 
 async fn wait_for_executors(ctx: &EmberContext, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while ctx.cluster_info().await.unwrap().executors.len() != n {
-        assert!(Instant::now() < deadline, "expected {n} executors");
+    loop {
+        let info = ctx.cluster_info().await.unwrap();
+        if info.executors.len() == n {
+            return;
+        }
+        let ids: Vec<&str> = info
+            .executors
+            .iter()
+            .map(|e| e.executor_id.as_str())
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} executors, the scheduler lists {ids:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
