@@ -185,10 +185,15 @@ impl Core {
         let mut failed = vec![];
         let forget_jobs;
         let mut vanished_any = false;
+        let connected_now;
         {
             let mut state = self.state.lock();
             match state.registry.get_mut(&hb.executor_id) {
-                Some(e) if e.registration == hb.registration => e.last_seen = Instant::now(),
+                Some(e) if e.registration == hb.registration => {
+                    e.last_seen = Instant::now();
+                    connected_now = !e.connected;
+                    e.connected = true;
+                }
                 _ => {
                     return HeartbeatResponse {
                         reregister: true,
@@ -221,7 +226,7 @@ impl Core {
         for id in failed {
             self.cleanup_job(&id);
         }
-        if vanished_any {
+        if vanished_any || connected_now {
             self.dispatch();
         }
         HeartbeatResponse {

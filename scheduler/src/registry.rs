@@ -33,6 +33,10 @@ pub struct ExecutorEntry {
     pub client: ExecutorServiceClient<Channel>,
     /// Attempts launched here that have not ended.
     pub running: HashMap<u64, LaunchedAttempt>,
+    /// Its control stream is open (a heartbeat came through it). Only then
+    /// does it get tasks: a process that dies before opening it would
+    /// otherwise hold tasks that only the heartbeat timeout gives back.
+    pub connected: bool,
 }
 
 impl ExecutorEntry {
@@ -61,6 +65,7 @@ impl Registry {
                 last_seen: Instant::now(),
                 client,
                 running: HashMap::new(),
+                connected: false,
             },
         );
         registration
@@ -96,11 +101,12 @@ impl Registry {
         self.next_attempt
     }
 
-    /// The executor with the most free slots (spreads tasks evenly).
+    /// The connected executor with the most free slots (spreads tasks
+    /// evenly).
     pub fn pick(&mut self) -> Option<&mut ExecutorEntry> {
         self.executors
             .values_mut()
-            .filter(|e| e.free_slots() > 0)
+            .filter(|e| e.connected && e.free_slots() > 0)
             .max_by_key(|e| e.free_slots())
     }
 
@@ -180,6 +186,14 @@ mod tests {
                 launched: Instant::now() - ago,
             },
         );
+    }
+
+    #[tokio::test]
+    async fn only_an_executor_whose_control_stream_is_open_gets_tasks() {
+        let mut r = registry_with("a", 2);
+        assert!(r.pick().is_none(), "registered, not yet connected");
+        r.get_mut("a").unwrap().connected = true;
+        assert_eq!(r.pick().unwrap().info.executor_id, "a");
     }
 
     #[tokio::test]

@@ -271,6 +271,11 @@ async fn retried_write_tasks_leave_exactly_one_copy_of_every_row() {
             expected.clone(),
             false,
         );
+        // The failed attempt's files were staged, then deleted with the rest.
+        assert!(
+            !dir.join(".ember-staging").exists(),
+            "{fault}: staging left behind"
+        );
     }
 }
 
