@@ -32,6 +32,7 @@ pub mod verify;
 
 pub use context::{EmberContext, QueryResult, RunningJob, StandaloneOptions, Submitted};
 pub use ember_planner::Functions;
+pub use ember_planner::logging;
 pub use ember_proto::{ClusterInfo, JobEvent, JobEventKind, JobState, JobStatus};
 pub use error::{EmberError, EmberError as Error, Result};
 pub use fetch::ResultStream;

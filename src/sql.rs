@@ -10,6 +10,22 @@ pub enum Piece {
     Meta(String),
 }
 
+/// Does `text` set a secret (`ember.s3.secret_access_key`, `...session_token`,
+/// `...access_key_id`, or an `aws.*` credential option)? Such input is
+/// never written to a history file.
+pub fn sets_secret(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    [
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "aws.secret",
+        "aws.token",
+    ]
+    .iter()
+    .any(|k| lower.contains(k))
+}
+
 /// Splits `text` at top-level `;`, respecting quotes ('…', "…"), line
 /// comments (`-- …`) and block comments (`/* … */`). Empty statements (and
 /// statements made only of comments) are dropped.
@@ -119,6 +135,14 @@ fn scan(text: &str) -> (Vec<Piece>, Option<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_setting_secrets_are_recognised() {
+        assert!(sets_secret("SET ember.s3.secret_access_key = 'x'"));
+        assert!(sets_secret("set EMBER.S3.SESSION_TOKEN='x'"));
+        assert!(!sets_secret("SET ember.s3.region = 'eu-west-1'"));
+        assert!(!sets_secret("SELECT 1"));
+    }
 
     #[test]
     fn splits_on_top_level_semicolons_only() {

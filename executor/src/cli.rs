@@ -63,12 +63,7 @@ impl ExecutorBuilder {
     /// Like [`run_from_args`](Self::run_from_args) with the given command
     /// line (its first item is the program name).
     pub async fn run_with_args(self, args: impl IntoIterator<Item = String>) -> ExitCode {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| "info".into()),
-            )
-            .try_init();
+        ember_planner::logging::init("info");
         let config = Args::parse_from(args).into_config(self.functions);
         let executor = match Executor::start(config).await {
             Ok(e) => e,

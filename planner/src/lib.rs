@@ -26,6 +26,8 @@ pub mod config;
 pub mod error;
 pub mod functions;
 pub mod joins;
+pub mod logging;
+pub mod object_stores;
 pub mod shuffle;
 mod shuffle_reader;
 mod shuffle_writer;

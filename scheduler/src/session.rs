@@ -11,12 +11,13 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::config::ExtensionOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{LogicalPlan, Statement, WriteOp};
 use datafusion::prelude::SessionContext;
 use ember_planner::StageDag;
 use ember_planner::config::{distributed_session_config, ember_options};
+use ember_planner::object_stores::{EmberStores, StoreCache};
 
 use crate::error::{Result, SchedulerError};
 
@@ -24,6 +25,8 @@ use crate::error::{Result, SchedulerError};
 pub struct Session {
     pub id: String,
     pub ctx: SessionContext,
+    /// Object stores under the session's current `ember.s3.*` settings.
+    stores: Arc<EmberStores>,
     last_used: parking_lot::Mutex<std::time::Instant>,
 }
 
@@ -63,11 +66,19 @@ impl Session {
                 .set(k, v)
                 .map_err(|e| SchedulerError::InvalidQuery(e.strip_backtrace()))?;
         }
-        let ctx = SessionContext::new_with_config(config);
+        let stores = Arc::new(EmberStores::new(
+            ember_options(&config).s3,
+            StoreCache::global(),
+        ));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::clone(&stores) as _)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         functions.register_in(&ctx);
         Ok(Self {
             id,
             ctx,
+            stores,
             last_used: parking_lot::Mutex::new(std::time::Instant::now()),
         })
     }
@@ -75,6 +86,7 @@ impl Session {
     /// Decodes a logical plan a client built (e.g. with the DataFrame API):
     /// its tables are named, and resolved here in this session's catalog.
     pub async fn decode_plan(&self, bytes: &[u8]) -> Result<LogicalPlan> {
+        self.sync_stores();
         let codec = ember_planner::ClusterTableCodec::resolving(self.catalog_tables().await?);
         Ok(
             datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec(
@@ -131,6 +143,13 @@ impl Session {
         Ok(())
     }
 
+    /// Points the session's object stores at its current `ember.s3.*`
+    /// settings (a `SET` may have changed them).
+    fn sync_stores(&self) {
+        self.stores
+            .set_settings(&ember_options(self.ctx.state().config()).s3);
+    }
+
     /// Marks the session used now (it is closed after a long idle time).
     pub fn touch(&self) {
         *self.last_used.lock() = std::time::Instant::now();
@@ -148,18 +167,15 @@ impl Session {
     pub fn settings(&self) -> HashMap<String, String> {
         let state = self.ctx.state();
         let options = state.config().options();
-        // Extension entries come without their prefix; name them in full.
-        let ember = ember_options(state.config())
-            .entries()
-            .into_iter()
-            .map(|e| (format!("ember.{}", e.key), e.value));
+        // Ember's own keys with their real values (secrets included: the
+        // executors need them; they are never logged or shown).
+        let ember = ember_options(state.config()).exposed_entries();
         options
             .entries()
             .into_iter()
             .filter(|e| e.key.starts_with("datafusion."))
-            .map(|e| (e.key, e.value))
+            .filter_map(|e| e.value.map(|v| (e.key, v)))
             .chain(ember)
-            .filter_map(|(k, v)| v.map(|v| (k, v)))
             .collect()
     }
 
@@ -167,6 +183,7 @@ impl Session {
     /// encoded with the session's tables named (see `PlanSqlRequest`).
     /// Catalog statements run now and come back as a plan of their rows.
     pub async fn plan_sql_for_client(&self, sql: &str) -> Result<Vec<u8>> {
+        self.sync_stores();
         let plan = self.ctx.state().create_logical_plan(sql).await?;
         let plan = if matches!(plan, LogicalPlan::Analyze(_)) {
             return Err(SchedulerError::NotSupported(
@@ -229,11 +246,13 @@ impl Session {
 
     /// Plans one SQL statement.
     pub async fn plan_sql(&self, sql: &str) -> Result<Planned> {
+        self.sync_stores();
         let plan = self.ctx.state().create_logical_plan(sql).await?;
         self.plan_logical(plan).await
     }
 
     pub async fn plan_logical(&self, plan: LogicalPlan) -> Result<Planned> {
+        self.sync_stores();
         match &plan {
             LogicalPlan::Explain(explain) => {
                 let physical = self.ctx.state().create_physical_plan(&explain.plan).await?;

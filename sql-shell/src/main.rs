@@ -77,12 +77,7 @@ fn ordered_inputs(matches: &clap::ArgMatches, args: &Args) -> Vec<Input> {
 #[tokio::main]
 async fn main() {
     // Quiet unless RUST_LOG asks: the terminal belongs to the user.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ember::logging::init("off");
     let matches = Args::command().get_matches();
     let args = match Args::from_arg_matches(&matches) {
         Ok(a) => a,

@@ -75,7 +75,10 @@ pub async fn run(shell: &mut Shell) -> Result<(), String> {
         if input.trim().is_empty() {
             continue;
         }
-        let _ = editor.add_history_entry(input.trim_end());
+        // Statements that set secrets are not kept in the history file.
+        if !ember::sql::sets_secret(&input) {
+            let _ = editor.add_history_entry(input.trim_end());
+        }
         let pieces = ember::sql::split_input(&input)
             .unwrap_or_else(|| vec![Piece::Statement(input.trim().to_string())]);
         let mut catalog_changed = false;

@@ -63,6 +63,9 @@ pub struct ProcessCluster {
     faults: String,
     faults_dir: tempfile::TempDir,
     logs: tempfile::TempDir,
+    /// `RUST_LOG` of every process (default: info for the scheduler, warn
+    /// for executors).
+    log_level: Option<String>,
 }
 
 impl ProcessCluster {
@@ -88,6 +91,24 @@ impl ProcessCluster {
         scheduler_program: Program,
         executor_program: Program,
     ) -> Self {
+        Self::launch(
+            executors,
+            faults,
+            scheduler_args,
+            scheduler_program,
+            executor_program,
+            None,
+        )
+    }
+
+    fn launch(
+        executors: usize,
+        faults: &str,
+        scheduler_args: &[&str],
+        scheduler_program: Program,
+        executor_program: Program,
+        log_level: Option<String>,
+    ) -> Self {
         let port = free_port();
         let mut cluster = Self {
             port,
@@ -101,6 +122,7 @@ impl ProcessCluster {
             faults: faults.to_string(),
             faults_dir: tempfile::tempdir().unwrap(),
             logs: tempfile::tempdir().unwrap(),
+            log_level,
         };
         cluster.start_scheduler();
         for _ in 0..executors {
@@ -127,7 +149,7 @@ impl ProcessCluster {
                 "60",
             ])
             .args(&self.scheduler_args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.log_level.as_deref().unwrap_or("info"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -160,11 +182,15 @@ impl ProcessCluster {
             .command()
             .args(["--scheduler", &self.url, "--slots", "1", "--id", &id])
             .args(["--memory", "1GiB"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", self.log_level.as_deref().unwrap_or("warn"))
             .env("EMBER_FAULTS", &self.faults)
             .env("EMBER_FAULTS_DIR", self.faults_dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(self.logs.path().join(format!("{id}.log")))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect("spawn ember-executor");
         self.executors.push((id.clone(), child));
@@ -204,6 +230,28 @@ impl ProcessCluster {
 
     pub fn scheduler_log(&self) -> PathBuf {
         self.logs.path().join("scheduler.log")
+    }
+
+    /// Every process's log (scheduler and executors), concatenated.
+    pub fn all_logs(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.logs.path()).unwrap().flatten() {
+            out.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+        out
+    }
+
+    /// Like [`start`](Self::start) with every process logging at `level`
+    /// (to files: [`all_logs`](Self::all_logs)).
+    pub fn start_logging(executors: usize, level: &str) -> Self {
+        Self::launch(
+            executors,
+            "",
+            &[],
+            Program::binary("ember-scheduler"),
+            Program::binary("ember-executor"),
+            Some(level.to_string()),
+        )
     }
 
     pub fn scheduler_log_text(&self) -> String {

@@ -9,6 +9,7 @@ mod common;
 mod dataframe;
 mod processes;
 mod recovery;
+mod s3;
 mod shell;
 mod shuffle;
 mod streaming;
