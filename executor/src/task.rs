@@ -18,7 +18,7 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ember_planner::config::{EmberOptions, ember_options};
-use ember_planner::object_stores::{EmberStores, StoreCache};
+use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
 use ember_planner::{
     MapOutputLocation, ShuffleContext, TaskIdentity, codec, find_fetch_failure,
     find_missing_function, stats_from_batch,
@@ -244,7 +244,7 @@ pub fn task_session(
         config.options_mut().set(key, value)?;
     }
     // The job's object-store settings; clients are shared process-wide.
-    let stores = EmberStores::new(ember_options(&config).s3, StoreCache::global());
+    let stores = EmberStores::new(S3Config::of(&ember_options(&config)), StoreCache::global());
     let runtime = RuntimeEnvBuilder::from_runtime_env(&runtime)
         .with_object_store_registry(Arc::new(stores))
         .build_arc()?;

@@ -55,6 +55,87 @@ pub struct S3Settings {
     pub max_retries: Option<usize>,
 }
 
+impl S3Settings {
+    /// These settings with every field `over` sets replacing them.
+    pub fn overlaid(&self, over: &S3Settings) -> S3Settings {
+        fn pick<T: Clone>(over: &Option<T>, base: &Option<T>) -> Option<T> {
+            over.clone().or_else(|| base.clone())
+        }
+        S3Settings {
+            endpoint: pick(&over.endpoint, &self.endpoint),
+            region: pick(&over.region, &self.region),
+            access_key_id: pick(&over.access_key_id, &self.access_key_id),
+            secret_access_key: pick(&over.secret_access_key, &self.secret_access_key),
+            session_token: pick(&over.session_token, &self.session_token),
+            allow_http: pick(&over.allow_http, &self.allow_http),
+            virtual_hosted_style: pick(&over.virtual_hosted_style, &self.virtual_hosted_style),
+            connect_timeout_secs: pick(&over.connect_timeout_secs, &self.connect_timeout_secs),
+            request_timeout_secs: pick(&over.request_timeout_secs, &self.request_timeout_secs),
+            max_retries: pick(&over.max_retries, &self.max_retries),
+        }
+    }
+
+    /// Sets one field by its name (`region`, `secret_access_key`, ...).
+    pub fn set(&mut self, field: &str, value: &str) -> Result<()> {
+        let key = format!("s3.{field}");
+        match field {
+            "endpoint" => self.endpoint = optional(&key, value)?,
+            "region" => self.region = optional(&key, value)?,
+            "access_key_id" => self.access_key_id = secret(value),
+            "secret_access_key" => self.secret_access_key = secret(value),
+            "session_token" => self.session_token = secret(value),
+            "allow_http" => self.allow_http = optional(&key, value)?,
+            "virtual_hosted_style" => self.virtual_hosted_style = optional(&key, value)?,
+            "connect_timeout_secs" => self.connect_timeout_secs = optional(&key, value)?,
+            "request_timeout_secs" => self.request_timeout_secs = optional(&key, value)?,
+            "max_retries" => self.max_retries = optional(&key, value)?,
+            _ => {
+                return Err(DataFusionError::Configuration(format!(
+                    "unknown S3 setting {field:?} (endpoint, region, access_key_id, \
+                     secret_access_key, session_token, allow_http, virtual_hosted_style, \
+                     connect_timeout_secs, request_timeout_secs, max_retries)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `(field, value)` of every field; secrets as they are when `expose`,
+    /// masked otherwise.
+    fn fields(&self, expose: bool) -> Vec<(&'static str, Option<String>)> {
+        let show = |v: &Option<Secret>| {
+            v.as_ref().map(|s| {
+                if expose {
+                    s.expose().to_string()
+                } else {
+                    MASK.to_string()
+                }
+            })
+        };
+        vec![
+            ("endpoint", self.endpoint.clone()),
+            ("region", self.region.clone()),
+            ("access_key_id", show(&self.access_key_id)),
+            ("secret_access_key", show(&self.secret_access_key)),
+            ("session_token", show(&self.session_token)),
+            ("allow_http", self.allow_http.map(|b| b.to_string())),
+            (
+                "virtual_hosted_style",
+                self.virtual_hosted_style.map(|b| b.to_string()),
+            ),
+            (
+                "connect_timeout_secs",
+                self.connect_timeout_secs.map(|v| v.to_string()),
+            ),
+            (
+                "request_timeout_secs",
+                self.request_timeout_secs.map(|v| v.to_string()),
+            ),
+            ("max_retries", self.max_retries.map(|v| v.to_string())),
+        ]
+    }
+}
+
 /// Ember's per-session settings (`ember.*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmberOptions {
@@ -68,6 +149,9 @@ pub struct EmberOptions {
     pub inline_result_max_rows: usize,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
+    /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
+    /// a table's `OPTIONS ('aws.region' ...)`.
+    pub s3_buckets: std::collections::BTreeMap<String, S3Settings>,
 }
 
 impl Default for EmberOptions {
@@ -77,6 +161,7 @@ impl Default for EmberOptions {
             stage_max_attempts: 4,
             inline_result_max_rows: 100_000,
             s3: S3Settings::default(),
+            s3_buckets: Default::default(),
         }
     }
 }
@@ -107,84 +192,39 @@ fn secret(value: &str) -> Option<Secret> {
 impl EmberOptions {
     /// Every `(key, value, description)`; secrets as they are when
     /// `expose`, masked otherwise.
-    fn list(&self, expose: bool) -> Vec<(&'static str, Option<String>, &'static str)> {
-        let s3 = &self.s3;
-        let show = |v: &Option<Secret>| {
-            v.as_ref().map(|s| {
-                if expose {
-                    s.expose().to_string()
-                } else {
-                    MASK.to_string()
-                }
-            })
-        };
-        vec![
+    fn list(&self, expose: bool) -> Vec<(String, Option<String>, &'static str)> {
+        let mut out = vec![
             (
-                "task_max_attempts",
+                "task_max_attempts".to_string(),
                 Some(self.task_max_attempts.to_string()),
                 "How many times one task may be attempted before its job fails.",
             ),
             (
-                "stage_max_attempts",
+                "stage_max_attempts".to_string(),
                 Some(self.stage_max_attempts.to_string()),
                 "How many times one stage may be re-run after lost map outputs before its job fails.",
             ),
             (
-                "inline_result_max_rows",
+                "inline_result_max_rows".to_string(),
                 Some(self.inline_result_max_rows.to_string()),
                 "Largest result, in rows, the scheduler returns inline (SHOW, EXPLAIN, DESCRIBE).",
             ),
-            (
-                "s3.endpoint",
-                s3.endpoint.clone(),
-                "S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS).",
-            ),
-            (
-                "s3.region",
-                s3.region.clone(),
-                "S3 region (default: AWS_REGION).",
-            ),
-            (
-                "s3.access_key_id",
-                show(&s3.access_key_id),
-                "S3 access key id (default: AWS_ACCESS_KEY_ID; shown masked).",
-            ),
-            (
-                "s3.secret_access_key",
-                show(&s3.secret_access_key),
-                "S3 secret access key (default: AWS_SECRET_ACCESS_KEY; shown masked).",
-            ),
-            (
-                "s3.session_token",
-                show(&s3.session_token),
-                "S3 session token (default: AWS_SESSION_TOKEN; shown masked).",
-            ),
-            (
-                "s3.allow_http",
-                s3.allow_http.map(|b| b.to_string()),
-                "Allow plain-HTTP endpoints (default: AWS_ALLOW_HTTP).",
-            ),
-            (
-                "s3.virtual_hosted_style",
-                s3.virtual_hosted_style.map(|b| b.to_string()),
-                "Virtual-hosted-style requests (default: AWS_VIRTUAL_HOSTED_STYLE_REQUEST, else path style).",
-            ),
-            (
-                "s3.connect_timeout_secs",
-                s3.connect_timeout_secs.map(|v| v.to_string()),
-                "Seconds to wait for a connection to the store (default 5).",
-            ),
-            (
-                "s3.request_timeout_secs",
-                s3.request_timeout_secs.map(|v| v.to_string()),
-                "Seconds one request may take (default 30).",
-            ),
-            (
-                "s3.max_retries",
-                s3.max_retries.map(|v| v.to_string()),
-                "Retries of a failed request before giving up (default 3).",
-            ),
-        ]
+        ];
+        for (field, value) in self.s3.fields(expose) {
+            out.push((format!("s3.{field}"), value, s3_description(field)));
+        }
+        for (bucket, settings) in &self.s3_buckets {
+            for (field, value) in settings.fields(expose) {
+                if value.is_some() {
+                    out.push((
+                        format!("s3.bucket.{bucket}.{field}"),
+                        value,
+                        "An S3 setting for one bucket (e.g. from a table's OPTIONS).",
+                    ));
+                }
+            }
+        }
+        out
     }
 
     /// The settings as `ember.*` keys with their real values, secrets
@@ -194,6 +234,26 @@ impl EmberOptions {
             .into_iter()
             .filter_map(|(k, v, _)| v.map(|v| (format!("ember.{k}"), v)))
             .collect()
+    }
+}
+
+fn s3_description(field: &str) -> &'static str {
+    match field {
+        "endpoint" => "S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS).",
+        "region" => "S3 region (default: AWS_REGION).",
+        "access_key_id" => "S3 access key id (default: AWS_ACCESS_KEY_ID; shown masked).",
+        "secret_access_key" => {
+            "S3 secret access key (default: AWS_SECRET_ACCESS_KEY; shown masked)."
+        }
+        "session_token" => "S3 session token (default: AWS_SESSION_TOKEN; shown masked).",
+        "allow_http" => "Allow plain-HTTP endpoints (default: AWS_ALLOW_HTTP).",
+        "virtual_hosted_style" => {
+            "Virtual-hosted-style requests (default: AWS_VIRTUAL_HOSTED_STYLE_REQUEST, else path style)."
+        }
+        "connect_timeout_secs" => "Seconds to wait for a connection to the store (default 5).",
+        "request_timeout_secs" => "Seconds one request may take (default 30).",
+        "max_retries" => "Retries of a failed request before giving up (default 3).",
+        _ => "",
     }
 }
 
@@ -211,21 +271,23 @@ impl ExtensionOptions for EmberOptions {
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let s3 = &mut self.s3;
         match key {
             "task_max_attempts" => self.task_max_attempts = parse(key, value)?,
             "stage_max_attempts" => self.stage_max_attempts = parse(key, value)?,
             "inline_result_max_rows" => self.inline_result_max_rows = parse(key, value)?,
-            "s3.endpoint" => s3.endpoint = optional(key, value)?,
-            "s3.region" => s3.region = optional(key, value)?,
-            "s3.access_key_id" => s3.access_key_id = secret(value),
-            "s3.secret_access_key" => s3.secret_access_key = secret(value),
-            "s3.session_token" => s3.session_token = secret(value),
-            "s3.allow_http" => s3.allow_http = optional(key, value)?,
-            "s3.virtual_hosted_style" => s3.virtual_hosted_style = optional(key, value)?,
-            "s3.connect_timeout_secs" => s3.connect_timeout_secs = optional(key, value)?,
-            "s3.request_timeout_secs" => s3.request_timeout_secs = optional(key, value)?,
-            "s3.max_retries" => s3.max_retries = optional(key, value)?,
+            _ if key.starts_with("s3.bucket.") => {
+                let rest = &key["s3.bucket.".len()..];
+                let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {
+                    DataFusionError::Configuration(format!(
+                        "ember.{key}: expected ember.s3.bucket.<bucket>.<setting>"
+                    ))
+                })?;
+                self.s3_buckets
+                    .entry(bucket.to_string())
+                    .or_default()
+                    .set(field, value)?;
+            }
+            _ if key.starts_with("s3.") => self.s3.set(&key[3..], value)?,
             _ => {
                 return Err(DataFusionError::Configuration(format!(
                     "unknown setting ember.{key}"

@@ -12,7 +12,7 @@
 //! Every store has bounded timeouts and retries: a server that is down or
 //! hangs gives an error naming the URL, never a hang.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use datafusion::object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryC
 use parking_lot::{Mutex, RwLock};
 use url::Url;
 
-use crate::config::S3Settings;
+use crate::config::{EmberOptions, S3Settings};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -116,13 +116,37 @@ fn build_s3(bucket: &str, s: &S3Settings) -> Result<datafusion::object_store::aw
 /// settings (stores registered explicitly win).
 #[derive(Debug)]
 pub struct EmberStores {
-    settings: RwLock<S3Settings>,
+    settings: RwLock<S3Config>,
     cache: Arc<StoreCache>,
     registered: DefaultObjectStoreRegistry,
 }
 
+/// A session's S3 settings: its own, and per-bucket overrides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Config {
+    pub session: S3Settings,
+    pub buckets: BTreeMap<String, S3Settings>,
+}
+
+impl S3Config {
+    /// The `ember.s3.*` settings of `options`.
+    pub fn of(options: &EmberOptions) -> Self {
+        Self {
+            session: options.s3.clone(),
+            buckets: options.s3_buckets.clone(),
+        }
+    }
+
+    fn for_bucket(&self, bucket: &str) -> S3Settings {
+        match self.buckets.get(bucket) {
+            Some(over) => self.session.overlaid(over),
+            None => self.session.clone(),
+        }
+    }
+}
+
 impl EmberStores {
-    pub fn new(settings: S3Settings, cache: Arc<StoreCache>) -> Self {
+    pub fn new(settings: S3Config, cache: Arc<StoreCache>) -> Self {
         Self {
             settings: RwLock::new(settings),
             cache,
@@ -131,9 +155,9 @@ impl EmberStores {
     }
 
     /// The session's settings changed (e.g. `SET ember.s3.region = ...`).
-    pub fn set_settings(&self, settings: &S3Settings) {
-        if *self.settings.read() != *settings {
-            *self.settings.write() = settings.clone();
+    pub fn set_settings(&self, settings: S3Config) {
+        if *self.settings.read() != settings {
+            *self.settings.write() = settings;
         }
     }
 }
@@ -159,7 +183,8 @@ impl ObjectStoreRegistry for EmberStores {
         let bucket = url.host_str().filter(|b| !b.is_empty()).ok_or_else(|| {
             DataFusionError::Configuration(format!("no bucket in the S3 URL {url}"))
         })?;
-        self.cache.s3(bucket, &self.settings.read())
+        let settings = self.settings.read().for_bucket(bucket);
+        self.cache.s3(bucket, &settings)
     }
 }
 
@@ -178,13 +203,17 @@ mod tests {
             secret_access_key: Some(Secret("very-secret-value".into())),
             ..Default::default()
         };
-        let stores = EmberStores::new(settings.clone(), Arc::clone(&cache));
+        let config = |session: &S3Settings| S3Config {
+            session: session.clone(),
+            buckets: BTreeMap::new(),
+        };
+        let stores = EmberStores::new(config(&settings), Arc::clone(&cache));
         let a = stores.get_store(&Url::parse("s3://a/x").unwrap()).unwrap();
         let again = stores.get_store(&Url::parse("s3://a/y").unwrap()).unwrap();
         assert!(Arc::ptr_eq(&a, &again));
         stores.get_store(&Url::parse("s3://b/").unwrap()).unwrap();
         settings.region = Some("eu-west-1".into());
-        stores.set_settings(&settings);
+        stores.set_settings(config(&settings));
         stores.get_store(&Url::parse("s3://a/").unwrap()).unwrap();
         assert_eq!(cache.len(), 3);
         let shown = format!("{settings:?} {a:?}");

@@ -13,11 +13,11 @@ use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::{LogicalPlan, Statement, WriteOp};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::prelude::SessionContext;
 use ember_planner::StageDag;
 use ember_planner::config::{distributed_session_config, ember_options};
-use ember_planner::object_stores::{EmberStores, StoreCache};
+use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
 
 use crate::error::{Result, SchedulerError};
 
@@ -67,7 +67,7 @@ impl Session {
                 .map_err(|e| SchedulerError::InvalidQuery(e.strip_backtrace()))?;
         }
         let stores = Arc::new(EmberStores::new(
-            ember_options(&config).s3,
+            S3Config::of(&ember_options(&config)),
             StoreCache::global(),
         ));
         let runtime = RuntimeEnvBuilder::new()
@@ -143,11 +143,72 @@ impl Session {
         Ok(())
     }
 
+    /// Moves a table's `aws.*` options (as DataFusion spells them) into the
+    /// session's settings for that table's bucket
+    /// (`ember.s3.bucket.<bucket>.*`), which reach the executors with every
+    /// job and are masked like all secrets.
+    fn take_s3_options(
+        &self,
+        cmd: &mut datafusion::logical_expr::CreateExternalTable,
+    ) -> Result<()> {
+        let aws: Vec<(String, String)> = cmd
+            .options
+            .iter()
+            .filter(|(k, _)| k.starts_with("aws."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut buckets = vec![];
+        for location in &cmd.locations {
+            let url = datafusion::datasource::listing::ListingTableUrl::parse(location)?;
+            match url.scheme() {
+                "s3" | "s3a" => {
+                    buckets.push(url.get_url().host_str().unwrap_or_default().to_string())
+                }
+                other => {
+                    return Err(SchedulerError::InvalidQuery(format!(
+                        "aws.* options apply to s3:// locations, not {other}://"
+                    )));
+                }
+            }
+        }
+        // The statement's text (`SHOW CREATE TABLE`) would carry the secrets.
+        cmd.definition = None;
+        let state = self.ctx.state_ref();
+        let mut state = state.write();
+        for ((key, value), bucket) in aws
+            .iter()
+            .flat_map(|kv| buckets.iter().map(move |b| (kv, b)))
+        {
+            let field = match &key["aws.".len()..] {
+                "virtual_hosted_style_request" => "virtual_hosted_style",
+                "token" => "session_token",
+                other => other,
+            };
+            state
+                .config_mut()
+                .options_mut()
+                .set(&format!("ember.s3.bucket.{bucket}.{field}"), value)
+                .map_err(|_| {
+                    SchedulerError::InvalidQuery(format!(
+                        "unknown table option {key} (aws.endpoint, aws.region, \
+                         aws.access_key_id, aws.secret_access_key, aws.session_token, \
+                         aws.allow_http, aws.virtual_hosted_style_request)"
+                    ))
+                })?;
+        }
+        drop(state);
+        for (key, _) in &aws {
+            cmd.options.remove(key);
+        }
+        self.sync_stores();
+        Ok(())
+    }
+
     /// Points the session's object stores at its current `ember.s3.*`
     /// settings (a `SET` may have changed them).
     fn sync_stores(&self) {
         self.stores
-            .set_settings(&ember_options(self.ctx.state().config()).s3);
+            .set_settings(S3Config::of(&ember_options(self.ctx.state().config())));
     }
 
     /// Marks the session used now (it is closed after a long idle time).
@@ -286,6 +347,17 @@ impl Session {
                     "{} (Ember writes files: COPY TO and INSERT INTO an external table)",
                     dml.op.to_string().to_uppercase()
                 )))
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd))
+                if cmd.options.keys().any(|k| k.starts_with("aws.")) =>
+            {
+                let mut cmd = cmd.clone();
+                self.take_s3_options(&mut cmd)?;
+                self.run_here(
+                    LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)),
+                    false,
+                )
+                .await
             }
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::DescribeTable(_) => {
                 let has_result_set = matches!(plan, LogicalPlan::DescribeTable(_))

@@ -422,15 +422,24 @@ async fn s3_secrets_never_show_anywhere() {
         "SELECT n_regionkey, count(*) FROM nation GROUP BY 1".to_string(),
         format!("COPY (SELECT * FROM nation) TO 's3://{bucket}/copy/' STORED AS PARQUET"),
         "SELECT * FROM s3_missing_table".to_string(),
+        format!(
+            "CREATE EXTERNAL TABLE n2 STORED AS PARQUET LOCATION 's3://{bucket}/nation/' \
+             OPTIONS ('aws.secret_access_key' '{SECRET}', 'aws.session_token' '{TOKEN}')"
+        ),
+        "SHOW CREATE TABLE n2".to_string(),
+        "SELECT count(*) FROM n2".to_string(),
+        "SHOW ALL".to_string(),
         "CREATE EXTERNAL TABLE nb STORED AS PARQUET LOCATION 's3://no-such-bucket-x/t/'"
             .to_string(),
     ] {
+        // The label is ours, not Ember's output: it must not count.
+        let label = sql.replace(SECRET, "<secret>").replace(TOKEN, "<token>");
         match ctx.run_sql(&sql).await {
             Ok(r) => {
-                show(&sql, r.pretty().unwrap());
+                show(&label, r.pretty().unwrap());
                 show("status", format!("{:?}", r.job));
             }
-            Err(e) => show(&sql, format!("{e} / {e:?}")),
+            Err(e) => show(&label, format!("{e} / {e:?}")),
         }
     }
     // The shell, on the same cluster.
@@ -474,4 +483,47 @@ async fn s3_secrets_never_show_anywhere() {
             );
         }
     }
+}
+
+/// A table's `OPTIONS ('aws.*' ...)` configure its bucket, for the
+/// scheduler and for the executors that read it, with nothing set in the
+/// session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn per_table_aws_options_configure_the_bucket() {
+    let Some(s3) = server() else { return };
+    let bucket = s3.bucket("table-options");
+    s3.upload(&bucket, &tpch_dir().join("nation"), "nation")
+        .await;
+    let cluster = ProcessCluster::start(2, "", &[]);
+    let ctx = cluster.session(2).await;
+    ctx.run_sql(&format!(
+        "CREATE EXTERNAL TABLE nation STORED AS PARQUET LOCATION 's3://{bucket}/nation/' \
+         OPTIONS ('aws.endpoint' '{}', 'aws.region' 'us-east-1', 'aws.access_key_id' 'test', \
+         'aws.secret_access_key' 'test', 'aws.allow_http' 'true')",
+        s3.endpoint
+    ))
+    .await
+    .unwrap();
+    let got = ctx
+        .run_sql("SELECT n_regionkey, count(*) FROM nation GROUP BY 1 ORDER BY 1")
+        .await
+        .unwrap();
+    assert_eq!(rows(&got.batches).len(), 5);
+    let e = ctx
+        .run_sql(
+            "CREATE EXTERNAL TABLE x STORED AS PARQUET LOCATION '/tmp/' OPTIONS ('aws.region' 'x')",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("aws.* options apply to s3:// locations"), "{e}");
+    let e = ctx
+        .run_sql(&format!(
+            "CREATE EXTERNAL TABLE y STORED AS PARQUET LOCATION 's3://{bucket}/nation/' \
+             OPTIONS ('aws.regoin' 'x')"
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown table option aws.regoin"), "{e}");
 }
