@@ -220,4 +220,57 @@ mod tests {
         assert!(!shown.contains("very-secret-value"), "{shown}");
         assert!(stores.get_store(&Url::parse("gs://a/").unwrap()).is_err());
     }
+
+    /// moto accepts any signature, so signing is checked here: a server
+    /// that records the request and refuses it as bad credentials would.
+    #[tokio::test]
+    async fn requests_are_signed_and_refused_credentials_are_a_clear_error() {
+        use datafusion::object_store::ObjectStoreExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let n = socket.read(&mut buf).await.unwrap();
+            let body = "<Error><Code>InvalidAccessKeyId</Code></Error>";
+            let reply = format!(
+                "HTTP/1.1 403 Forbidden\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            socket.write_all(reply.as_bytes()).await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        });
+        let settings = S3Settings {
+            endpoint: Some(endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(Secret("AKIDSIGNED".into())),
+            secret_access_key: Some(Secret("not-shown-anywhere".into())),
+            allow_http: Some(true),
+            max_retries: Some(0),
+            ..Default::default()
+        };
+        let store = StoreCache::default().s3("bucket", &settings).unwrap();
+        let e = store
+            .head(&datafusion::object_store::path::Path::from("t/x.parquet"))
+            .await
+            .unwrap_err()
+            .to_string();
+        let request = server.await.unwrap();
+        assert!(
+            request.contains("authorization: aws4-hmac-sha256 credential=akidsigned/"),
+            "{request}"
+        );
+        assert!(request.contains("x-amz-date:"), "{request}");
+        assert!(
+            !request.contains("not-shown-anywhere"),
+            "the secret never travels"
+        );
+        assert!(
+            e.contains("403") || e.to_lowercase().contains("forbidden"),
+            "{e}"
+        );
+        assert!(e.contains("t/x.parquet"), "{e}");
+        assert!(!e.contains("not-shown-anywhere"), "{e}");
+    }
 }

@@ -527,3 +527,81 @@ async fn per_table_aws_options_configure_the_bucket() {
         .to_string();
     assert!(e.contains("unknown table option aws.regoin"), "{e}");
 }
+
+/// A hive-partitioned dataset on S3 is read with its partition column and
+/// pruned (a filter on it plans only that partition's objects), and one
+/// large object is split across tasks by byte ranges (row groups).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitioned_datasets_are_pruned_and_large_objects_split() {
+    let Some(s3) = server() else { return };
+    let bucket = s3.bucket("layout");
+    s3.upload(&bucket, &tpch_dir().join("orders"), "orders")
+        .await;
+    let cluster = ProcessCluster::start(2, "", &[]);
+    let ctx = cluster.session(2).await;
+    s3.configure(&ctx, "test").await;
+    ctx.run_sql(&format!(
+        "CREATE EXTERNAL TABLE orders STORED AS PARQUET LOCATION 's3://{bucket}/orders/'"
+    ))
+    .await
+    .unwrap();
+    ctx.run_sql(&format!(
+        "COPY (SELECT o_orderkey, o_totalprice, CAST(date_part('year', o_orderdate) AS VARCHAR) \
+         AS year FROM orders) TO 's3://{bucket}/by_year/' STORED AS PARQUET PARTITIONED BY (year)"
+    ))
+    .await
+    .unwrap();
+    let keys = s3.keys(&bucket, "by_year").await;
+    assert!(keys.iter().any(|k| k.contains("year=1995/")), "{keys:?}");
+    ctx.run_sql(&format!(
+        "CREATE EXTERNAL TABLE by_year STORED AS PARQUET PARTITIONED BY (year) \
+         LOCATION 's3://{bucket}/by_year/'"
+    ))
+    .await
+    .unwrap();
+    let q = "SELECT count(*), sum(o_totalprice) FROM by_year WHERE year = '1995'";
+    let got = ctx.run_sql(q).await.unwrap();
+    let want = oracle_rows(
+        "SELECT count(*), sum(o_totalprice) FROM orders WHERE date_part('year', o_orderdate) = 1995",
+    )
+    .await;
+    assert_same("pruned partition", rows(&got.batches), want, false);
+    let plan = ctx
+        .run_sql(&format!("EXPLAIN {q}"))
+        .await
+        .unwrap()
+        .pretty()
+        .unwrap();
+    assert!(plan.contains("year=1995/"), "{plan}");
+    for other in ["year=1992/", "year=1993/", "year=1998/"] {
+        assert!(!plan.contains(other), "{other} not pruned:\n{plan}");
+    }
+
+    // One object with many row groups, split into byte ranges.
+    ctx.run_sql(&format!(
+        "COPY (SELECT * FROM orders ORDER BY o_orderkey) TO 's3://{bucket}/one/orders.parquet' \
+         STORED AS PARQUET OPTIONS ('format.max_row_group_size' '1000')"
+    ))
+    .await
+    .unwrap();
+    ctx.run_sql("SET datafusion.optimizer.repartition_file_min_size = 1024")
+        .await
+        .unwrap();
+    ctx.run_sql(&format!(
+        "CREATE EXTERNAL TABLE one STORED AS PARQUET LOCATION 's3://{bucket}/one/orders.parquet'"
+    ))
+    .await
+    .unwrap();
+    let q = "SELECT count(*), sum(o_totalprice) FROM one";
+    let plan = ctx
+        .run_sql(&format!("EXPLAIN {q}"))
+        .await
+        .unwrap()
+        .pretty()
+        .unwrap();
+    let ranges = plan.matches("orders.parquet:").count();
+    assert!(ranges >= 2, "one object read by one task:\n{plan}");
+    let got = ctx.run_sql(q).await.unwrap();
+    let want = oracle_rows("SELECT count(*), sum(o_totalprice) FROM orders").await;
+    assert_same("byte-range split", rows(&got.batches), want, false);
+}
