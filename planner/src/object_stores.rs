@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
-use datafusion::object_store::aws::AmazonS3Builder;
-use datafusion::object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
+use datafusion::object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use datafusion::object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 use parking_lot::{Mutex, RwLock};
 use url::Url;
 
@@ -90,23 +90,29 @@ fn build_s3(bucket: &str, s: &S3Settings) -> Result<datafusion::object_store::aw
     if let Some(v) = s.virtual_hosted_style {
         b = b.with_virtual_hosted_style_request(v);
     }
+    // Timeouts are set as configuration keys: replacing the client options
+    // would drop what the environment set there (AWS_ALLOW_HTTP, ...).
     let request_timeout = s
         .request_timeout_secs
         .map_or(REQUEST_TIMEOUT, Duration::from_secs);
-    let mut client = ClientOptions::new()
-        .with_connect_timeout(
-            s.connect_timeout_secs
-                .map_or(CONNECT_TIMEOUT, Duration::from_secs),
+    let connect_timeout = s
+        .connect_timeout_secs
+        .map_or(CONNECT_TIMEOUT, Duration::from_secs);
+    let client = |key| AmazonS3ConfigKey::Client(key);
+    b = b
+        .with_config(
+            client(ClientConfigKey::Timeout),
+            format!("{}s", request_timeout.as_secs()),
         )
-        .with_timeout(request_timeout);
-    if let Some(allow) = s.allow_http {
-        client = client.with_allow_http(allow);
-    }
-    b = b.with_client_options(client).with_retry(RetryConfig {
-        backoff: BackoffConfig::default(),
-        max_retries: s.max_retries.unwrap_or(MAX_RETRIES),
-        retry_timeout: request_timeout * 2,
-    });
+        .with_config(
+            client(ClientConfigKey::ConnectTimeout),
+            format!("{}s", connect_timeout.as_secs()),
+        )
+        .with_retry(RetryConfig {
+            backoff: BackoffConfig::default(),
+            max_retries: s.max_retries.unwrap_or(MAX_RETRIES),
+            retry_timeout: request_timeout * 2,
+        });
     b.build().map_err(|e| {
         DataFusionError::Configuration(format!("cannot set up S3 bucket {bucket}: {e}"))
     })

@@ -605,3 +605,35 @@ async fn partitioned_datasets_are_pruned_and_large_objects_split() {
     let want = oracle_rows("SELECT count(*), sum(o_totalprice) FROM orders").await;
     assert_same("byte-range split", rows(&got.batches), want, false);
 }
+
+/// With nothing set in the session, the usual `AWS_*` environment
+/// configures the store (here: the shell's embedded cluster).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_aws_environment_configures_s3() {
+    let Some(s3) = server() else { return };
+    let bucket = s3.bucket("from-env");
+    s3.upload(&bucket, &tpch_dir().join("nation"), "nation")
+        .await;
+    let out = std::process::Command::new(crate::common::binary("ember-sql"))
+        .args(["--format", "csv"])
+        .args([
+            "-c",
+            &format!(
+                "CREATE EXTERNAL TABLE nation STORED AS PARQUET LOCATION 's3://{bucket}/nation/'"
+            ),
+        ])
+        .args(["-c", "SELECT count(*) AS n FROM nation"])
+        .env("AWS_ENDPOINT_URL", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("\n25"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
