@@ -353,11 +353,27 @@ impl Session {
             {
                 let mut cmd = cmd.clone();
                 self.take_s3_options(&mut cmd)?;
-                self.run_here(
-                    LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)),
-                    false,
+                Box::pin(
+                    self.plan_logical(LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd))),
                 )
                 .await
+            }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
+                // Errors reading the files (a missing bucket, a corrupt
+                // object) say which table and where.
+                let what = format!(
+                    "CREATE EXTERNAL TABLE {} at {}",
+                    cmd.name,
+                    cmd.locations.join(", ")
+                );
+                self.run_here(plan.clone(), false)
+                    .await
+                    .map_err(|e| match e {
+                        SchedulerError::InvalidQuery(m) => {
+                            SchedulerError::InvalidQuery(format!("{what}: {m}"))
+                        }
+                        other => other,
+                    })
             }
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::DescribeTable(_) => {
                 let has_result_set = matches!(plan, LogicalPlan::DescribeTable(_))
