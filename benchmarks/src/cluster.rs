@@ -40,6 +40,7 @@ impl ProcessCluster {
             .port();
         let scheduler = Command::new(sibling("ember-scheduler")?)
             .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--http", "off"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

@@ -67,7 +67,13 @@ impl SchedulerBuilder {
         ember_planner::logging::init("info");
         let args = Args::parse_from(args);
         let bind = args.bind;
-        let config = args.into_config(self.functions);
+        let config = match args.into_config(self.functions) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("ember-scheduler: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let scheduler = match Scheduler::start(config).await {
             Ok(s) => s,
             Err(e) => {
@@ -76,6 +82,9 @@ impl SchedulerBuilder {
             }
         };
         println!("ember-scheduler listening on {}", scheduler.url());
+        if let Some(http) = scheduler.http_url() {
+            println!("ember-scheduler REST API and metrics on {http}");
+        }
         let ctrl_c = tokio::signal::ctrl_c();
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut term) => {
@@ -125,11 +134,21 @@ struct Args {
     /// Target partitions of new sessions (0: the cluster's total slots).
     #[arg(long, env = "EMBER_PARTITIONS", default_value_t = 0)]
     partitions: usize,
+    /// Where to serve the REST API, /metrics and health checks (`off`: nowhere).
+    #[arg(long, env = "EMBER_HTTP", default_value = "127.0.0.1:8080")]
+    http: String,
 }
 
 impl Args {
-    fn into_config(self, functions: Functions) -> SchedulerConfig {
-        SchedulerConfig {
+    fn into_config(self, functions: Functions) -> Result<SchedulerConfig, String> {
+        let http = match self.http.as_str() {
+            "off" | "" => None,
+            addr => Some(
+                addr.parse()
+                    .map_err(|e| format!("--http {addr}: {e} (an address, or off)"))?,
+            ),
+        };
+        Ok(SchedulerConfig {
             bind: self.bind,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval_ms.max(50)),
             executor_timeout: Duration::from_secs(self.executor_timeout_secs.max(1)),
@@ -140,6 +159,7 @@ impl Args {
             max_message_size: self.max_message_size,
             default_partitions: self.partitions,
             functions,
-        }
+            http,
+        })
     }
 }

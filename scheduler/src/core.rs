@@ -14,7 +14,7 @@
 //! refuses a connection, a newer registration of the same executor, and the
 //! heartbeat timeout (which only catches hosts that vanish silently).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,7 +32,11 @@ use crate::SchedulerConfig;
 use crate::commit::Output;
 use crate::error::{Result, SchedulerError};
 use crate::job::{ExecutorRef, Job, JobPhase, Transition};
+use crate::metrics::{LocalityLabel, Metrics, StateLabel};
+use crate::overview::{ExecutorView, JobView};
 use crate::registry::{LaunchedAttempt, Registry};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 
 struct JobEntry {
     job: Job,
@@ -45,7 +49,14 @@ struct State {
     jobs: HashMap<String, JobEntry>,
     /// Running jobs in submission order (first come, first served).
     queue: Vec<String>,
+    /// Released jobs, newest last, for the UI, API and system tables.
+    history: VecDeque<JobView>,
+    /// `ember_jobs_total` (the core's metric, shared).
+    job_ends: Family<StateLabel, Counter>,
 }
+
+/// Released jobs kept for people to look at.
+const HISTORY: usize = 500;
 
 impl State {
     /// Publishes the job's new status after transition `t` and keeps the
@@ -53,6 +64,11 @@ impl State {
     /// be killed and its data freed).
     fn settle(&mut self, job_id: &str, t: Transition) -> Option<String> {
         let entry = self.jobs.get_mut(job_id)?;
+        match t {
+            Transition::JobSucceeded => crate::metrics::job_ended(&self.job_ends, "succeeded"),
+            Transition::JobFailed => crate::metrics::job_ended(&self.job_ends, "failed"),
+            _ => {}
+        }
         if t != Transition::Ignored {
             entry.status.send_replace(entry.job.status());
         }
@@ -114,14 +130,21 @@ struct Launch {
 
 pub struct Core {
     pub config: SchedulerConfig,
+    pub metrics: Metrics,
     state: Mutex<State>,
 }
 
 impl Core {
     pub fn new(config: SchedulerConfig) -> Arc<Self> {
+        let metrics = Metrics::default();
+        let state = State {
+            job_ends: metrics.jobs.clone(),
+            ..State::default()
+        };
         Arc::new(Self {
             config,
-            state: Mutex::new(State::default()),
+            metrics,
+            state: Mutex::new(state),
         })
     }
 
@@ -351,6 +374,60 @@ impl Core {
         }
     }
 
+    /// Every job the scheduler knows or recently released, newest first.
+    pub fn jobs_overview(&self) -> Vec<JobView> {
+        let state = self.state.lock();
+        let mut jobs: Vec<JobView> = state
+            .jobs
+            .values()
+            .map(|e| JobView::of(&e.job))
+            .chain(state.history.iter().cloned())
+            .collect();
+        jobs.sort_by_key(|j| std::cmp::Reverse(j.submitted_at_ms));
+        jobs
+    }
+
+    /// One job, live or from the recent history.
+    pub fn job_overview(&self, job_id: &str) -> Option<JobView> {
+        let state = self.state.lock();
+        match state.jobs.get(job_id) {
+            Some(e) => Some(JobView::of(&e.job)),
+            None => state.history.iter().find(|j| j.id == job_id).cloned(),
+        }
+    }
+
+    pub fn executors_overview(&self) -> Vec<ExecutorView> {
+        let state = self.state.lock();
+        state.registry.entries().map(ExecutorView::of).collect()
+    }
+
+    /// The gauges of `/metrics`.
+    pub fn metrics_snapshot(&self, sessions: usize) -> crate::metrics::Snapshot {
+        let state = self.state.lock();
+        let busy: usize = state.registry.entries().map(|e| e.running.len()).sum();
+        crate::metrics::Snapshot {
+            executors: state.registry.entries().count() as i64,
+            slots_total: state.registry.total_slots() as i64,
+            slots_busy: busy as i64,
+            jobs_running: state.queue.len() as i64,
+            sessions: sessions as i64,
+        }
+    }
+
+    fn count_success(&self, stats: &ember_proto::TaskSucceeded) {
+        let m = &self.metrics;
+        m.task_ended("succeeded");
+        m.task_duration.observe(stats.elapsed_ms as f64 / 1000.0);
+        m.task_output_rows.inc_by(stats.output_rows);
+        m.task_output_bytes.inc_by(stats.output_bytes);
+        m.shuffle_fetches
+            .get_or_create(&LocalityLabel { locality: "local" })
+            .inc_by(stats.local_fetches);
+        m.shuffle_fetches
+            .get_or_create(&LocalityLabel { locality: "remote" })
+            .inc_by(stats.remote_fetches);
+    }
+
     pub fn total_slots(&self) -> usize {
         self.state.lock().registry.total_slots()
     }
@@ -417,24 +494,29 @@ impl Core {
                 self.dispatch();
                 return;
             };
-            let t =
-                match update.outcome {
-                    Some(task_status_update::Outcome::Succeeded(stats)) => entry
+            let t = match update.outcome {
+                Some(task_status_update::Outcome::Succeeded(stats)) => {
+                    self.count_success(&stats);
+                    entry
                         .job
-                        .on_task_succeeded(task.stage_id, task.partition, task.attempt, stats),
-                    Some(task_status_update::Outcome::Failed(f)) => {
-                        tracing::debug!(task = %task.display(), error = %f.message, "task failed");
-                        if let Some(task_failure::Reason::FetchFailed(ff)) = &f.reason
-                            && ff.unreachable
-                        {
-                            probe = Some(ff.executor_id.clone());
-                        }
-                        entry
-                            .job
-                            .on_task_failed(task.stage_id, task.partition, task.attempt, &f)
+                        .on_task_succeeded(task.stage_id, task.partition, task.attempt, stats)
+                }
+                Some(task_status_update::Outcome::Failed(f)) => {
+                    let killed = matches!(f.reason, Some(task_failure::Reason::Killed(_)));
+                    self.metrics
+                        .task_ended(if killed { "killed" } else { "failed" });
+                    tracing::debug!(task = %task.display(), error = %f.message, "task failed");
+                    if let Some(task_failure::Reason::FetchFailed(ff)) = &f.reason
+                        && ff.unreachable
+                    {
+                        probe = Some(ff.executor_id.clone());
                     }
-                    None => Transition::Ignored,
-                };
+                    entry
+                        .job
+                        .on_task_failed(task.stage_id, task.partition, task.attempt, &f)
+                }
+                None => Transition::Ignored,
+            };
             commit = t == Transition::Commit;
             state.settle(&task.job_id, t)
         };
@@ -493,6 +575,7 @@ impl Core {
             was_running
         };
         if cancelled {
+            self.metrics.job_ended("cancelled");
             tracing::info!(job = job_id, "job cancelled");
             self.cleanup_job(job_id);
             // Slots of killed tasks come back with their status reports.
@@ -529,6 +612,14 @@ impl Core {
             if running {
                 entry.job.finish(JobPhase::Cancelled);
                 entry.status.send_replace(entry.job.status());
+                self.metrics.job_ended("cancelled");
+            }
+            {
+                let mut state = self.state.lock();
+                if state.history.len() >= HISTORY {
+                    state.history.pop_front();
+                }
+                state.history.push_back(JobView::of(&entry.job));
             }
             let executors = entry.job.executors_used.iter().cloned().collect();
             self.free_data(job_id, executors, running);
@@ -724,6 +815,7 @@ impl Core {
                     address: executor.info.address.clone(),
                 };
                 entry.job.mark_running(stage, partition, r.clone(), attempt);
+                self.metrics.task_ended("launched");
                 batches
                     .entry((r.id, job_id.clone(), stage))
                     .or_default()

@@ -155,6 +155,11 @@ pub struct Job {
     pub executors_used: BTreeSet<String>,
     /// Set for jobs that write files.
     pub write: Option<WriteState>,
+    /// What was submitted, for people (SQL text, or "DataFrame"); statements
+    /// that carry secrets are not kept.
+    pub description: String,
+    /// Wall-clock submission time.
+    pub submitted_at: std::time::SystemTime,
     events: Vec<JobEvent>,
     events_dropped: u32,
 }
@@ -207,9 +212,17 @@ impl Job {
             finished: None,
             executors_used: BTreeSet::new(),
             write: None,
+            description: String::new(),
+            submitted_at: std::time::SystemTime::now(),
             events: vec![],
             events_dropped: 0,
         }
+    }
+
+    /// Describes the job for people (UI, API, system tables).
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
     }
 
     /// Makes this a write job publishing its files to `output`.
@@ -890,6 +903,8 @@ mod tests {
             finished: None,
             executors_used: BTreeSet::new(),
             write: None,
+            description: String::new(),
+            submitted_at: std::time::SystemTime::now(),
             events: vec![],
             events_dropped: 0,
         }

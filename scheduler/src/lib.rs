@@ -23,10 +23,14 @@ mod cli;
 pub mod commit;
 pub mod core;
 pub mod error;
+mod http;
 pub mod job;
+pub mod metrics;
+pub mod overview;
 pub mod registry;
 mod service;
 pub mod session;
+pub mod system_tables;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -63,6 +67,8 @@ pub struct SchedulerConfig {
     /// User-defined functions every session can call (executors must have
     /// them too).
     pub functions: Functions,
+    /// Where to serve HTTP (REST API, `/metrics`, health); `None`: nowhere.
+    pub http: Option<SocketAddr>,
 }
 
 impl Default for SchedulerConfig {
@@ -78,6 +84,7 @@ impl Default for SchedulerConfig {
             max_message_size: ember_proto::DEFAULT_MAX_MESSAGE_SIZE,
             default_partitions: 0,
             functions: Functions::default(),
+            http: None,
         }
     }
 }

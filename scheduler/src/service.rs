@@ -7,6 +7,7 @@ use arrow::ipc::writer::StreamWriter;
 use ember_planner::codec::{encode_plan, schema_to_bytes};
 
 use crate::commit::Output;
+use crate::overview::describe;
 use ember_planner::config::ember_options;
 use ember_proto::scheduler_service_server::{SchedulerService, SchedulerServiceServer};
 use ember_proto::{
@@ -39,6 +40,8 @@ pub struct Scheduler {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     ticker: JoinHandle<()>,
+    /// The HTTP server (REST API, metrics), if configured.
+    http: Option<(std::net::SocketAddr, JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for Scheduler {
@@ -77,6 +80,24 @@ impl Scheduler {
                 tracing::error!(error = %e, "scheduler server stopped");
             }
         });
+        let http = match config.http {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await?;
+                let http_address = listener.local_addr()?;
+                let router = crate::http::router(crate::http::Http {
+                    core: Arc::clone(&core),
+                    sessions: Arc::clone(&sessions),
+                });
+                let task = tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::error!(error = %e, "HTTP server stopped");
+                    }
+                });
+                tracing::info!(address = %http_address, "scheduler HTTP (REST API, /metrics)");
+                Some((http_address, task))
+            }
+            None => None,
+        };
         let ticker_core = Arc::clone(&core);
         let ticker = tokio::spawn(async move {
             let mut tick = tokio::time::interval(ticker_core.config.heartbeat_interval);
@@ -93,6 +114,7 @@ impl Scheduler {
             shutdown: Some(tx),
             server,
             ticker,
+            http,
         })
     }
 
@@ -105,12 +127,20 @@ impl Scheduler {
         format!("http://{}", self.address)
     }
 
+    /// `http://host:port` of the REST API, `/metrics` and health checks.
+    pub fn http_url(&self) -> Option<String> {
+        self.http.as_ref().map(|(a, _)| format!("http://{a}"))
+    }
+
     pub fn cluster_info(&self) -> ClusterInfo {
         self.core.cluster_info()
     }
 
     pub async fn shutdown(mut self) {
         self.ticker.abort();
+        if let Some((_, http)) = &self.http {
+            http.abort();
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -121,6 +151,9 @@ impl Scheduler {
 impl Drop for Scheduler {
     fn drop(&mut self) {
         self.ticker.abort();
+        if let Some((_, http)) = &self.http {
+            http.abort();
+        }
         self.server.abort();
     }
 }
@@ -181,11 +214,14 @@ impl Api {
 
     async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, SchedulerError> {
         let session = self.session(&req.session_id)?;
-        let planned = match req.query {
-            Some(execute_request::Query::Sql(sql)) => session.plan_sql(&sql).await?,
+        let (planned, description) = match req.query {
+            Some(execute_request::Query::Sql(sql)) => {
+                (session.plan_sql(&sql).await?, describe(&sql))
+            }
             Some(execute_request::Query::LogicalPlan(bytes)) => {
                 let plan = session.decode_plan(&bytes).await?;
-                session.plan_logical(plan).await?
+                let description = format!("DataFrame: {}", plan.display());
+                (session.plan_logical(plan).await?, describe(&description))
             }
             None => {
                 return Err(SchedulerError::InvalidQuery(
@@ -204,7 +240,7 @@ impl Api {
                 schema,
                 settings,
             } => {
-                let id = self.submit_job(&session, &dag, settings)?;
+                let id = self.submit_job(&session, &dag, settings, description)?;
                 Ok(ExecuteResponse {
                     result: Some(execute_response::Result::Job(JobAccepted {
                         job_id: id,
@@ -217,7 +253,7 @@ impl Api {
                 settings,
                 verbose,
             } => {
-                let id = self.submit_job(&session, &dag, settings)?;
+                let id = self.submit_job(&session, &dag, settings, description)?;
                 let last = self.wait_for_end(&id).await?;
                 // The rows themselves are not wanted: free them now.
                 self.core.release_job(&id);
@@ -257,6 +293,7 @@ impl Api {
         session: &Session,
         dag: &ember_planner::StageDag,
         settings: Arc<HashMap<String, String>>,
+        description: String,
     ) -> Result<String, SchedulerError> {
         let plans = dag
             .stages()
@@ -277,7 +314,8 @@ impl Api {
                 task_max_attempts: opts.task_max_attempts.max(1) as u32,
                 stage_max_attempts: opts.stage_max_attempts.max(1) as u32,
             },
-        );
+        )
+        .with_description(description);
         if let Some(target) = dag.write_target() {
             let store = session
                 .ctx
@@ -346,6 +384,7 @@ impl SchedulerService for Api {
             &req.settings,
             &self.core.config.functions,
         )?;
+        session.register_system_tables(Arc::clone(&self.core))?;
         self.sessions.lock().insert(id.clone(), Arc::new(session));
         tracing::debug!(session = %id, partitions, "session opened");
         Ok(Response::new(CreateSessionResponse { session_id: id }))

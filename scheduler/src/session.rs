@@ -204,6 +204,21 @@ impl Session {
         Ok(())
     }
 
+    /// Adds the `ember.*` system tables (jobs, stages, executors).
+    pub fn register_system_tables(&self, core: Arc<crate::core::Core>) -> Result<()> {
+        let state = self.ctx.state();
+        let catalog_name = &state.config().options().catalog.default_catalog;
+        let catalog = self
+            .ctx
+            .catalog(catalog_name)
+            .ok_or_else(|| SchedulerError::Internal(format!("no catalog {catalog_name}")))?;
+        catalog.register_schema(
+            crate::system_tables::SCHEMA,
+            Arc::new(crate::system_tables::SystemSchema::new(core)),
+        )?;
+        Ok(())
+    }
+
     /// Points the session's object stores at its current `ember.s3.*`
     /// settings (a `SET` may have changed them).
     fn sync_stores(&self) {
@@ -538,13 +553,17 @@ fn rows_plan(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<LogicalPlan>
     )
 }
 
-/// Does the plan scan `information_schema` (SHOW TABLES, SHOW key, ...)? Those
-/// tables live in the scheduler's catalog, so the scheduler answers.
+/// Does the plan scan `information_schema` (SHOW TABLES, SHOW key, ...) or
+/// the `ember.*` system tables? Those live in the scheduler, so the
+/// scheduler answers.
 fn reads_information_schema(plan: &LogicalPlan) -> bool {
     let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node
-            && scan.table_name.schema() == Some("information_schema")
+            && matches!(
+                scan.table_name.schema(),
+                Some("information_schema" | crate::system_tables::SCHEMA)
+            )
         {
             found = true;
             return Ok(TreeNodeRecursion::Stop);

@@ -142,6 +142,7 @@ impl ProcessCluster {
             .scheduler_program
             .command()
             .args(["--bind", &format!("127.0.0.1:{}", self.port)])
+            .args(["--http", "127.0.0.1:0"])
             .args([
                 "--heartbeat-interval-ms",
                 "200",
@@ -252,6 +253,26 @@ impl ProcessCluster {
             Program::binary("ember-executor"),
             Some(level.to_string()),
         )
+    }
+
+    /// `http://...` of the scheduler's REST API and metrics (from its
+    /// banner line).
+    pub fn http_url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.scheduler_log_text();
+            if let Some(url) = log
+                .lines()
+                .find_map(|l| l.split("REST API and metrics on ").nth(1))
+            {
+                return url.trim().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no HTTP URL in the scheduler's output:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn scheduler_log_text(&self) -> String {

@@ -41,6 +41,7 @@ async fn query_with_shuffle_runs_through_real_scheduler_and_executor_processes()
     procs.0.push(
         Command::new(binary("ember-scheduler"))
             .args(["--bind", &format!("127.0.0.1:{port}")])
+            .args(["--http", "off"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()

@@ -1,0 +1,147 @@
+//! Prometheus metrics of the scheduler (`/metrics`), named the Prometheus
+//! way: `ember_tasks_total{state="failed"}`, units in the name. Counters
+//! are bumped where the core applies events; gauges are read from the core
+//! at scrape time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// A `state` label (`succeeded`, `failed`, `launched`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    pub state: &'static str,
+}
+
+/// A `locality` label (`local`, `remote`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LocalityLabel {
+    pub locality: &'static str,
+}
+
+/// Counts a job's end in `jobs` (`ember_jobs_total`).
+pub fn job_ended(jobs: &Family<StateLabel, Counter>, state: &'static str) {
+    jobs.get_or_create(&StateLabel { state }).inc();
+}
+
+/// The scheduler's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub jobs: Family<StateLabel, Counter>,
+    pub tasks: Family<StateLabel, Counter>,
+    pub task_duration: Histogram,
+    pub task_output_rows: Counter,
+    pub task_output_bytes: Counter,
+    pub shuffle_fetches: Family<LocalityLabel, Counter>,
+    executors: Gauge,
+    slots: Family<StateLabel, Gauge>,
+    jobs_running: Gauge,
+    sessions: Gauge,
+}
+
+/// What gauges show, read from the core when scraped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Snapshot {
+    pub executors: i64,
+    pub slots_total: i64,
+    pub slots_busy: i64,
+    pub jobs_running: i64,
+    pub sessions: i64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let jobs = Family::<StateLabel, Counter>::default();
+        let tasks = Family::<StateLabel, Counter>::default();
+        let task_duration = Histogram::new(exponential_buckets(0.005, 2.0, 16));
+        let task_output_rows = Counter::default();
+        let task_output_bytes = Counter::default();
+        let shuffle_fetches = Family::<LocalityLabel, Counter>::default();
+        let executors = Gauge::default();
+        let slots = Family::<StateLabel, Gauge>::default();
+        let jobs_running = Gauge::default();
+        let sessions = Gauge::default();
+        registry.register("ember_jobs", "Jobs ended, by end state", jobs.clone());
+        registry.register(
+            "ember_tasks",
+            "Task attempts launched, and how they ended",
+            tasks.clone(),
+        );
+        registry.register(
+            "ember_task_duration_seconds",
+            "Run time of succeeded task attempts",
+            task_duration.clone(),
+        );
+        registry.register(
+            "ember_task_output_rows",
+            "Rows written by succeeded tasks (map outputs and results)",
+            task_output_rows.clone(),
+        );
+        registry.register(
+            "ember_task_output_bytes",
+            "Bytes written by succeeded tasks (map outputs and results)",
+            task_output_bytes.clone(),
+        );
+        registry.register(
+            "ember_shuffle_fetches",
+            "Shuffle buckets read by succeeded tasks, from this executor or another",
+            shuffle_fetches.clone(),
+        );
+        registry.register("ember_executors", "Registered executors", executors.clone());
+        registry.register("ember_slots", "Task slots, total and busy", slots.clone());
+        registry.register(
+            "ember_jobs_running",
+            "Jobs running now",
+            jobs_running.clone(),
+        );
+        registry.register("ember_sessions", "Open sessions", sessions.clone());
+        Self {
+            registry,
+            jobs,
+            tasks,
+            task_duration,
+            task_output_rows,
+            task_output_bytes,
+            shuffle_fetches,
+            executors,
+            slots,
+            jobs_running,
+            sessions,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a task attempt's end (`succeeded`, `failed`, `killed`).
+    pub fn task_ended(&self, state: &'static str) {
+        self.tasks.get_or_create(&StateLabel { state }).inc();
+    }
+
+    /// Counts a job's end (`succeeded`, `failed`, `cancelled`).
+    pub fn job_ended(&self, state: &'static str) {
+        job_ended(&self.jobs, state);
+    }
+
+    /// The text exposition format, gauges set from `now`.
+    pub fn render(&self, now: Snapshot) -> String {
+        self.executors.set(now.executors);
+        self.slots
+            .get_or_create(&StateLabel { state: "total" })
+            .set(now.slots_total);
+        self.slots
+            .get_or_create(&StateLabel { state: "busy" })
+            .set(now.slots_busy);
+        self.jobs_running.set(now.jobs_running);
+        self.sessions.set(now.sessions);
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,169 @@
+//! What the scheduler shows about itself: jobs with their stages, and
+//! executors, as plain serializable views. The REST API serves them as
+//! JSON, the `ember.*` system tables as rows, and the web UI draws them.
+//! Nothing here carries a secret: job descriptions of statements that set
+//! one are replaced (see [`describe`]).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ember_proto::{JobEventKind, JobState};
+use serde::Serialize;
+
+use crate::job::Job;
+use crate::registry::ExecutorEntry;
+
+/// One job, running or finished.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub session: String,
+    /// The SQL text (or "DataFrame plan").
+    pub description: String,
+    /// running, succeeded, failed or cancelled.
+    pub state: String,
+    pub error: String,
+    /// Milliseconds since the Unix epoch.
+    pub submitted_at_ms: u64,
+    pub elapsed_ms: u64,
+    /// Rows of the result (the final stage's output) once succeeded.
+    pub result_rows: u64,
+    pub stages: Vec<StageView>,
+    /// Recovery events, as text.
+    pub events: Vec<String>,
+}
+
+/// One stage of a job.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageView {
+    pub id: u32,
+    /// The stages it reads.
+    pub inputs: Vec<u32>,
+    pub tasks_total: u32,
+    pub tasks_done: u32,
+    pub tasks_running: u32,
+    pub output_rows: u64,
+    pub output_bytes: u64,
+    pub local_fetches: u64,
+    pub remote_fetches: u64,
+    /// Re-runs after lost outputs.
+    pub attempt: u32,
+    pub task_time_ms: u64,
+    pub task_time_max_ms: u64,
+    pub executors: Vec<String>,
+}
+
+/// One registered executor.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutorView {
+    pub id: String,
+    pub address: String,
+    pub slots: u32,
+    pub slots_busy: u32,
+    pub memory_bytes: u64,
+    pub last_heartbeat_ms_ago: u64,
+    /// Its control stream is open (it gets tasks).
+    pub connected: bool,
+}
+
+/// How a job's submitted text is shown: statements that carry secrets are
+/// not kept.
+pub fn describe(sql: &str) -> String {
+    let lower = sql.to_ascii_lowercase();
+    let secret = [
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "aws.",
+    ]
+    .iter()
+    .any(|k| lower.contains(k));
+    if secret {
+        "(statement with credentials, not shown)".to_string()
+    } else {
+        sql.trim().to_string()
+    }
+}
+
+fn state_name(state: i32) -> &'static str {
+    match JobState::try_from(state).unwrap_or(JobState::Running) {
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+        _ => "running",
+    }
+}
+
+impl JobView {
+    pub fn of(job: &Job) -> Self {
+        let status = job.status();
+        let stages: Vec<StageView> = status
+            .stages
+            .iter()
+            .zip(&job.stages)
+            .map(|(p, run)| StageView {
+                id: p.stage_id,
+                inputs: run.inputs.iter().copied().collect(),
+                tasks_total: p.tasks_total,
+                tasks_done: p.tasks_done,
+                tasks_running: p.tasks_running,
+                output_rows: p.output_rows,
+                output_bytes: p.output_bytes,
+                local_fetches: p.local_fetches,
+                remote_fetches: p.remote_fetches,
+                attempt: p.attempt,
+                task_time_ms: p.task_time_ms,
+                task_time_max_ms: p.task_time_max_ms,
+                executors: p.executors.clone(),
+            })
+            .collect();
+        let state = state_name(status.state);
+        let result_rows = if state == "succeeded" {
+            stages.last().map_or(0, |s| s.output_rows)
+        } else {
+            0
+        };
+        Self {
+            id: job.id.clone(),
+            session: job.session_id.clone(),
+            description: job.description.clone(),
+            state: state.to_string(),
+            error: status.error.clone(),
+            submitted_at_ms: job
+                .submitted_at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            elapsed_ms: status.elapsed_ms,
+            result_rows,
+            stages,
+            events: status
+                .events
+                .iter()
+                .map(|e| {
+                    let kind = JobEventKind::try_from(e.kind).unwrap_or(JobEventKind::Unspecified);
+                    format!("{kind:?}: {}", crate::session::event_text(e))
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ExecutorView {
+    pub fn of(e: &ExecutorEntry) -> Self {
+        Self {
+            id: e.info.executor_id.clone(),
+            address: e.info.address.clone(),
+            slots: e.info.slots,
+            slots_busy: e.running.len() as u32,
+            memory_bytes: e.info.memory_bytes,
+            last_heartbeat_ms_ago: e.last_seen.elapsed().as_millis() as u64,
+            connected: e.connected,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

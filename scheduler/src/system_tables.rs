@@ -1,0 +1,253 @@
+//! `ember.jobs`, `ember.stages` and `ember.executors`: the cluster's own
+//! state as tables any session can query (`SELECT * FROM ember.jobs`).
+//! Rows are the [`crate::overview`] views at the moment of the scan; such
+//! queries are answered by the scheduler itself, like `information_schema`.
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session as CatalogSession, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::core::Core;
+
+/// The schema name of the system tables.
+pub const SCHEMA: &str = "ember";
+
+const TABLES: [&str; 3] = ["jobs", "stages", "executors"];
+
+/// The `ember` schema.
+pub struct SystemSchema {
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for SystemSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SystemSchema")
+    }
+}
+
+impl SystemSchema {
+    pub fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        TABLES.iter().map(|t| t.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(TABLES.contains(&name).then(|| {
+            Arc::new(SystemTable {
+                name: TABLES
+                    .iter()
+                    .find(|t| **t == name)
+                    .copied()
+                    .unwrap_or("jobs"),
+                core: Arc::clone(&self.core),
+            }) as Arc<dyn TableProvider>
+        }))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        TABLES.contains(&name)
+    }
+}
+
+struct SystemTable {
+    name: &'static str,
+    core: Arc<Core>,
+}
+
+impl std::fmt::Debug for SystemTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SystemTable({})", self.name)
+    }
+}
+
+fn field(name: &str, t: DataType) -> Field {
+    Field::new(name, t, false)
+}
+
+fn strings(v: Vec<String>) -> ArrayRef {
+    Arc::new(StringArray::from(v))
+}
+
+fn u64s(v: Vec<u64>) -> ArrayRef {
+    Arc::new(UInt64Array::from(v))
+}
+
+fn u32s(v: Vec<u32>) -> ArrayRef {
+    Arc::new(UInt32Array::from(v))
+}
+
+impl SystemTable {
+    fn batch(&self) -> Result<RecordBatch> {
+        use DataType::{Boolean, UInt32, UInt64, Utf8};
+        let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = match self.name {
+            "jobs" => {
+                let jobs = self.core.jobs_overview();
+                let col = |f: fn(&crate::overview::JobView) -> String| {
+                    strings(jobs.iter().map(f).collect())
+                };
+                let num =
+                    |f: fn(&crate::overview::JobView) -> u64| u64s(jobs.iter().map(f).collect());
+                (
+                    vec![
+                        field("job_id", Utf8),
+                        field("session_id", Utf8),
+                        field("description", Utf8),
+                        field("state", Utf8),
+                        field("error", Utf8),
+                        field("submitted_at_ms", UInt64),
+                        field("elapsed_ms", UInt64),
+                        field("result_rows", UInt64),
+                        field("stages", UInt64),
+                        field("tasks", UInt64),
+                        field("events", UInt64),
+                    ],
+                    vec![
+                        col(|j| j.id.clone()),
+                        col(|j| j.session.clone()),
+                        col(|j| j.description.clone()),
+                        col(|j| j.state.clone()),
+                        col(|j| j.error.clone()),
+                        num(|j| j.submitted_at_ms),
+                        num(|j| j.elapsed_ms),
+                        num(|j| j.result_rows),
+                        num(|j| j.stages.len() as u64),
+                        num(|j| j.stages.iter().map(|s| s.tasks_total as u64).sum()),
+                        num(|j| j.events.len() as u64),
+                    ],
+                )
+            }
+            "stages" => {
+                let stages: Vec<(String, crate::overview::StageView)> = self
+                    .core
+                    .jobs_overview()
+                    .into_iter()
+                    .flat_map(|j| {
+                        let id = j.id.clone();
+                        j.stages.into_iter().map(move |s| (id.clone(), s))
+                    })
+                    .collect();
+                let num = |f: fn(&crate::overview::StageView) -> u64| {
+                    u64s(stages.iter().map(|(_, s)| f(s)).collect())
+                };
+                (
+                    vec![
+                        field("job_id", Utf8),
+                        field("stage_id", UInt32),
+                        field("inputs", Utf8),
+                        field("tasks_total", UInt64),
+                        field("tasks_done", UInt64),
+                        field("tasks_running", UInt64),
+                        field("output_rows", UInt64),
+                        field("output_bytes", UInt64),
+                        field("local_fetches", UInt64),
+                        field("remote_fetches", UInt64),
+                        field("attempt", UInt64),
+                        field("task_time_ms", UInt64),
+                        field("task_time_max_ms", UInt64),
+                        field("executors", Utf8),
+                    ],
+                    vec![
+                        strings(stages.iter().map(|(j, _)| j.clone()).collect()),
+                        u32s(stages.iter().map(|(_, s)| s.id).collect()),
+                        strings(
+                            stages
+                                .iter()
+                                .map(|(_, s)| {
+                                    s.inputs
+                                        .iter()
+                                        .map(|i| i.to_string())
+                                        .collect::<Vec<_>>()
+                                        .join(",")
+                                })
+                                .collect(),
+                        ),
+                        num(|s| s.tasks_total as u64),
+                        num(|s| s.tasks_done as u64),
+                        num(|s| s.tasks_running as u64),
+                        num(|s| s.output_rows),
+                        num(|s| s.output_bytes),
+                        num(|s| s.local_fetches),
+                        num(|s| s.remote_fetches),
+                        num(|s| s.attempt as u64),
+                        num(|s| s.task_time_ms),
+                        num(|s| s.task_time_max_ms),
+                        strings(stages.iter().map(|(_, s)| s.executors.join(",")).collect()),
+                    ],
+                )
+            }
+            _ => {
+                let executors = self.core.executors_overview();
+                (
+                    vec![
+                        field("executor_id", Utf8),
+                        field("address", Utf8),
+                        field("slots", UInt32),
+                        field("slots_busy", UInt32),
+                        field("memory_bytes", UInt64),
+                        field("last_heartbeat_ms_ago", UInt64),
+                        field("connected", Boolean),
+                    ],
+                    vec![
+                        strings(executors.iter().map(|e| e.id.clone()).collect()),
+                        strings(executors.iter().map(|e| e.address.clone()).collect()),
+                        u32s(executors.iter().map(|e| e.slots).collect()),
+                        u32s(executors.iter().map(|e| e.slots_busy).collect()),
+                        u64s(executors.iter().map(|e| e.memory_bytes).collect()),
+                        u64s(executors.iter().map(|e| e.last_heartbeat_ms_ago).collect()),
+                        Arc::new(BooleanArray::from(
+                            executors.iter().map(|e| e.connected).collect::<Vec<_>>(),
+                        )),
+                    ],
+                )
+            }
+        };
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        // An empty snapshot has the same schema as a full one.
+        self.batch()
+            .map(|b| b.schema())
+            .unwrap_or_else(|_| Arc::new(Schema::empty()))
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn CatalogSession,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        let schema = batch.schema();
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}

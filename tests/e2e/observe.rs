@@ -1,0 +1,151 @@
+//! Seeing the cluster: the scheduler's REST API, Prometheus `/metrics`,
+//! health checks and the `ember.*` system tables, checked against the
+//! figures of a job that just ran (TPC-H Q5 on two executor processes).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::cluster::ProcessCluster;
+use crate::common::{query_text, register_tpch, rows};
+
+/// `GET url` over plain HTTP/1.1: (status, body).
+fn get(url: &str) -> (u16, String) {
+    let rest = url.trim_start_matches("http://");
+    let (addr, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head[9..12].parse().unwrap();
+    // Bodies may come chunked; the JSON and text here are small.
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_metrics_and_system_tables_agree_with_a_job() {
+    let cluster = ProcessCluster::start(2, "", &[]);
+    let ctx = cluster.session(2).await;
+    register_tpch(&ctx).await;
+    let http = cluster.http_url();
+    let result = ctx.run_sql(&query_text(5)).await.unwrap();
+    let result_rows = result.num_rows() as u64;
+    let status = result.job.unwrap();
+    let tasks: u64 = status.stages.iter().map(|s| s.tasks_total as u64).sum();
+
+    assert_eq!(get(&format!("{http}/healthz")), (200, "ok".to_string()));
+    assert_eq!(get(&format!("{http}/readyz")).0, 200);
+
+    // The job, through the API: released by its client, kept in history.
+    let (code, body) = get(&format!("{http}/api/v1/jobs"));
+    assert_eq!(code, 200);
+    let jobs: Value = serde_json::from_str(&body).unwrap();
+    let listed = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["id"] == status.job_id.as_str())
+        .unwrap_or_else(|| panic!("job {} not listed: {body}", status.job_id));
+    assert_eq!(listed["state"], "succeeded");
+    assert_eq!(listed["result_rows"], result_rows);
+    assert!(listed["description"].as_str().unwrap().contains("n_name"));
+    let (code, body) = get(&format!("{http}/api/v1/jobs/{}", status.job_id));
+    assert_eq!(code, 200);
+    let job: Value = serde_json::from_str(&body).unwrap();
+    let stages = job["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), status.stages.len());
+    let api_tasks: u64 = stages
+        .iter()
+        .map(|s| s["tasks_total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(api_tasks, tasks, "tasks = partitions summed over stages");
+    assert_eq!(stages.last().unwrap()["output_rows"], result_rows);
+    assert!(
+        stages
+            .iter()
+            .any(|s| !s["inputs"].as_array().unwrap().is_empty())
+    );
+    assert_eq!(get(&format!("{http}/api/v1/jobs/no-such-job")).0, 404);
+    let (_, body) = get(&format!("{http}/api/v1/executors"));
+    let executors: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(executors.as_array().unwrap().len(), 2);
+
+    // Prometheus.
+    let (code, text) = get(&format!("{http}/metrics"));
+    assert_eq!(code, 200);
+    assert!(metric(&text, "ember_jobs_total{state=\"succeeded\"}") >= 1.0);
+    assert!(metric(&text, "ember_tasks_total{state=\"succeeded\"}") >= tasks as f64);
+    assert!(metric(&text, "ember_tasks_total{state=\"launched\"}") >= tasks as f64);
+    assert_eq!(metric(&text, "ember_executors"), 2.0);
+    assert!(metric(&text, "ember_task_duration_seconds_count") >= tasks as f64);
+
+    // The same figures from SQL.
+    let row = ctx
+        .run_sql(&format!(
+            "SELECT state, result_rows, tasks, stages FROM ember.jobs WHERE job_id = '{}'",
+            status.job_id
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&row.batches),
+        vec![vec![
+            "succeeded".to_string(),
+            result_rows.to_string(),
+            tasks.to_string(),
+            status.stages.len().to_string()
+        ]]
+    );
+    let per_stage = ctx
+        .run_sql(&format!(
+            "SELECT sum(tasks_total) FROM ember.stages WHERE job_id = '{}'",
+            status.job_id
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows(&per_stage.batches), vec![vec![tasks.to_string()]]);
+    let executors = ctx
+        .run_sql("SELECT count(*) FROM ember.executors WHERE connected")
+        .await
+        .unwrap();
+    assert_eq!(rows(&executors.batches), vec![vec!["2"]]);
+}
