@@ -1,4 +1,4 @@
-//! The scheduler's HTTP side (axum): the REST API under `/api/v1/`
+//! The scheduler's HTTP side (axum): the web UI (`/ui/`), the REST API under `/api/v1/`
 //! (jobs, one job with its stages, executors; JSON views from
 //! [`crate::overview`]), Prometheus `/metrics`, and `/healthz` / `/readyz`.
 
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Json, Response};
+use axum::response::{Html, IntoResponse, Json, Redirect, Response};
 use axum::routing::get;
 use parking_lot::Mutex;
 
@@ -24,6 +24,8 @@ pub(crate) struct Http {
 
 pub(crate) fn router(http: Http) -> Router {
     Router::new()
+        .route("/", get(|| async { Redirect::temporary("/ui/") }))
+        .route("/ui/", get(ui))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
@@ -31,6 +33,12 @@ pub(crate) fn router(http: Http) -> Router {
         .route("/api/v1/jobs/{id}", get(job))
         .route("/api/v1/executors", get(executors))
         .with_state(http)
+}
+
+/// The web UI: one page, embedded in the binary (no CDN, no build step),
+/// drawing the REST API's JSON.
+async fn ui() -> Html<&'static str> {
+    Html(include_str!("ui/index.html"))
 }
 
 /// Ready once an executor can run tasks.

@@ -160,6 +160,8 @@ pub struct Job {
     pub description: String,
     /// Wall-clock submission time.
     pub submitted_at: std::time::SystemTime,
+    /// Each stage's physical plan as text (for people).
+    pub stage_plans: Vec<String>,
     events: Vec<JobEvent>,
     events_dropped: u32,
 }
@@ -214,14 +216,25 @@ impl Job {
             write: None,
             description: String::new(),
             submitted_at: std::time::SystemTime::now(),
+            stage_plans: vec![],
             events: vec![],
             events_dropped: 0,
         }
     }
 
-    /// Describes the job for people (UI, API, system tables).
-    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+    /// Describes the job for people (UI, API, system tables): what was
+    /// submitted, and each stage's plan.
+    pub fn with_description(mut self, description: impl Into<String>, dag: &StageDag) -> Self {
         self.description = description.into();
+        self.stage_plans = dag
+            .stages()
+            .iter()
+            .map(|s| {
+                datafusion::physical_plan::displayable(s.plan.as_ref())
+                    .indent(false)
+                    .to_string()
+            })
+            .collect();
         self
     }
 
@@ -905,6 +918,7 @@ mod tests {
             write: None,
             description: String::new(),
             submitted_at: std::time::SystemTime::now(),
+            stage_plans: vec![],
             events: vec![],
             events_dropped: 0,
         }

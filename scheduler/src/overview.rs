@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ember_proto::{JobEventKind, JobState};
 use serde::Serialize;
 
-use crate::job::Job;
+use crate::job::{Job, TaskState};
 use crate::registry::ExecutorEntry;
 
 /// One job, running or finished.
@@ -49,7 +49,22 @@ pub struct StageView {
     pub attempt: u32,
     pub task_time_ms: u64,
     pub task_time_max_ms: u64,
+    /// Durations of its succeeded tasks: min, median, p95, max (ms), to
+    /// spot stragglers.
+    pub task_ms_distribution: [u64; 4],
     pub executors: Vec<String>,
+    /// The stage's physical plan.
+    pub plan: String,
+}
+
+/// min, median, p95 and max of `v` (zeros when empty).
+fn distribution(mut v: Vec<u64>) -> [u64; 4] {
+    if v.is_empty() {
+        return [0; 4];
+    }
+    v.sort_unstable();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    [v[0], at(0.5), at(0.95), v[v.len() - 1]]
 }
 
 /// One registered executor.
@@ -113,7 +128,21 @@ impl JobView {
                 attempt: p.attempt,
                 task_time_ms: p.task_time_ms,
                 task_time_max_ms: p.task_time_max_ms,
+                task_ms_distribution: distribution(
+                    run.tasks
+                        .iter()
+                        .filter_map(|t| match t {
+                            TaskState::Succeeded { stats, .. } => Some(stats.elapsed_ms),
+                            _ => None,
+                        })
+                        .collect(),
+                ),
                 executors: p.executors.clone(),
+                plan: job
+                    .stage_plans
+                    .get(p.stage_id as usize)
+                    .cloned()
+                    .unwrap_or_default(),
             })
             .collect();
         let state = state_name(status.state);

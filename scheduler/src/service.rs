@@ -315,7 +315,7 @@ impl Api {
                 stage_max_attempts: opts.stage_max_attempts.max(1) as u32,
             },
         )
-        .with_description(description);
+        .with_description(description, dag);
         if let Some(target) = dag.write_target() {
             let store = session
                 .ctx

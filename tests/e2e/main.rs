@@ -16,4 +16,5 @@ mod shuffle;
 mod streaming;
 mod tpch;
 mod udfs;
+mod ui;
 mod writes;
