@@ -227,8 +227,25 @@ async fn a_task_that_kills_every_executor_it_lands_on_fails_the_query() {
         e.contains("task 0.0 failed 2 times") && e.contains("lost"),
         "{e}"
     );
-    cluster.replace_dead_executors();
-    wait_for_executors(&ctx, 2).await;
+    // Executors killed late (after the job failed) are replaced too.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        cluster.replace_dead_executors();
+        let info = ctx.cluster_info().await.unwrap();
+        if info.executors.len() == 2 {
+            break;
+        }
+        let ids: Vec<&str> = info
+            .executors
+            .iter()
+            .map(|e| e.executor_id.as_str())
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "expected 2 executors, the scheduler lists {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let ok = ctx.run_sql(&sql).await.expect("the next query works");
     assert_same(
         "q3 after the crashes",
