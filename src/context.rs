@@ -145,6 +145,8 @@ pub struct EmberContext {
     /// session's tables; its planner runs every plan on the cluster.
     local: SessionContext,
     embedded: Option<Arc<Embedded>>,
+    /// The embedded scheduler's web UI, REST API and metrics.
+    web_url: Option<String>,
 }
 
 impl std::fmt::Debug for EmberContext {
@@ -189,11 +191,14 @@ impl EmberContext {
                 .parse()
                 .map_err(|e| EmberError::Internal(format!("{e}")))?,
             functions: options.functions.clone(),
+            // The web UI and metrics on a free loopback port.
+            http: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
             ..SchedulerConfig::default()
         })
         .await
         .map_err(|e| EmberError::Io(format!("cannot start the embedded scheduler: {e}")))?;
         let url = scheduler.url();
+        let web_url = scheduler.http_url();
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let slots = options
             .slots
@@ -217,6 +222,7 @@ impl EmberContext {
         });
         let mut ctx = Self::remote(&url).await?;
         ctx.embedded = Some(embedded);
+        ctx.web_url = web_url;
         options.functions.register_in(&ctx.local);
         Ok(ctx)
     }
@@ -255,6 +261,7 @@ impl EmberContext {
             scheduler,
             session_id,
             embedded: None,
+            web_url: None,
         })
     }
 
@@ -276,6 +283,12 @@ impl EmberContext {
     /// Registers window function `udwf` (see [`register_udf`](Self::register_udf)).
     pub fn register_udwf(&self, udwf: WindowUDF) {
         self.local.register_udwf(udwf);
+    }
+
+    /// `http://...` of the embedded cluster's web UI, REST API and
+    /// metrics (`None` for a remote cluster: its scheduler's `--http`).
+    pub fn web_url(&self) -> Option<&str> {
+        self.web_url.as_deref()
     }
 
     /// The scheduler this context talks to.

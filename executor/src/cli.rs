@@ -77,6 +77,9 @@ impl ExecutorBuilder {
             executor.id(),
             executor.address()
         );
+        if let Some(http) = executor.http_url() {
+            println!("ember-executor metrics on {http}");
+        }
         wait_for_signal().await;
         tracing::info!("shutting down");
         executor.shutdown().await;
@@ -126,6 +129,9 @@ struct Args {
     /// Directory that shares the fault budget across executor processes.
     #[arg(long, env = "EMBER_FAULTS_DIR", hide = true)]
     faults_dir: Option<PathBuf>,
+    /// Where to serve /metrics and health checks (e.g. 127.0.0.1:9090; off by default).
+    #[arg(long, env = "EMBER_EXECUTOR_HTTP")]
+    http: Option<SocketAddr>,
 }
 
 /// Parses sizes like `4GiB`, `512MiB`, `1G`, `1000000`.
@@ -163,6 +169,7 @@ impl Args {
         config.faults = self.faults;
         config.faults_dir = self.faults_dir;
         config.functions = functions;
+        config.http = self.http;
         config
     }
 }

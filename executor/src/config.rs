@@ -39,6 +39,8 @@ pub struct ExecutorConfig {
     /// User-defined functions tasks may call (the scheduler must know them
     /// too, to plan queries that call them).
     pub functions: Functions,
+    /// Where to serve `/metrics` and health checks; `None`: nowhere.
+    pub http: Option<SocketAddr>,
 }
 
 impl ExecutorConfig {
@@ -58,6 +60,7 @@ impl ExecutorConfig {
             faults: String::new(),
             faults_dir: None,
             functions: Functions::default(),
+            http: None,
         }
     }
 }

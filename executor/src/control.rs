@@ -80,7 +80,13 @@ pub async fn register_patiently(inner: &Inner, deadline: Option<Instant>) -> Res
 /// Keeps the executor attached to its scheduler for as long as it runs.
 pub async fn control_loop(inner: Arc<Inner>, mut registration: Registration) {
     loop {
+        inner
+            .attached
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let why = attach(&inner, registration).await;
+        inner
+            .attached
+            .store(false, std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(reason = %why, "lost the scheduler's control stream; registering again");
         if let Some(pause) = inner.faults.disconnected_for() {
             tokio::time::sleep(pause).await;

@@ -62,6 +62,9 @@ pub(crate) struct Inner {
     pub faults: Arc<Faults>,
     /// User-defined functions tasks may call.
     pub functions: Functions,
+    pub metrics: crate::metrics::Metrics,
+    /// Attached to a scheduler (its control stream is up).
+    pub attached: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -81,6 +84,8 @@ pub struct Executor {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<()>,
     heartbeat: JoinHandle<()>,
+    /// `/metrics` and health checks, if configured.
+    http: Option<(std::net::SocketAddr, JoinHandle<()>)>,
     _work_dir: Option<tempfile::TempDir>,
 }
 
@@ -176,6 +181,8 @@ impl Executor {
             cpu: cpu_runtime.handle(),
             faults: Arc::clone(&faults),
             functions: config.functions.clone(),
+            metrics: Default::default(),
+            attached: Default::default(),
         });
 
         let (tx, rx) = oneshot::channel::<()>();
@@ -207,12 +214,27 @@ impl Executor {
                 .await?;
         tracing::info!(executor = %id, %address, slots = config.slots, "executor registered");
         let heartbeat = tokio::spawn(control::control_loop(Arc::clone(&inner), registration));
+        let http = match config.http {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                let http_address = listener.local_addr()?;
+                let router = crate::http::router(Arc::clone(&inner));
+                let task = tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::error!(error = %e, "executor HTTP server stopped");
+                    }
+                });
+                Some((http_address, task))
+            }
+            None => None,
+        };
         Ok(Self {
             inner,
             _cpu_runtime: cpu_runtime,
             shutdown: Some(tx),
             server,
             heartbeat,
+            http,
             _work_dir: temp,
         })
     }
@@ -226,6 +248,11 @@ impl Executor {
         &self.inner.address
     }
 
+    /// `http://host:port` of `/metrics` and the health checks.
+    pub fn http_url(&self) -> Option<String> {
+        self.http.as_ref().map(|(a, _)| format!("http://{a}"))
+    }
+
     pub fn store(&self) -> &Arc<ShuffleStore> {
         &self.inner.store
     }
@@ -233,6 +260,9 @@ impl Executor {
     /// Stops heartbeating, cancels running tasks and closes the port.
     pub async fn shutdown(mut self) {
         self.heartbeat.abort();
+        if let Some((_, http)) = &self.http {
+            http.abort();
+        }
         self.inner.jobs.cancel_all();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -244,6 +274,9 @@ impl Executor {
 impl Drop for Executor {
     fn drop(&mut self) {
         self.heartbeat.abort();
+        if let Some((_, http)) = &self.http {
+            http.abort();
+        }
         self.server.abort();
     }
 }

@@ -111,6 +111,26 @@ pub async fn run_and_report(
             reason: Some(task_failure::Reason::Killed(ember_proto::TaskKilled {})),
         }),
     };
+    match &outcome {
+        task_status_update::Outcome::Succeeded(s) => inner.metrics.task_ended(
+            "succeeded",
+            Some((
+                s.elapsed_ms as f64 / 1000.0,
+                s.output_rows,
+                s.output_bytes,
+                s.local_fetches,
+                s.remote_fetches,
+            )),
+        ),
+        task_status_update::Outcome::Failed(f) => inner.metrics.task_ended(
+            if matches!(f.reason, Some(task_failure::Reason::Killed(_))) {
+                "killed"
+            } else {
+                "failed"
+            },
+            None,
+        ),
+    }
     let update = TaskStatusUpdate {
         executor_id: inner.id.clone(),
         task: Some(task.clone()),

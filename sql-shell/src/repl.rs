@@ -48,6 +48,9 @@ pub async fn run(shell: &mut Shell) -> Result<(), String> {
         if info.executors.len() == 1 { "" } else { "s" },
         if slots == 1 { "" } else { "s" },
     );
+    if let Some(ui) = shell.ctx.web_url() {
+        println!("web UI and metrics: {ui}/");
+    }
 
     let config = Config::builder().auto_add_history(false).build();
     let mut editor: Editor<SqlHelper, DefaultHistory> =
@@ -307,6 +310,9 @@ async fn cluster(shell: &Shell) -> Result<(), String> {
         shell.ctx.url(),
         info.running_jobs
     );
+    if let Some(ui) = shell.ctx.web_url() {
+        println!("web UI and metrics: {ui}/");
+    }
     for e in &info.executors {
         println!(
             "  executor {:<38} {:<22} {} slot{}  {:.1} GiB",

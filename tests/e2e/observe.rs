@@ -149,3 +149,44 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
         .unwrap();
     assert_eq!(rows(&executors.batches), vec![vec!["2"]]);
 }
+
+/// An executor's own `/metrics` and health checks (`--http`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn executor_metrics_count_its_tasks_and_shuffle_output() {
+    use ember_executor::{Executor, ExecutorConfig};
+    use ember_scheduler::{Scheduler, SchedulerConfig};
+    let scheduler = Scheduler::start(SchedulerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut config = ExecutorConfig::new(scheduler.url());
+    config.slots = 2;
+    config.http = Some("127.0.0.1:0".parse().unwrap());
+    let executor = Executor::start(config).await.unwrap();
+    let http = executor.http_url().unwrap();
+    let ctx = ember::EmberContext::remote(&scheduler.url()).await.unwrap();
+    register_tpch(&ctx).await;
+    let result = ctx.run_sql(&query_text(3)).await.unwrap();
+    let status = result.job.unwrap();
+    let tasks: u64 = status.stages.iter().map(|s| s.tasks_total as u64).sum();
+    let rows_out: u64 = status.stages.iter().map(|s| s.output_rows).sum();
+
+    assert_eq!(get(&format!("{http}/healthz")), (200, "ok".to_string()));
+    assert_eq!(get(&format!("{http}/readyz")).0, 200);
+    let (code, text) = get(&format!("{http}/metrics"));
+    assert_eq!(code, 200);
+    assert_eq!(
+        metric(&text, "ember_executor_tasks_total{state=\"succeeded\"}"),
+        tasks as f64
+    );
+    assert_eq!(
+        metric(&text, "ember_shuffle_written_rows_total"),
+        rows_out as f64
+    );
+    assert_eq!(metric(&text, "ember_executor_slots"), 2.0);
+    assert!(metric(&text, "ember_executor_task_duration_seconds_count") >= tasks as f64);
+    let _ = metric(&text, "ember_memory_pool_used_bytes");
+    let _ = metric(&text, "ember_shuffle_spilled_bytes_total");
+}

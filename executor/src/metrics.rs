@@ -1,0 +1,145 @@
+//! Prometheus metrics of an executor (`/metrics` on its `--http` port):
+//! tasks by outcome and duration, shuffle output and fetches, spill, memory
+//! in use. Counters are bumped as tasks end; gauges are read at scrape time.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Label {
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Locality {
+    pub locality: &'static str,
+}
+
+/// What gauges show, read when scraped.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Snapshot {
+    pub memory_pool_used: i64,
+    pub shuffle_memory_used: i64,
+    pub shuffle_spilled_total: u64,
+    pub tasks_running: i64,
+    pub slots: i64,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    tasks: Family<Label, Counter>,
+    task_duration: Histogram,
+    output_rows: Counter,
+    output_bytes: Counter,
+    fetches: Family<Locality, Counter>,
+    spilled: Counter,
+    memory_pool_used: Gauge,
+    shuffle_memory_used: Gauge,
+    tasks_running: Gauge,
+    slots: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut r = Registry::default();
+        let m = Self {
+            registry: Registry::default(),
+            tasks: Family::default(),
+            task_duration: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
+            output_rows: Counter::default(),
+            output_bytes: Counter::default(),
+            fetches: Family::default(),
+            spilled: Counter::default(),
+            memory_pool_used: Gauge::default(),
+            shuffle_memory_used: Gauge::default(),
+            tasks_running: Gauge::default(),
+            slots: Gauge::default(),
+        };
+        r.register(
+            "ember_executor_tasks",
+            "Task attempts ended here, by outcome",
+            m.tasks.clone(),
+        );
+        r.register(
+            "ember_executor_task_duration_seconds",
+            "Run time of task attempts that succeeded here",
+            m.task_duration.clone(),
+        );
+        r.register(
+            "ember_shuffle_written_rows",
+            "Rows of map outputs and results written here",
+            m.output_rows.clone(),
+        );
+        r.register(
+            "ember_shuffle_written_bytes",
+            "Bytes of map outputs and results written here",
+            m.output_bytes.clone(),
+        );
+        r.register(
+            "ember_shuffle_fetches",
+            "Shuffle buckets read by tasks here, from this executor or another",
+            m.fetches.clone(),
+        );
+        r.register(
+            "ember_shuffle_spilled_bytes",
+            "Bytes of shuffle output spilled to disk",
+            m.spilled.clone(),
+        );
+        r.register(
+            "ember_memory_pool_used_bytes",
+            "Execution memory reserved by running tasks",
+            m.memory_pool_used.clone(),
+        );
+        r.register(
+            "ember_shuffle_memory_used_bytes",
+            "Shuffle output held in memory",
+            m.shuffle_memory_used.clone(),
+        );
+        r.register(
+            "ember_executor_tasks_running",
+            "Tasks running now",
+            m.tasks_running.clone(),
+        );
+        r.register("ember_executor_slots", "Task slots", m.slots.clone());
+        Self { registry: r, ..m }
+    }
+}
+
+impl Metrics {
+    /// A task attempt ended: `succeeded` (with its figures), `failed` or
+    /// `killed`.
+    pub fn task_ended(&self, state: &'static str, figures: Option<(f64, u64, u64, u64, u64)>) {
+        self.tasks.get_or_create(&Label { state }).inc();
+        if let Some((seconds, rows, bytes, local, remote)) = figures {
+            self.task_duration.observe(seconds);
+            self.output_rows.inc_by(rows);
+            self.output_bytes.inc_by(bytes);
+            self.fetches
+                .get_or_create(&Locality { locality: "local" })
+                .inc_by(local);
+            self.fetches
+                .get_or_create(&Locality { locality: "remote" })
+                .inc_by(remote);
+        }
+    }
+
+    pub fn render(&self, now: Snapshot) -> String {
+        self.memory_pool_used.set(now.memory_pool_used);
+        self.shuffle_memory_used.set(now.shuffle_memory_used);
+        self.tasks_running.set(now.tasks_running);
+        self.slots.set(now.slots);
+        let seen = self.spilled.get();
+        if now.shuffle_spilled_total > seen {
+            self.spilled.inc_by(now.shuffle_spilled_total - seen);
+        }
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
