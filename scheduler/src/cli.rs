@@ -137,6 +137,13 @@ struct Args {
     /// Where to serve the REST API, /metrics and health checks (`off`: nowhere).
     #[arg(long, env = "EMBER_HTTP", default_value = "127.0.0.1:8080")]
     http: String,
+    /// Directory of the event log (JSON lines per job; finished jobs reload
+    /// after a restart). No event log without it.
+    #[arg(long, env = "EMBER_EVENT_LOG_DIR")]
+    event_log_dir: Option<std::path::PathBuf>,
+    /// Jobs the event log keeps (oldest deleted first).
+    #[arg(long, env = "EMBER_EVENT_LOG_RETENTION", default_value_t = 1000)]
+    event_log_retention: usize,
 }
 
 impl Args {
@@ -160,6 +167,8 @@ impl Args {
             default_partitions: self.partitions,
             functions,
             http,
+            event_log_dir: self.event_log_dir,
+            event_log_retention: self.event_log_retention,
         })
     }
 }

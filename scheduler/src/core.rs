@@ -31,6 +31,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::SchedulerConfig;
 use crate::commit::Output;
 use crate::error::{Result, SchedulerError};
+use crate::event_log::{Event, EventLog};
 use crate::job::{ExecutorRef, Job, JobPhase, Transition};
 use crate::metrics::{LocalityLabel, Metrics, StateLabel};
 use crate::overview::{ExecutorView, JobView};
@@ -131,19 +132,34 @@ struct Launch {
 pub struct Core {
     pub config: SchedulerConfig,
     pub metrics: Metrics,
+    events: EventLog,
     state: Mutex<State>,
 }
 
 impl Core {
     pub fn new(config: SchedulerConfig) -> Arc<Self> {
         let metrics = Metrics::default();
+        let (events, history) = match &config.event_log_dir {
+            Some(dir) => {
+                let history = crate::event_log::load_history(dir, HISTORY);
+                let events = EventLog::start(dir.clone(), config.event_log_retention.max(1))
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(dir = %dir.display(), error = %e, "no event log");
+                        EventLog::default()
+                    });
+                (events, history)
+            }
+            None => (EventLog::default(), VecDeque::new()),
+        };
         let state = State {
             job_ends: metrics.jobs.clone(),
+            history,
             ..State::default()
         };
         Arc::new(Self {
             config,
             metrics,
+            events,
             state: Mutex::new(state),
         })
     }
@@ -457,6 +473,12 @@ impl Core {
                 )));
             }
             let id = job.id.clone();
+            self.events.record(Event::Submitted {
+                job_id: id.clone(),
+                session: job.session_id.clone(),
+                description: job.description.clone(),
+                stages: job.stages.len(),
+            });
             let (status, _) = watch::channel(job.status());
             state.queue.push(id.clone());
             state.jobs.insert(id, JobEntry { job, status });
@@ -497,6 +519,16 @@ impl Core {
             let t = match update.outcome {
                 Some(task_status_update::Outcome::Succeeded(stats)) => {
                     self.count_success(&stats);
+                    self.events.record(Event::Task {
+                        job_id: task.job_id.clone(),
+                        stage: task.stage_id,
+                        partition: task.partition,
+                        attempt: task.attempt,
+                        executor: update.executor_id.clone(),
+                        rows: stats.output_rows,
+                        bytes: stats.output_bytes,
+                        elapsed_ms: stats.elapsed_ms,
+                    });
                     entry
                         .job
                         .on_task_succeeded(task.stage_id, task.partition, task.attempt, stats)
@@ -619,7 +651,11 @@ impl Core {
                 if state.history.len() >= HISTORY {
                     state.history.pop_front();
                 }
-                state.history.push_back(JobView::of(&entry.job));
+                let view = JobView::of(&entry.job);
+                self.events.record(Event::Finished {
+                    job: Box::new(view.clone()),
+                });
+                state.history.push_back(view);
             }
             let executors = entry.job.executors_used.iter().cloned().collect();
             self.free_data(job_id, executors, running);

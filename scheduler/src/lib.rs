@@ -23,6 +23,7 @@ mod cli;
 pub mod commit;
 pub mod core;
 pub mod error;
+pub mod event_log;
 mod http;
 pub mod job;
 pub mod metrics;
@@ -69,6 +70,11 @@ pub struct SchedulerConfig {
     pub functions: Functions,
     /// Where to serve HTTP (REST API, `/metrics`, health); `None`: nowhere.
     pub http: Option<SocketAddr>,
+    /// Where to write the event log (and read finished jobs back from at
+    /// start); `None`: no event log.
+    pub event_log_dir: Option<std::path::PathBuf>,
+    /// Job files the event log keeps.
+    pub event_log_retention: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -85,6 +91,8 @@ impl Default for SchedulerConfig {
             default_partitions: 0,
             functions: Functions::default(),
             http: None,
+            event_log_dir: None,
+            event_log_retention: 1000,
         }
     }
 }

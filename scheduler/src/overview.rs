@@ -13,7 +13,7 @@ use crate::job::{Job, TaskState};
 use crate::registry::ExecutorEntry;
 
 /// One job, running or finished.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct JobView {
     pub id: String,
     pub session: String,
@@ -33,7 +33,7 @@ pub struct JobView {
 }
 
 /// One stage of a job.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StageView {
     pub id: u32,
     /// The stages it reads.
@@ -68,7 +68,7 @@ fn distribution(mut v: Vec<u64>) -> [u64; 4] {
 }
 
 /// One registered executor.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct ExecutorView {
     pub id: String,
     pub address: String,

@@ -261,8 +261,10 @@ impl ProcessCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.scheduler_log_text();
+            // The latest start's line (a restarted scheduler appends).
             if let Some(url) = log
                 .lines()
+                .rev()
                 .find_map(|l| l.split("REST API and metrics on ").nth(1))
             {
                 return url.trim().to_string();

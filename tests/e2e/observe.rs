@@ -190,3 +190,50 @@ async fn executor_metrics_count_its_tasks_and_shuffle_output() {
     let _ = metric(&text, "ember_memory_pool_used_bytes");
     let _ = metric(&text, "ember_shuffle_spilled_bytes_total");
 }
+
+/// The event log: JSON lines per job, and the finished job shown again by
+/// a restarted scheduler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_finished_job_reloads_from_the_event_log_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().display().to_string();
+    let mut cluster = ProcessCluster::start(2, "", &["--event-log-dir", &log_dir]);
+    let ctx = cluster.session(2).await;
+    register_tpch(&ctx).await;
+    let result = ctx.run_sql(&query_text(5)).await.unwrap();
+    let rows_out = result.num_rows() as u64;
+    let status = result.job.unwrap();
+    let file = dir.path().join(format!("job-{}.jsonl", status.job_id));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        if text.contains("\"event\":\"finished\"") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished event:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.iter().all(|l| l["v"] == 1));
+    assert_eq!(lines[0]["event"], "submitted");
+    let tasks: u64 = status.stages.iter().map(|s| s.tasks_total as u64).sum();
+    let task_lines = lines.iter().filter(|l| l["event"] == "task").count() as u64;
+    assert_eq!(task_lines, tasks, "one line per succeeded task");
+
+    drop(ctx);
+    cluster.kill_scheduler();
+    cluster.start_scheduler();
+    let http = cluster.http_url();
+    let (code, body) = get(&format!("{http}/api/v1/jobs/{}", status.job_id));
+    assert_eq!(code, 200, "{body}");
+    let job: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(job["result_rows"], rows_out);
+    assert_eq!(job["stages"].as_array().unwrap().len(), status.stages.len());
+}
