@@ -32,9 +32,9 @@ use crate::SchedulerConfig;
 use crate::commit::Output;
 use crate::error::{Result, SchedulerError};
 use crate::event_log::{Event, EventLog};
-use crate::job::{ExecutorRef, Job, JobPhase, Transition};
+use crate::job::{ExecutorRef, Job, JobPhase, TaskState, Transition};
 use crate::metrics::{LocalityLabel, Metrics, StateLabel};
-use crate::overview::{ExecutorView, JobView};
+use crate::overview::{ExecutorView, JobView, TaskRow};
 use crate::registry::{LaunchedAttempt, Registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -410,6 +410,49 @@ impl Core {
             Some(e) => Some(JobView::of(&e.job)),
             None => state.history.iter().find(|j| j.id == job_id).cloned(),
         }
+    }
+
+    /// The tasks of the jobs still held (running, or finished and not yet
+    /// released): (job, stage, partition, state, attempt, executor, rows,
+    /// elapsed ms).
+    pub fn tasks_overview(&self) -> Vec<TaskRow> {
+        let state = self.state.lock();
+        let mut rows = vec![];
+        for entry in state.jobs.values() {
+            let job = &entry.job;
+            for stage in &job.stages {
+                for (p, t) in stage.tasks.iter().enumerate() {
+                    let (state, attempt, executor, rows_out, ms) = match t {
+                        TaskState::Pending => ("pending", 0, String::new(), 0, 0),
+                        TaskState::Running { executor, attempt } => {
+                            ("running", *attempt, executor.id.clone(), 0, 0)
+                        }
+                        TaskState::Succeeded {
+                            executor,
+                            attempt,
+                            stats,
+                        } => (
+                            "succeeded",
+                            *attempt,
+                            executor.id.clone(),
+                            stats.output_rows,
+                            stats.elapsed_ms,
+                        ),
+                    };
+                    rows.push(TaskRow {
+                        job_id: job.id.clone(),
+                        stage: stage.id,
+                        partition: p as u32,
+                        state,
+                        attempt,
+                        executor,
+                        rows: rows_out,
+                        elapsed_ms: ms,
+                    });
+                }
+            }
+        }
+        rows
     }
 
     pub fn executors_overview(&self) -> Vec<ExecutorView> {

@@ -80,6 +80,27 @@ pub struct ExecutorView {
     pub connected: bool,
 }
 
+/// One task of a job the scheduler still holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskRow {
+    pub job_id: String,
+    pub stage: u32,
+    pub partition: u32,
+    /// pending, running or succeeded.
+    pub state: &'static str,
+    pub attempt: u64,
+    pub executor: String,
+    pub rows: u64,
+    pub elapsed_ms: u64,
+}
+
+/// One open session.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRow {
+    pub session_id: String,
+    pub idle_ms: u64,
+}
+
 /// How a job's submitted text is shown: statements that carry secrets are
 /// not kept.
 pub fn describe(sql: &str) -> String {

@@ -384,7 +384,24 @@ impl SchedulerService for Api {
             &req.settings,
             &self.core.config.functions,
         )?;
-        session.register_system_tables(Arc::clone(&self.core))?;
+        let sessions = Arc::downgrade(&self.sessions);
+        session.register_system_tables(
+            Arc::clone(&self.core),
+            Arc::new(move || {
+                sessions
+                    .upgrade()
+                    .map(|s| {
+                        s.lock()
+                            .values()
+                            .map(|s| crate::overview::SessionRow {
+                                session_id: s.id.clone(),
+                                idle_ms: s.idle_for().as_millis() as u64,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }),
+        )?;
         self.sessions.lock().insert(id.clone(), Arc::new(session));
         tracing::debug!(session = %id, partitions, "session opened");
         Ok(Response::new(CreateSessionResponse { session_id: id }))

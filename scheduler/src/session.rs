@@ -204,8 +204,12 @@ impl Session {
         Ok(())
     }
 
-    /// Adds the `ember.*` system tables (jobs, stages, executors).
-    pub fn register_system_tables(&self, core: Arc<crate::core::Core>) -> Result<()> {
+    /// Adds the `ember.*` system tables.
+    pub fn register_system_tables(
+        &self,
+        core: Arc<crate::core::Core>,
+        sessions: crate::system_tables::SessionLister,
+    ) -> Result<()> {
         let state = self.ctx.state();
         let catalog_name = &state.config().options().catalog.default_catalog;
         let catalog = self
@@ -214,7 +218,7 @@ impl Session {
             .ok_or_else(|| SchedulerError::Internal(format!("no catalog {catalog_name}")))?;
         catalog.register_schema(
             crate::system_tables::SCHEMA,
-            Arc::new(crate::system_tables::SystemSchema::new(core)),
+            Arc::new(crate::system_tables::SystemSchema::new(core, sessions)),
         )?;
         Ok(())
     }

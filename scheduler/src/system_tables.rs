@@ -1,4 +1,5 @@
-//! `ember.jobs`, `ember.stages` and `ember.executors`: the cluster's own
+//! `ember.jobs`, `ember.stages`, `ember.tasks`, `ember.executors` and
+//! `ember.sessions`: the cluster's own
 //! state as tables any session can query (`SELECT * FROM ember.jobs`).
 //! Rows are the [`crate::overview`] views at the moment of the scan; such
 //! queries are answered by the scheduler itself, like `information_schema`.
@@ -20,11 +21,15 @@ use crate::core::Core;
 /// The schema name of the system tables.
 pub const SCHEMA: &str = "ember";
 
-const TABLES: [&str; 3] = ["jobs", "stages", "executors"];
+const TABLES: [&str; 5] = ["jobs", "stages", "tasks", "executors", "sessions"];
+
+/// Lists the open sessions (they live in the service, not the core).
+pub type SessionLister = Arc<dyn Fn() -> Vec<crate::overview::SessionRow> + Send + Sync>;
 
 /// The `ember` schema.
 pub struct SystemSchema {
     core: Arc<Core>,
+    sessions: SessionLister,
 }
 
 impl std::fmt::Debug for SystemSchema {
@@ -34,8 +39,8 @@ impl std::fmt::Debug for SystemSchema {
 }
 
 impl SystemSchema {
-    pub fn new(core: Arc<Core>) -> Self {
-        Self { core }
+    pub fn new(core: Arc<Core>, sessions: SessionLister) -> Self {
+        Self { core, sessions }
     }
 }
 
@@ -54,6 +59,7 @@ impl SchemaProvider for SystemSchema {
                     .copied()
                     .unwrap_or("jobs"),
                 core: Arc::clone(&self.core),
+                sessions: Arc::clone(&self.sessions),
             }) as Arc<dyn TableProvider>
         }))
     }
@@ -66,6 +72,7 @@ impl SchemaProvider for SystemSchema {
 struct SystemTable {
     name: &'static str,
     core: Arc<Core>,
+    sessions: SessionLister,
 }
 
 impl std::fmt::Debug for SystemTable {
@@ -186,6 +193,41 @@ impl SystemTable {
                         num(|s| s.task_time_ms),
                         num(|s| s.task_time_max_ms),
                         strings(stages.iter().map(|(_, s)| s.executors.join(",")).collect()),
+                    ],
+                )
+            }
+            "tasks" => {
+                let tasks = self.core.tasks_overview();
+                (
+                    vec![
+                        field("job_id", Utf8),
+                        field("stage_id", UInt32),
+                        field("partition", UInt32),
+                        field("state", Utf8),
+                        field("attempt", UInt64),
+                        field("executor_id", Utf8),
+                        field("output_rows", UInt64),
+                        field("elapsed_ms", UInt64),
+                    ],
+                    vec![
+                        strings(tasks.iter().map(|t| t.job_id.clone()).collect()),
+                        u32s(tasks.iter().map(|t| t.stage).collect()),
+                        u32s(tasks.iter().map(|t| t.partition).collect()),
+                        strings(tasks.iter().map(|t| t.state.to_string()).collect()),
+                        u64s(tasks.iter().map(|t| t.attempt).collect()),
+                        strings(tasks.iter().map(|t| t.executor.clone()).collect()),
+                        u64s(tasks.iter().map(|t| t.rows).collect()),
+                        u64s(tasks.iter().map(|t| t.elapsed_ms).collect()),
+                    ],
+                )
+            }
+            "sessions" => {
+                let sessions = (self.sessions)();
+                (
+                    vec![field("session_id", Utf8), field("idle_ms", UInt64)],
+                    vec![
+                        strings(sessions.iter().map(|s| s.session_id.clone()).collect()),
+                        u64s(sessions.iter().map(|s| s.idle_ms).collect()),
                     ],
                 )
             }

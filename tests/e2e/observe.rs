@@ -148,6 +148,33 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
         .await
         .unwrap();
     assert_eq!(rows(&executors.batches), vec![vec!["2"]]);
+    let sessions = ctx
+        .run_sql(&format!(
+            "SELECT count(*) FROM ember.sessions WHERE session_id = '{}'",
+            ctx.session_id()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows(&sessions.batches), vec![vec!["1"]]);
+    // Tasks of a job still held: submit one and look before releasing it.
+    let ember::Submitted::Job(job) = ctx.submit_sql(&query_text(5)).await.unwrap() else {
+        panic!("Q5 is a job");
+    };
+    ctx.wait_for(&job, |_| {}).await.unwrap();
+    let per_task = ctx
+        .run_sql(&format!(
+            "SELECT count(*), sum(output_rows) FROM ember.tasks \
+             WHERE job_id = '{}' AND state = 'succeeded'",
+            job.job_id
+        ))
+        .await
+        .unwrap();
+    let rows_out: u64 = status.stages.iter().map(|s| s.output_rows).sum();
+    assert_eq!(
+        rows(&per_task.batches),
+        vec![vec![tasks.to_string(), rows_out.to_string()]]
+    );
+    ctx.release(&job.job_id).await;
 }
 
 /// An executor's own `/metrics` and health checks (`--http`).
