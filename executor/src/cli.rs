@@ -3,7 +3,14 @@
 //!
 //! ```no_run
 //! // src/bin/my-executor.rs: the `ember-executor` flags, plus `my_udf`.
-//! # fn my_udf() -> datafusion::logical_expr::ScalarUDF { unimplemented!() }
+//! # use std::sync::Arc;
+//! # use datafusion::arrow::datatypes::DataType;
+//! # use datafusion::common::ScalarValue;
+//! # use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+//! # fn my_udf() -> ScalarUDF {
+//! #     let one = |_: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Int64(Some(1))));
+//! #     create_udf("one", vec![], DataType::Int64, Volatility::Immutable, Arc::new(one))
+//! # }
 //! #[tokio::main]
 //! async fn main() -> std::process::ExitCode {
 //!     ember_executor::ExecutorBuilder::new()
