@@ -54,7 +54,12 @@ struct State {
     history: VecDeque<JobView>,
     /// `ember_jobs_total` (the core's metric, shared).
     job_ends: Family<StateLabel, Counter>,
+    /// Executors lost lately, with why (newest last).
+    lost: VecDeque<ExecutorView>,
 }
+
+/// Lost executors kept for people to look at.
+const LOST_KEPT: usize = 100;
 
 /// Released jobs kept for people to look at.
 const HISTORY: usize = 500;
@@ -299,9 +304,17 @@ impl Core {
         let mut failed = vec![];
         {
             let mut state = self.state.lock();
-            if state.registry.remove(executor_id).is_none() {
+            let Some(gone) = state.registry.remove(executor_id) else {
                 return;
+            };
+            let mut view = ExecutorView::of(&gone);
+            view.connected = false;
+            view.slots_busy = 0;
+            view.lost_reason = Some(reason.to_string());
+            if state.lost.len() >= LOST_KEPT {
+                state.lost.pop_front();
             }
+            state.lost.push_back(view);
             tracing::warn!(executor = executor_id, reason, "executor lost");
             let no_executors_left = state.registry.is_empty();
             let ids: Vec<String> = state.jobs.keys().cloned().collect();
@@ -455,9 +468,16 @@ impl Core {
         rows
     }
 
+    /// Registered executors, then the ones lost lately (newest first) with
+    /// why.
     pub fn executors_overview(&self) -> Vec<ExecutorView> {
         let state = self.state.lock();
-        state.registry.entries().map(ExecutorView::of).collect()
+        state
+            .registry
+            .entries()
+            .map(ExecutorView::of)
+            .chain(state.lost.iter().rev().cloned())
+            .collect()
     }
 
     /// The gauges of `/metrics`.

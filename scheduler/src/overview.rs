@@ -78,6 +78,8 @@ pub struct ExecutorView {
     pub last_heartbeat_ms_ago: u64,
     /// Its control stream is open (it gets tasks).
     pub connected: bool,
+    /// Set for an executor that was lost: why.
+    pub lost_reason: Option<String>,
 }
 
 /// One task of a job the scheduler still holds.
@@ -207,6 +209,7 @@ impl ExecutorView {
             memory_bytes: e.info.memory_bytes,
             last_heartbeat_ms_ago: e.last_seen.elapsed().as_millis() as u64,
             connected: e.connected,
+            lost_reason: None,
         }
     }
 }

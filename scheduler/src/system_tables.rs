@@ -242,6 +242,7 @@ impl SystemTable {
                         field("memory_bytes", UInt64),
                         field("last_heartbeat_ms_ago", UInt64),
                         field("connected", Boolean),
+                        field("lost_reason", Utf8),
                     ],
                     vec![
                         strings(executors.iter().map(|e| e.id.clone()).collect()),
@@ -253,6 +254,12 @@ impl SystemTable {
                         Arc::new(BooleanArray::from(
                             executors.iter().map(|e| e.connected).collect::<Vec<_>>(),
                         )),
+                        strings(
+                            executors
+                                .iter()
+                                .map(|e| e.lost_reason.clone().unwrap_or_default())
+                                .collect(),
+                        ),
                     ],
                 )
             }

@@ -175,6 +175,29 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
         vec![vec![tasks.to_string(), rows_out.to_string()]]
     );
     ctx.release(&job.job_id).await;
+
+    // A lost executor stays listed, with why.
+    let mut cluster = cluster;
+    cluster.kill_executor("exec-1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = get(&format!("{http}/api/v1/executors"));
+        let executors: Value = serde_json::from_str(&body).unwrap();
+        let lost = executors
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["id"] == "exec-1" && !e["lost_reason"].is_null());
+        if let Some(lost) = lost {
+            assert_eq!(lost["connected"], false);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "exec-1 not shown lost: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// An executor's own `/metrics` and health checks (`--http`).
