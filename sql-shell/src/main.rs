@@ -84,10 +84,18 @@ async fn main() {
         Err(e) => e.exit(),
     };
     let inputs = ordered_inputs(&matches, &args);
-    if let Err(e) = run(args, inputs).await {
-        eprintln!("Error: {e}");
-        std::process::exit(1);
-    }
+    let code = match run(args, inputs).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("Error: {e}");
+            1
+        }
+    };
+    // The session is closed and the output written: leave now rather than
+    // wait for the runtime to wind down the embedded cluster's threads.
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    std::process::exit(code);
 }
 
 async fn connect(args: &Args) -> Result<EmberContext, String> {
