@@ -99,23 +99,9 @@ impl Default for StandaloneOptions {
 }
 
 impl StandaloneOptions {
-    /// Adds scalar function `udf` to the embedded cluster.
-    pub fn with_udf(mut self, udf: ScalarUDF) -> Self {
-        self.functions = self.functions.with_udf(udf);
-        self
-    }
-
-    /// Adds aggregate function `udaf` to the embedded cluster.
-    pub fn with_udaf(mut self, udaf: AggregateUDF) -> Self {
-        self.functions = self.functions.with_udaf(udaf);
-        self
-    }
-
-    /// Adds window function `udwf` to the embedded cluster.
-    pub fn with_udwf(mut self, udwf: WindowUDF) -> Self {
-        self.functions = self.functions.with_udwf(udwf);
-        self
-    }
+    ember_planner::with_function_methods!(
+        "the embedded cluster (scheduler, executors and this context)"
+    );
 }
 
 /// A scheduler and executors running inside this process.

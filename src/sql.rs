@@ -14,16 +14,7 @@ pub enum Piece {
 /// `...access_key_id`, or an `aws.*` credential option)? Such input is
 /// never written to a history file.
 pub fn sets_secret(text: &str) -> bool {
-    let lower = text.to_ascii_lowercase();
-    [
-        "access_key_id",
-        "secret_access_key",
-        "session_token",
-        "aws.secret",
-        "aws.token",
-    ]
-    .iter()
-    .any(|k| lower.contains(k))
+    ember_planner::config::mentions_secret(text)
 }
 
 /// Splits `text` at top-level `;`, respecting quotes ('…', "…"), line

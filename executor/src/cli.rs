@@ -25,7 +25,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use ember_planner::Functions;
 
 use crate::{Executor, ExecutorConfig};
@@ -42,23 +41,7 @@ impl ExecutorBuilder {
         Self::default()
     }
 
-    /// Lets tasks call scalar function `udf`.
-    pub fn with_udf(mut self, udf: ScalarUDF) -> Self {
-        self.functions = self.functions.with_udf(udf);
-        self
-    }
-
-    /// Lets tasks call aggregate function `udaf`.
-    pub fn with_udaf(mut self, udaf: AggregateUDF) -> Self {
-        self.functions = self.functions.with_udaf(udaf);
-        self
-    }
-
-    /// Lets tasks call window function `udwf`.
-    pub fn with_udwf(mut self, udwf: WindowUDF) -> Self {
-        self.functions = self.functions.with_udwf(udwf);
-        self
-    }
+    ember_planner::with_function_methods!("the executor's tasks");
 
     /// Parses the process's command line (the flags of `ember-executor
     /// --help`), runs the executor until SIGINT or SIGTERM, and shuts it

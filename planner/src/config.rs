@@ -15,6 +15,22 @@ use datafusion::prelude::SessionConfig;
 /// What `SHOW` and logs print instead of a secret.
 pub const MASK: &str = "****";
 
+/// Does `text` (a statement) mention a secret setting: an `ember.s3.*`
+/// credential or a table's `aws.*` credential option? Such text is never
+/// kept where people can see it (shell history, job descriptions).
+pub fn mentions_secret(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    [
+        "access_key_id",
+        "secret_access_key",
+        "session_token",
+        "aws.secret",
+        "aws.token",
+    ]
+    .iter()
+    .any(|k| lower.contains(k))
+}
+
 /// A secret setting: never printed (`Debug` and `Display` show [`MASK`]).
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Secret(pub String);

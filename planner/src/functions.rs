@@ -79,6 +79,32 @@ impl Functions {
     }
 }
 
+/// Gives a builder with a `functions: Functions` field the methods
+/// `with_udf`, `with_udaf` and `with_udwf`; `$who` says who gets the
+/// functions (for the docs), e.g. `"the executor's tasks"`.
+#[macro_export]
+macro_rules! with_function_methods {
+    ($who:literal) => {
+        #[doc = concat!("Adds scalar function `udf` for ", $who, ".")]
+        pub fn with_udf(mut self, udf: ::datafusion::logical_expr::ScalarUDF) -> Self {
+            self.functions = self.functions.with_udf(udf);
+            self
+        }
+
+        #[doc = concat!("Adds aggregate function `udaf` for ", $who, ".")]
+        pub fn with_udaf(mut self, udaf: ::datafusion::logical_expr::AggregateUDF) -> Self {
+            self.functions = self.functions.with_udaf(udaf);
+            self
+        }
+
+        #[doc = concat!("Adds window function `udwf` for ", $who, ".")]
+        pub fn with_udwf(mut self, udwf: ::datafusion::logical_expr::WindowUDF) -> Self {
+            self.functions = self.functions.with_udwf(udwf);
+            self
+        }
+    };
+}
+
 /// A plan names a function this process was not started with.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("function '{name}' is not available here")]

@@ -26,7 +26,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use datafusion::logical_expr::{AggregateUDF, ScalarUDF, WindowUDF};
 use ember_planner::Functions;
 
 use crate::{Scheduler, SchedulerConfig};
@@ -43,23 +42,7 @@ impl SchedulerBuilder {
         Self::default()
     }
 
-    /// Lets queries call scalar function `udf`.
-    pub fn with_udf(mut self, udf: ScalarUDF) -> Self {
-        self.functions = self.functions.with_udf(udf);
-        self
-    }
-
-    /// Lets queries call aggregate function `udaf`.
-    pub fn with_udaf(mut self, udaf: AggregateUDF) -> Self {
-        self.functions = self.functions.with_udaf(udaf);
-        self
-    }
-
-    /// Lets queries call window function `udwf`.
-    pub fn with_udwf(mut self, udwf: WindowUDF) -> Self {
-        self.functions = self.functions.with_udwf(udwf);
-        self
-    }
+    ember_planner::with_function_methods!("the scheduler's queries");
 
     /// Parses the process's command line (the flags of `ember-scheduler
     /// --help`), runs the scheduler until SIGINT or SIGTERM, and shuts it

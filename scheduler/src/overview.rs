@@ -106,15 +106,7 @@ pub struct SessionRow {
 /// How a job's submitted text is shown: statements that carry secrets are
 /// not kept.
 pub fn describe(sql: &str) -> String {
-    let lower = sql.to_ascii_lowercase();
-    let secret = [
-        "access_key_id",
-        "secret_access_key",
-        "session_token",
-        "aws.",
-    ]
-    .iter()
-    .any(|k| lower.contains(k));
+    let secret = ember_planner::config::mentions_secret(sql);
     if secret {
         "(statement with credentials, not shown)".to_string()
     } else {

@@ -97,10 +97,67 @@ fn u32s(v: Vec<u32>) -> ArrayRef {
     Arc::new(UInt32Array::from(v))
 }
 
+/// The columns of system table `name` (known without taking a snapshot).
+fn schema_of(name: &str) -> SchemaRef {
+    use DataType::{Boolean, UInt32, UInt64, Utf8};
+    let fields = match name {
+        "jobs" => vec![
+            field("job_id", Utf8),
+            field("session_id", Utf8),
+            field("description", Utf8),
+            field("state", Utf8),
+            field("error", Utf8),
+            field("submitted_at_ms", UInt64),
+            field("elapsed_ms", UInt64),
+            field("result_rows", UInt64),
+            field("stages", UInt64),
+            field("tasks", UInt64),
+            field("events", UInt64),
+        ],
+        "stages" => vec![
+            field("job_id", Utf8),
+            field("stage_id", UInt32),
+            field("inputs", Utf8),
+            field("tasks_total", UInt64),
+            field("tasks_done", UInt64),
+            field("tasks_running", UInt64),
+            field("output_rows", UInt64),
+            field("output_bytes", UInt64),
+            field("local_fetches", UInt64),
+            field("remote_fetches", UInt64),
+            field("attempt", UInt64),
+            field("task_time_ms", UInt64),
+            field("task_time_max_ms", UInt64),
+            field("executors", Utf8),
+        ],
+        "tasks" => vec![
+            field("job_id", Utf8),
+            field("stage_id", UInt32),
+            field("partition", UInt32),
+            field("state", Utf8),
+            field("attempt", UInt64),
+            field("executor_id", Utf8),
+            field("output_rows", UInt64),
+            field("elapsed_ms", UInt64),
+        ],
+        "sessions" => vec![field("session_id", Utf8), field("idle_ms", UInt64)],
+        _ => vec![
+            field("executor_id", Utf8),
+            field("address", Utf8),
+            field("slots", UInt32),
+            field("slots_busy", UInt32),
+            field("memory_bytes", UInt64),
+            field("last_heartbeat_ms_ago", UInt64),
+            field("connected", Boolean),
+            field("lost_reason", Utf8),
+        ],
+    };
+    Arc::new(Schema::new(fields))
+}
+
 impl SystemTable {
     fn batch(&self) -> Result<RecordBatch> {
-        use DataType::{Boolean, UInt32, UInt64, Utf8};
-        let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = match self.name {
+        let columns: Vec<ArrayRef> = match self.name {
             "jobs" => {
                 let jobs = self.core.jobs_overview();
                 let col = |f: fn(&crate::overview::JobView) -> String| {
@@ -108,34 +165,19 @@ impl SystemTable {
                 };
                 let num =
                     |f: fn(&crate::overview::JobView) -> u64| u64s(jobs.iter().map(f).collect());
-                (
-                    vec![
-                        field("job_id", Utf8),
-                        field("session_id", Utf8),
-                        field("description", Utf8),
-                        field("state", Utf8),
-                        field("error", Utf8),
-                        field("submitted_at_ms", UInt64),
-                        field("elapsed_ms", UInt64),
-                        field("result_rows", UInt64),
-                        field("stages", UInt64),
-                        field("tasks", UInt64),
-                        field("events", UInt64),
-                    ],
-                    vec![
-                        col(|j| j.id.clone()),
-                        col(|j| j.session.clone()),
-                        col(|j| j.description.clone()),
-                        col(|j| j.state.clone()),
-                        col(|j| j.error.clone()),
-                        num(|j| j.submitted_at_ms),
-                        num(|j| j.elapsed_ms),
-                        num(|j| j.result_rows),
-                        num(|j| j.stages.len() as u64),
-                        num(|j| j.stages.iter().map(|s| s.tasks_total as u64).sum()),
-                        num(|j| j.events.len() as u64),
-                    ],
-                )
+                vec![
+                    col(|j| j.id.clone()),
+                    col(|j| j.session.clone()),
+                    col(|j| j.description.clone()),
+                    col(|j| j.state.clone()),
+                    col(|j| j.error.clone()),
+                    num(|j| j.submitted_at_ms),
+                    num(|j| j.elapsed_ms),
+                    num(|j| j.result_rows),
+                    num(|j| j.stages.len() as u64),
+                    num(|j| j.stages.iter().map(|s| s.tasks_total as u64).sum()),
+                    num(|j| j.events.len() as u64),
+                ]
             }
             "stages" => {
                 let stages: Vec<(String, crate::overview::StageView)> = self
@@ -150,134 +192,83 @@ impl SystemTable {
                 let num = |f: fn(&crate::overview::StageView) -> u64| {
                     u64s(stages.iter().map(|(_, s)| f(s)).collect())
                 };
-                (
-                    vec![
-                        field("job_id", Utf8),
-                        field("stage_id", UInt32),
-                        field("inputs", Utf8),
-                        field("tasks_total", UInt64),
-                        field("tasks_done", UInt64),
-                        field("tasks_running", UInt64),
-                        field("output_rows", UInt64),
-                        field("output_bytes", UInt64),
-                        field("local_fetches", UInt64),
-                        field("remote_fetches", UInt64),
-                        field("attempt", UInt64),
-                        field("task_time_ms", UInt64),
-                        field("task_time_max_ms", UInt64),
-                        field("executors", Utf8),
-                    ],
-                    vec![
-                        strings(stages.iter().map(|(j, _)| j.clone()).collect()),
-                        u32s(stages.iter().map(|(_, s)| s.id).collect()),
-                        strings(
-                            stages
-                                .iter()
-                                .map(|(_, s)| {
-                                    s.inputs
-                                        .iter()
-                                        .map(|i| i.to_string())
-                                        .collect::<Vec<_>>()
-                                        .join(",")
-                                })
-                                .collect(),
-                        ),
-                        num(|s| s.tasks_total as u64),
-                        num(|s| s.tasks_done as u64),
-                        num(|s| s.tasks_running as u64),
-                        num(|s| s.output_rows),
-                        num(|s| s.output_bytes),
-                        num(|s| s.local_fetches),
-                        num(|s| s.remote_fetches),
-                        num(|s| s.attempt as u64),
-                        num(|s| s.task_time_ms),
-                        num(|s| s.task_time_max_ms),
-                        strings(stages.iter().map(|(_, s)| s.executors.join(",")).collect()),
-                    ],
-                )
+                vec![
+                    strings(stages.iter().map(|(j, _)| j.clone()).collect()),
+                    u32s(stages.iter().map(|(_, s)| s.id).collect()),
+                    strings(
+                        stages
+                            .iter()
+                            .map(|(_, s)| {
+                                s.inputs
+                                    .iter()
+                                    .map(|i| i.to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(",")
+                            })
+                            .collect(),
+                    ),
+                    num(|s| s.tasks_total as u64),
+                    num(|s| s.tasks_done as u64),
+                    num(|s| s.tasks_running as u64),
+                    num(|s| s.output_rows),
+                    num(|s| s.output_bytes),
+                    num(|s| s.local_fetches),
+                    num(|s| s.remote_fetches),
+                    num(|s| s.attempt as u64),
+                    num(|s| s.task_time_ms),
+                    num(|s| s.task_time_max_ms),
+                    strings(stages.iter().map(|(_, s)| s.executors.join(",")).collect()),
+                ]
             }
             "tasks" => {
                 let tasks = self.core.tasks_overview();
-                (
-                    vec![
-                        field("job_id", Utf8),
-                        field("stage_id", UInt32),
-                        field("partition", UInt32),
-                        field("state", Utf8),
-                        field("attempt", UInt64),
-                        field("executor_id", Utf8),
-                        field("output_rows", UInt64),
-                        field("elapsed_ms", UInt64),
-                    ],
-                    vec![
-                        strings(tasks.iter().map(|t| t.job_id.clone()).collect()),
-                        u32s(tasks.iter().map(|t| t.stage).collect()),
-                        u32s(tasks.iter().map(|t| t.partition).collect()),
-                        strings(tasks.iter().map(|t| t.state.to_string()).collect()),
-                        u64s(tasks.iter().map(|t| t.attempt).collect()),
-                        strings(tasks.iter().map(|t| t.executor.clone()).collect()),
-                        u64s(tasks.iter().map(|t| t.rows).collect()),
-                        u64s(tasks.iter().map(|t| t.elapsed_ms).collect()),
-                    ],
-                )
+                vec![
+                    strings(tasks.iter().map(|t| t.job_id.clone()).collect()),
+                    u32s(tasks.iter().map(|t| t.stage).collect()),
+                    u32s(tasks.iter().map(|t| t.partition).collect()),
+                    strings(tasks.iter().map(|t| t.state.to_string()).collect()),
+                    u64s(tasks.iter().map(|t| t.attempt).collect()),
+                    strings(tasks.iter().map(|t| t.executor.clone()).collect()),
+                    u64s(tasks.iter().map(|t| t.rows).collect()),
+                    u64s(tasks.iter().map(|t| t.elapsed_ms).collect()),
+                ]
             }
             "sessions" => {
                 let sessions = (self.sessions)();
-                (
-                    vec![field("session_id", Utf8), field("idle_ms", UInt64)],
-                    vec![
-                        strings(sessions.iter().map(|s| s.session_id.clone()).collect()),
-                        u64s(sessions.iter().map(|s| s.idle_ms).collect()),
-                    ],
-                )
+                vec![
+                    strings(sessions.iter().map(|s| s.session_id.clone()).collect()),
+                    u64s(sessions.iter().map(|s| s.idle_ms).collect()),
+                ]
             }
             _ => {
                 let executors = self.core.executors_overview();
-                (
-                    vec![
-                        field("executor_id", Utf8),
-                        field("address", Utf8),
-                        field("slots", UInt32),
-                        field("slots_busy", UInt32),
-                        field("memory_bytes", UInt64),
-                        field("last_heartbeat_ms_ago", UInt64),
-                        field("connected", Boolean),
-                        field("lost_reason", Utf8),
-                    ],
-                    vec![
-                        strings(executors.iter().map(|e| e.id.clone()).collect()),
-                        strings(executors.iter().map(|e| e.address.clone()).collect()),
-                        u32s(executors.iter().map(|e| e.slots).collect()),
-                        u32s(executors.iter().map(|e| e.slots_busy).collect()),
-                        u64s(executors.iter().map(|e| e.memory_bytes).collect()),
-                        u64s(executors.iter().map(|e| e.last_heartbeat_ms_ago).collect()),
-                        Arc::new(BooleanArray::from(
-                            executors.iter().map(|e| e.connected).collect::<Vec<_>>(),
-                        )),
-                        strings(
-                            executors
-                                .iter()
-                                .map(|e| e.lost_reason.clone().unwrap_or_default())
-                                .collect(),
-                        ),
-                    ],
-                )
+                vec![
+                    strings(executors.iter().map(|e| e.id.clone()).collect()),
+                    strings(executors.iter().map(|e| e.address.clone()).collect()),
+                    u32s(executors.iter().map(|e| e.slots).collect()),
+                    u32s(executors.iter().map(|e| e.slots_busy).collect()),
+                    u64s(executors.iter().map(|e| e.memory_bytes).collect()),
+                    u64s(executors.iter().map(|e| e.last_heartbeat_ms_ago).collect()),
+                    Arc::new(BooleanArray::from(
+                        executors.iter().map(|e| e.connected).collect::<Vec<_>>(),
+                    )),
+                    strings(
+                        executors
+                            .iter()
+                            .map(|e| e.lost_reason.clone().unwrap_or_default())
+                            .collect(),
+                    ),
+                ]
             }
         };
-        Ok(RecordBatch::try_new(
-            Arc::new(Schema::new(fields)),
-            columns,
-        )?)
+        Ok(RecordBatch::try_new(schema_of(self.name), columns)?)
     }
 }
 
 #[async_trait]
 impl TableProvider for SystemTable {
     fn schema(&self) -> SchemaRef {
-        // An empty snapshot has the same schema as a full one.
-        self.batch()
-            .map(|b| b.schema())
-            .unwrap_or_else(|_| Arc::new(Schema::empty()))
+        schema_of(self.name)
     }
 
     fn table_type(&self) -> TableType {

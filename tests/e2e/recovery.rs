@@ -25,9 +25,18 @@ fn events(status: &JobStatus) -> Vec<(JobEventKind, String)> {
         .collect()
 }
 
-async fn wait_for_executors(ctx: &EmberContext, n: usize) {
+/// Waits until the scheduler lists `n` executors; with a cluster, replaces
+/// its dead executors meanwhile (one killed late is replaced too).
+async fn wait_for_executors(
+    ctx: &EmberContext,
+    n: usize,
+    mut cluster: Option<&mut ProcessCluster>,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        if let Some(c) = cluster.as_deref_mut() {
+            c.replace_dead_executors();
+        }
         let info = ctx.cluster_info().await.unwrap();
         if info.executors.len() == n {
             return;
@@ -97,7 +106,7 @@ async fn queries_survive(fault: &str, recomputed: &[JobEventKind]) {
             !reruns.is_empty(),
             "q{q}: no event names the recomputed partitions ({recomputed:?}): {events:?}"
         );
-        wait_for_executors(&ctx, 3).await;
+        wait_for_executors(&ctx, 3, None).await;
     }
 }
 
@@ -174,7 +183,7 @@ async fn late_report_from_an_old_attempt_is_ignored() {
             .contains("stale report ignored")
     );
     // The executor is back and the cluster works.
-    wait_for_executors(&ctx, 3).await;
+    wait_for_executors(&ctx, 3, None).await;
     let again = ctx.run_sql(&sql).await.expect("next query");
     assert_eq!(again.num_rows(), result.num_rows());
 }
@@ -227,25 +236,7 @@ async fn a_task_that_kills_every_executor_it_lands_on_fails_the_query() {
         e.contains("task 0.0 failed 2 times") && e.contains("lost"),
         "{e}"
     );
-    // Executors killed late (after the job failed) are replaced too.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        cluster.replace_dead_executors();
-        let info = ctx.cluster_info().await.unwrap();
-        if info.executors.len() == 2 {
-            break;
-        }
-        let ids: Vec<&str> = info
-            .executors
-            .iter()
-            .map(|e| e.executor_id.as_str())
-            .collect();
-        assert!(
-            Instant::now() < deadline,
-            "expected 2 executors, the scheduler lists {ids:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_executors(&ctx, 2, Some(&mut cluster)).await;
     let ok = ctx.run_sql(&sql).await.expect("the next query works");
     assert_same(
         "q3 after the crashes",
