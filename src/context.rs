@@ -440,6 +440,10 @@ impl EmberContext {
         // Free the job's data on the executors whatever happened.
         self.fetcher.release(&job.job_id).await;
         let (status, batches) = result?;
+        let batches = batches
+            .into_iter()
+            .map(|b| crate::fetch::conform(b, &job.schema))
+            .collect::<Result<_>>()?;
         Ok(QueryResult {
             schema: job.schema,
             batches,

@@ -76,6 +76,11 @@ impl From<Status> for EmberError {
             Code::Unknown if msg.contains("transport") || msg.contains("h2") => {
                 EmberError::Cluster(format!("lost the connection to the scheduler: {msg}"))
             }
+            Code::Internal => EmberError::Internal(
+                msg.strip_prefix("internal error: ")
+                    .unwrap_or(&msg)
+                    .to_string(),
+            ),
             _ => EmberError::Internal(format!("{:?}: {msg}", s.code())),
         }
     }
@@ -93,7 +98,7 @@ impl From<datafusion::error::DataFusionError> for EmberError {
             other => other,
         };
         match e.find_root() {
-            D::NotImplemented(m) => EmberError::NotSupported(m.clone()),
+            D::NotImplemented(_) => EmberError::NotSupported(e.strip_backtrace()),
             D::Plan(_) | D::SchemaError(..) | D::SQL(..) => EmberError::Query(e.strip_backtrace()),
             _ => EmberError::Internal(e.strip_backtrace()),
         }

@@ -360,6 +360,7 @@ impl ResultStream {
             delivered: 0,
             recoveries: 0,
             finished: Arc::clone(&finished),
+            schema: Arc::clone(&schema),
         };
         let inner = futures::stream::try_unfold(state, StreamState::next_batch);
         Self {
@@ -417,6 +418,8 @@ struct StreamState {
     delivered: usize,
     recoveries: usize,
     finished: Arc<AtomicBool>,
+    /// The schema the client was told; every batch is given it.
+    schema: SchemaRef,
 }
 
 impl StreamState {
@@ -427,6 +430,7 @@ impl StreamState {
                     Some(Ok(batch)) if batch.num_rows() == 0 => continue,
                     Some(Ok(batch)) => {
                         self.delivered += batch.num_rows();
+                        let batch = conform(batch, &self.schema)?;
                         return Ok(Some((batch, self)));
                     }
                     Some(Err(e)) => {
@@ -493,4 +497,42 @@ impl StreamState {
         self.status = Some(status);
         Ok(())
     }
+}
+
+/// Gives `batch` the schema the client was told. An operator may mark a
+/// column nullable where the plan's schema says it is not (or the other way
+/// round), or name a nested field differently; the values are the same, and
+/// a client that trusts the announced schema must get it. A batch whose values
+/// do not fit it is an error, never passed on.
+pub(crate) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema_ref() == schema {
+        return Ok(batch);
+    }
+    let rows = batch.num_rows();
+    let misfit = |e: arrow::error::ArrowError| {
+        EmberError::Internal(format!(
+            "a result batch does not fit the query's schema ({e}): batch {:?}, query {:?}",
+            batch.schema(),
+            schema
+        ))
+    };
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                arrow::compute::cast(column, field.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(misfit)?;
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(misfit)
 }

@@ -8,7 +8,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
@@ -96,16 +95,14 @@ impl FlightService for ShuffleFlightService {
                 faults.act(faults.fire(point, ticket.stage_id, ticket.map_partition, false));
             }
         });
-        // Dictionaries are sent as dictionaries (the default would hydrate
-        // them into plain arrays): a reader mixing local and remote map
-        // outputs, e.g. of a hive partition column, must see one type.
-        let stream = FlightDataEncoderBuilder::new()
-            .with_dictionary_handling(DictionaryHandling::Resend)
-            .with_schema(schema)
-            .build(
-                batches.map_err(|e| arrow_flight::error::FlightError::ExternalError(Box::new(e))),
-            )
-            .map_err(|e| Status::internal(e.to_string()));
+        // Dictionaries are sent as dictionaries (a reader mixing local and
+        // remote map outputs, e.g. of a hive partition column, must see one
+        // type), and every type as it is (see `flight_encode`).
+        let stream = crate::flight_encode::encode(
+            schema,
+            batches.map_err(|e| arrow_flight::error::FlightError::ExternalError(Box::new(e))),
+        )
+        .map_err(|e| Status::internal(e.to_string()));
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -34,6 +34,7 @@ mod control;
 pub mod error;
 pub mod faults;
 pub mod flight;
+mod flight_encode;
 mod http;
 mod jobs;
 pub mod metrics;

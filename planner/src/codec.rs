@@ -1,5 +1,6 @@
 //! Serialization of stage plans: `datafusion-proto` for DataFusion's own
-//! operators, plus [`EmberCodec`] for Ember's shuffle operators.
+//! operators, plus [`EmberCodec`] for Ember's shuffle operators and
+//! [`EmberConverter`] for what datafusion-proto would lose (see `fidelity`).
 //!
 //! Every Ember node is encoded as one tag byte followed by a prost message
 //! from `ember-proto` (`ShuffleWriterNode`, `ShuffleReaderNode`,
@@ -15,7 +16,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion_proto::bytes::{
-    physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
+    physical_plan_from_bytes_with_proto_converter, physical_plan_to_bytes_with_proto_converter,
 };
 use datafusion_proto::physical_plan::from_proto::parse_protobuf_partitioning;
 use datafusion_proto::physical_plan::to_proto::serialize_partitioning;
@@ -25,6 +26,7 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use crate::fidelity::{EmberConverter, TAG_FIXUP, decode_fixup};
 use crate::functions::MissingFunction;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
@@ -34,18 +36,25 @@ const TAG_WRITER: u8 = 1;
 const TAG_READER: u8 = 2;
 const TAG_FILE_WRITE: u8 = 3;
 
+/// Is `plan` one of Ember's own operators (encoded by [`EmberCodec`])?
+pub fn is_ember_node(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    plan.downcast_ref::<ShuffleWriterExec>().is_some()
+        || plan.downcast_ref::<ShuffleReaderExec>().is_some()
+        || plan.downcast_ref::<FileWriteExec>().is_some()
+}
+
 /// Encodes and decodes Ember's own operators inside datafusion-proto plans.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct EmberCodec;
 
 /// Serializes a stage plan.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
-    Ok(physical_plan_to_bytes_with_extension_codec(plan, &EmberCodec)?.to_vec())
+    Ok(physical_plan_to_bytes_with_proto_converter(plan, &EmberCodec, &EmberConverter)?.to_vec())
 }
 
 /// Deserializes a stage plan in the context of the task that will run it.
 pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_extension_codec(bytes, ctx, &EmberCodec)
+    physical_plan_from_bytes_with_proto_converter(bytes, ctx, &EmberCodec, &EmberConverter)
 }
 
 /// Arrow IPC bytes of a schema (a stream with no batches).
@@ -178,6 +187,7 @@ impl PhysicalExtensionCodec for EmberCodec {
                     node.staging_root,
                 )?)
             }
+            TAG_FIXUP => decode_fixup(body, ctx, self, converter),
             other => Err(decode_err("node", format!("unknown tag {other}"))),
         }
     }

@@ -24,6 +24,7 @@
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod fidelity;
 pub mod functions;
 pub mod joins;
 pub mod logging;

@@ -13,8 +13,12 @@ pub enum SchedulerError {
     NoExecutors,
     #[error("{0}")]
     InvalidQuery(String),
+    /// Something Ember itself refuses.
     #[error("{0} is not supported by Ember yet")]
     NotSupported(String),
+    /// DataFusion's "This feature is not implemented", in its words.
+    #[error("{0}")]
+    Unimplemented(String),
     #[error("executor registration refused: {0}")]
     Registration(String),
     #[error("limit reached: {0}")]
@@ -28,7 +32,9 @@ pub type Result<T, E = SchedulerError> = std::result::Result<T, E>;
 impl From<DataFusionError> for SchedulerError {
     fn from(e: DataFusionError) -> Self {
         match e.find_root() {
-            DataFusionError::NotImplemented(m) => SchedulerError::NotSupported(m.clone()),
+            DataFusionError::NotImplemented(_) => {
+                SchedulerError::Unimplemented(e.strip_backtrace())
+            }
             DataFusionError::Internal(_) => SchedulerError::Internal(e.strip_backtrace()),
             _ => SchedulerError::InvalidQuery(e.strip_backtrace()),
         }
@@ -53,7 +59,9 @@ impl From<SchedulerError> for Status {
             }
             SchedulerError::NoExecutors => Status::failed_precondition(msg),
             SchedulerError::InvalidQuery(_) => Status::invalid_argument(msg),
-            SchedulerError::NotSupported(_) => Status::unimplemented(msg),
+            SchedulerError::NotSupported(_) | SchedulerError::Unimplemented(_) => {
+                Status::unimplemented(msg)
+            }
             SchedulerError::Registration(_) => Status::already_exists(msg),
             SchedulerError::LimitExceeded(_) => Status::resource_exhausted(msg),
             SchedulerError::Internal(_) => Status::internal(msg),

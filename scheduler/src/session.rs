@@ -361,6 +361,9 @@ impl Session {
                     verbose: analyze.verbose,
                 })
             }
+            // Memory tables live here, like the tables `CREATE TABLE AS`
+            // fills here: changing one is a catalog statement.
+            _ if modifies_memory_table(&plan) => self.run_here(plan, true).await,
             LogicalPlan::Dml(dml) if !matches!(dml.op, WriteOp::Insert(_)) => {
                 Err(SchedulerError::NotSupported(format!(
                     "{} (Ember writes files: COPY TO and INSERT INTO an external table)",
@@ -402,8 +405,11 @@ impl Session {
             }
             _ if reads_information_schema(&plan) => self.run_here(plan, true).await,
             _ => {
-                let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
                 let physical = self.ctx.state().create_physical_plan(&plan).await?;
+                // The schema of the batches the plan produces, which can
+                // differ from the logical one in nullability: clients are
+                // told what they will receive.
+                let schema = physical.schema();
                 let dag = StageDag::cut(physical, self.target_partitions())?;
                 Ok(Planned::Job {
                     dag,
@@ -520,6 +526,18 @@ fn answered_here(plan: &LogicalPlan) -> bool {
             | LogicalPlan::Statement(_)
             | LogicalPlan::DescribeTable(_)
     ) || reads_information_schema(plan)
+        || modifies_memory_table(plan)
+}
+
+/// Is `plan` an `INSERT`, `UPDATE` or `DELETE` of an in-memory table?
+fn modifies_memory_table(plan: &LogicalPlan) -> bool {
+    let LogicalPlan::Dml(dml) = plan else {
+        return false;
+    };
+    datafusion::catalog::default_table_source::source_as_provider(&dml.target).is_ok_and(|t| {
+        t.downcast_ref::<datafusion::datasource::MemTable>()
+            .is_some()
+    })
 }
 
 /// The rows of an answer computed here, as a plan (`VALUES`) a client can

@@ -7,6 +7,7 @@ mod bad_input;
 mod cluster;
 mod common;
 mod dataframe;
+mod differential;
 mod observe;
 mod processes;
 mod recovery;

@@ -1,0 +1,386 @@
+//! What datafusion-proto 55 loses when it encodes an operator, carried
+//! beside it so the executor runs the plan the scheduler planned.
+//!
+//! * A window function's `IGNORE NULLS` is encoded only for aggregates:
+//!   decoded, `first_value(x) IGNORE NULLS OVER (...)` returns nulls.
+//! * A window aggregate's `FILTER (WHERE ...)` is not encoded at all, and
+//!   DataFusion does not expose it (`AggregateWindowExpr` is private), so it
+//!   cannot be carried: such a plan is refused with a clear error rather than
+//!   run without its filter (which would count every row).
+//! * `GROUPING SETS (())` (and any aggregate whose grouping sets have no
+//!   expression) is encoded as zero groups, so the decoded aggregate emits no
+//!   row at all.
+//!
+//! [`EmberConverter`] sees every operator as the plan is encoded; one that
+//! would lose something it can carry is wrapped in a `FixupNode` ([`EmberCodec`] tag
+//! [`TAG_FIXUP`]) holding the operator's usual encoding plus what it lacks,
+//! and [`decode_fixup`] rebuilds the operator whole.
+//!
+//! [`EmberCodec`]: crate::codec::EmberCodec
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::WindowFunctionDefinition;
+use datafusion::physical_expr::window::SlidingAggregateWindowExpr;
+use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
+use datafusion::physical_plan::windows::{
+    BoundedWindowAggExec, PlainAggregateWindowExpr, StandardWindowExpr, WindowAggExec,
+    WindowUDFExpr, create_window_expr, schema_add_window_field,
+};
+use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr, WindowExpr};
+use datafusion_proto::physical_plan::{
+    PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalPlanNodeExt,
+    PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf;
+use prost::Message;
+
+/// The codec tag of a `FixupNode`.
+pub const TAG_FIXUP: u8 = 4;
+
+/// datafusion-proto's converter, plus the fix-ups above.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EmberConverter;
+
+impl PhysicalProtoConverterExtension for EmberConverter {
+    fn proto_to_execution_plan(
+        &self,
+        proto: &protobuf::PhysicalPlanNode,
+        ctx: &PhysicalPlanDecodeContext<'_>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.default_proto_to_execution_plan(proto, ctx)
+    }
+
+    fn execution_plan_to_proto(
+        &self,
+        plan: &Arc<dyn ExecutionPlan>,
+        codec: &dyn PhysicalExtensionCodec,
+    ) -> Result<protobuf::PhysicalPlanNode> {
+        if crate::codec::is_ember_node(plan) {
+            // datafusion-proto would encode the inputs of an extension node
+            // without this converter (so without the fix-ups below).
+            let mut node = vec![];
+            codec.try_encode(Arc::clone(plan), &mut node, self)?;
+            let inputs = plan
+                .children()
+                .into_iter()
+                .map(|child| self.execution_plan_to_proto(child, codec))
+                .collect::<Result<_>>()?;
+            return Ok(extension(node, inputs));
+        }
+        let inner = protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(
+            Arc::clone(plan),
+            codec,
+            self,
+        )?;
+        let Some(mut fixup) = self.lost_parts(plan)? else {
+            return Ok(inner);
+        };
+        fixup.inner = inner.encode_to_vec();
+        let mut node = vec![TAG_FIXUP];
+        fixup
+            .encode(&mut node)
+            .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+        Ok(extension(node, vec![]))
+    }
+
+    fn proto_to_physical_expr(
+        &self,
+        proto: &protobuf::PhysicalExprNode,
+        input_schema: &arrow::datatypes::Schema,
+        ctx: &PhysicalPlanDecodeContext<'_>,
+    ) -> Result<Arc<dyn PhysicalExpr>> {
+        self.default_proto_to_physical_expr(proto, input_schema, ctx)
+    }
+
+    fn physical_expr_to_proto(
+        &self,
+        expr: &Arc<dyn PhysicalExpr>,
+        codec: &dyn PhysicalExtensionCodec,
+    ) -> Result<protobuf::PhysicalExprNode> {
+        datafusion_proto::physical_plan::to_proto::serialize_physical_expr_with_converter(
+            expr, codec, self,
+        )
+    }
+}
+
+fn extension(node: Vec<u8>, inputs: Vec<protobuf::PhysicalPlanNode>) -> protobuf::PhysicalPlanNode {
+    protobuf::PhysicalPlanNode {
+        physical_plan_type: Some(protobuf::physical_plan_node::PhysicalPlanType::Extension(
+            protobuf::PhysicalExtensionNode { node, inputs },
+        )),
+    }
+}
+
+impl EmberConverter {
+    /// What encoding `plan` alone would lose, if anything.
+    fn lost_parts(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Option<ember_proto::FixupNode>> {
+        if let Some(exprs) = window_exprs(plan) {
+            if let Some(filtered) = exprs.iter().find(|e| has_filter(e)) {
+                return Err(DataFusionError::NotImplemented(format!(
+                    "Ember cannot run a window aggregate with FILTER yet ({}): \
+                     datafusion-proto drops the filter; use CASE WHEN inside the aggregate",
+                    filtered.name()
+                )));
+            }
+            let ignore_nulls: Vec<bool> = exprs.iter().map(standard_ignores_nulls).collect();
+            return Ok(ignore_nulls
+                .iter()
+                .any(|&i| i)
+                .then(|| ember_proto::FixupNode {
+                    window_ignore_nulls: ignore_nulls,
+                    ..Default::default()
+                }));
+        }
+        if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+            let group_by = aggregate.group_expr();
+            if group_by.expr().is_empty() && !group_by.groups().is_empty() {
+                return Ok(Some(ember_proto::FixupNode {
+                    empty_grouping_sets: group_by.groups().len() as u32,
+                    ..Default::default()
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn window_exprs(plan: &Arc<dyn ExecutionPlan>) -> Option<&[Arc<dyn WindowExpr>]> {
+    if let Some(w) = plan.downcast_ref::<WindowAggExec>() {
+        return Some(w.window_expr());
+    }
+    plan.downcast_ref::<BoundedWindowAggExec>()
+        .map(|w| w.window_expr())
+}
+
+/// Does a window aggregate have a `FILTER`? Its `Debug` form is the one
+/// place it shows.
+fn has_filter(expr: &Arc<dyn WindowExpr>) -> bool {
+    let any = expr.as_any();
+    let debug = if let Some(plain) = any.downcast_ref::<PlainAggregateWindowExpr>() {
+        format!("{plain:?}")
+    } else if let Some(sliding) = any.downcast_ref::<SlidingAggregateWindowExpr>() {
+        format!("{sliding:?}")
+    } else {
+        return false;
+    };
+    !debug.ends_with("filter: None }")
+}
+
+/// Does a window function (not an aggregate) have `IGNORE NULLS`?
+/// `WindowUDFExpr` keeps the flag private; its `Debug` form is the one
+/// place it shows (`fidelity` tests catch a change of that form).
+fn standard_ignores_nulls(expr: &Arc<dyn WindowExpr>) -> bool {
+    expr.as_any()
+        .downcast_ref::<StandardWindowExpr>()
+        .and_then(|s| {
+            s.get_standard_func_expr()
+                .as_any()
+                .downcast_ref::<WindowUDFExpr>()
+                .map(|udf| format!("{udf:?}").ends_with("ignore_nulls: true }"))
+        })
+        .unwrap_or(false)
+}
+
+/// Rebuilds the operator a `FixupNode` (the payload after the tag) wraps.
+pub fn decode_fixup(
+    body: &[u8],
+    ctx: &TaskContext,
+    codec: &dyn PhysicalExtensionCodec,
+    converter: &dyn PhysicalProtoConverterExtension,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let bad = |e: &dyn std::fmt::Display| {
+        DataFusionError::Plan(format!("cannot decode an Ember fix-up node: {e}"))
+    };
+    let fixup = ember_proto::FixupNode::decode(body).map_err(|e| bad(&e))?;
+    let inner = protobuf::PhysicalPlanNode::decode(fixup.inner.as_slice()).map_err(|e| bad(&e))?;
+    let decode_ctx = PhysicalPlanDecodeContext::new(ctx, codec);
+    let plan = converter.proto_to_execution_plan(&inner, &decode_ctx)?;
+
+    if let Some(exprs) = window_exprs(&plan) {
+        let input = Arc::clone(plan.children()[0]);
+        let input_schema = input.schema();
+        if exprs.len() != fixup.window_ignore_nulls.len() {
+            return Err(bad(&"window expression count differs"));
+        }
+        let rebuilt = exprs
+            .iter()
+            .zip(&fixup.window_ignore_nulls)
+            .map(|(expr, &ignore_nulls)| {
+                if ignore_nulls {
+                    rebuild_window_expr(expr, &input_schema, ignore_nulls)
+                } else {
+                    Ok(Arc::clone(expr))
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if let Some(w) = plan.downcast_ref::<BoundedWindowAggExec>() {
+            return Ok(Arc::new(BoundedWindowAggExec::try_new(
+                rebuilt,
+                input,
+                w.input_order_mode.clone(),
+                !w.partition_keys().is_empty(),
+            )?));
+        }
+        let can_repartition = plan
+            .downcast_ref::<WindowAggExec>()
+            .is_some_and(|w| !w.partition_keys().is_empty());
+        return Ok(Arc::new(WindowAggExec::try_new(
+            rebuilt,
+            input,
+            can_repartition,
+        )?));
+    }
+
+    if let Some(aggregate) = plan.downcast_ref::<AggregateExec>()
+        && fixup.empty_grouping_sets > 0
+    {
+        let g = aggregate.group_expr();
+        let group_by = PhysicalGroupBy::new(
+            g.expr().to_vec(),
+            g.null_expr().to_vec(),
+            vec![vec![]; fixup.empty_grouping_sets as usize],
+            g.has_grouping_set(),
+        );
+        let rebuilt = AggregateExec::try_new(
+            *aggregate.mode(),
+            group_by,
+            aggregate.aggr_expr().to_vec(),
+            aggregate.filter_expr().to_vec(),
+            Arc::clone(aggregate.input()),
+            aggregate.input_schema(),
+        )?
+        .with_limit_options(aggregate.limit_options());
+        return Ok(Arc::new(rebuilt));
+    }
+    Ok(plan)
+}
+
+/// `expr` again, with `ignore_nulls` (an aggregate keeps no filter: see
+/// the module's note).
+fn rebuild_window_expr(
+    expr: &Arc<dyn WindowExpr>,
+    input_schema: &SchemaRef,
+    ignore_nulls: bool,
+) -> Result<Arc<dyn WindowExpr>> {
+    let any = expr.as_any();
+    let aggregate = any
+        .downcast_ref::<PlainAggregateWindowExpr>()
+        .map(|w| w.get_aggregate_expr())
+        .or_else(|| {
+            any.downcast_ref::<SlidingAggregateWindowExpr>()
+                .map(|w| w.get_aggregate_expr())
+        });
+    let (function, args, distinct, ignore_nulls) = if let Some(a) = aggregate {
+        (
+            WindowFunctionDefinition::AggregateUDF(Arc::new(a.fun().clone())),
+            expr.expressions(),
+            a.is_distinct(),
+            ignore_nulls || a.ignore_nulls(),
+        )
+    } else if let Some(udf) = any.downcast_ref::<StandardWindowExpr>().and_then(|s| {
+        s.get_standard_func_expr()
+            .as_any()
+            .downcast_ref::<WindowUDFExpr>()
+    }) {
+        (
+            WindowFunctionDefinition::WindowUDF(Arc::clone(udf.fun())),
+            udf.args().to_vec(),
+            false,
+            ignore_nulls,
+        )
+    } else {
+        return Err(DataFusionError::Plan(format!(
+            "cannot rebuild window expression {}",
+            expr.name()
+        )));
+    };
+    let name = expr.name().to_string();
+    let schema = schema_add_window_field(&args, input_schema, &function, &name)?;
+    create_window_expr(
+        &function,
+        name,
+        &args,
+        expr.partition_by(),
+        expr.order_by(),
+        Arc::clone(expr.get_window_frame()),
+        schema,
+        ignore_nulls,
+        distinct,
+        None,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::physical_plan::collect;
+    use datafusion::prelude::SessionContext;
+
+    use crate::codec::{decode_plan, encode_plan};
+
+    async fn plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        ctx.sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap()
+    }
+
+    use super::*;
+
+    #[tokio::test]
+    async fn ignore_nulls_and_empty_grouping_sets_survive_encoding() {
+        let ctx = SessionContext::new();
+        for sql in [
+            "SELECT first_value(x) IGNORE NULLS OVER (), \
+                    last_value(x) IGNORE NULLS OVER (ORDER BY y), \
+                    lag(x) IGNORE NULLS OVER (ORDER BY y) \
+             FROM (VALUES (NULL, 1), (3, 2), (NULL, 3), (4, 4), (NULL, 5)) AS t(x, y)",
+            "SELECT count(*) FROM (VALUES (1), (2)) AS t(x) GROUP BY GROUPING SETS (())",
+            "SELECT count(*) FROM (VALUES (1), (2)) AS t(x) WHERE x > 5 GROUP BY GROUPING SETS ((), ())",
+            "SELECT count(*) FROM (SELECT * FROM (VALUES (1), (2)) UNION ALL SELECT * FROM (VALUES (3))) \
+             GROUP BY GROUPING SETS (())",
+        ] {
+            let original = plan(&ctx, sql).await;
+            let expected = collect(Arc::clone(&original), ctx.task_ctx())
+                .await
+                .unwrap();
+            // At the root of a stage, as the scheduler ships it.
+            let stage: Arc<dyn ExecutionPlan> =
+                Arc::new(crate::ShuffleWriterExec::try_new(0, original, None).unwrap());
+            let decoded = decode_plan(&encode_plan(stage).unwrap(), &ctx.task_ctx()).unwrap();
+            let got = collect(Arc::clone(decoded.children()[0]), ctx.task_ctx())
+                .await
+                .unwrap();
+            let text = |b| {
+                arrow::util::pretty::pretty_format_batches(b)
+                    .unwrap()
+                    .to_string()
+            };
+            assert_eq!(text(&got), text(&expected), "{sql}");
+            assert!(!expected.is_empty(), "{sql}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_window_filter_is_refused_rather_than_dropped() {
+        let ctx = SessionContext::new();
+        let filtered = plan(
+            &ctx,
+            "SELECT count(*) FILTER (WHERE x > 1) OVER () FROM (VALUES (1), (2)) AS t(x)",
+        )
+        .await;
+        let err = encode_plan(filtered).unwrap_err().to_string();
+        assert!(err.contains("FILTER"), "{err}");
+        let plain = plan(
+            &ctx,
+            "SELECT count(*) OVER () FROM (VALUES (1), (2)) AS t(x)",
+        )
+        .await;
+        assert!(encode_plan(plain).is_ok());
+    }
+}
