@@ -10,10 +10,12 @@
 //! announced.
 //!
 //! Statements come from sqllogictest files ([`slt`]), such as DataFusion's
-//! own corpus.
+//! own corpus, and from a seeded generator of queries over the TPC-H schema
+//! ([`random`]).
 
 pub mod compare;
 pub mod engines;
+pub mod random;
 pub mod report;
 pub mod slt;
 

@@ -14,12 +14,17 @@ use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::physical_expr::{AcrossPartitions, ConstExpr, LexOrdering};
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_proto_converter, physical_plan_to_bytes_with_proto_converter,
 };
-use datafusion_proto::physical_plan::from_proto::parse_protobuf_partitioning;
-use datafusion_proto::physical_plan::to_proto::serialize_partitioning;
+use datafusion_proto::physical_plan::from_proto::{
+    parse_physical_sort_exprs, parse_protobuf_partitioning,
+};
+use datafusion_proto::physical_plan::to_proto::{
+    serialize_partitioning, serialize_physical_sort_exprs,
+};
 use datafusion_proto::physical_plan::{
     PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalProtoConverterExtension,
 };
@@ -101,6 +106,89 @@ impl EmberCodec {
     }
 }
 
+impl EmberCodec {
+    fn decode_ordering(
+        &self,
+        bytes: &[u8],
+        schema: &Schema,
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Option<LexOrdering>> {
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let proto = protobuf::PhysicalSortExprNodeCollection::decode(bytes)
+            .map_err(|e| decode_err("ordering", e))?;
+        let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+        let exprs = parse_physical_sort_exprs(
+            &proto.physical_sort_expr_nodes,
+            &decode_ctx,
+            schema,
+            converter,
+        )?;
+        Ok(LexOrdering::new(exprs))
+    }
+}
+
+impl EmberCodec {
+    fn encode_constants(
+        &self,
+        constants: &[ConstExpr],
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Vec<ember_proto::ShuffleConstant>> {
+        constants
+            .iter()
+            .map(|c| {
+                let (uniform, value) = match &c.across_partitions {
+                    AcrossPartitions::Uniform(Some(v)) => {
+                        (true, protobuf::ScalarValue::try_from(v)?.encode_to_vec())
+                    }
+                    AcrossPartitions::Uniform(None) => (true, vec![]),
+                    AcrossPartitions::Heterogeneous => (false, vec![]),
+                };
+                Ok(ember_proto::ShuffleConstant {
+                    expr: converter
+                        .physical_expr_to_proto(&c.expr, self)?
+                        .encode_to_vec(),
+                    uniform,
+                    value,
+                })
+            })
+            .collect()
+    }
+
+    fn decode_constants(
+        &self,
+        constants: &[ember_proto::ShuffleConstant],
+        schema: &Schema,
+        ctx: &TaskContext,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Vec<ConstExpr>> {
+        let decode_ctx = PhysicalPlanDecodeContext::new(ctx, self);
+        constants
+            .iter()
+            .map(|c| {
+                let expr = protobuf::PhysicalExprNode::decode(c.expr.as_slice())
+                    .map_err(|e| decode_err("constant", e))?;
+                let expr = converter.proto_to_physical_expr(&expr, schema, &decode_ctx)?;
+                let across = match (c.uniform, c.value.as_slice()) {
+                    (false, _) => AcrossPartitions::Heterogeneous,
+                    (true, []) => AcrossPartitions::Uniform(None),
+                    (true, bytes) => {
+                        let v = protobuf::ScalarValue::decode(bytes)
+                            .map_err(|e| decode_err("constant", e))?;
+                        AcrossPartitions::Uniform(Some(
+                            datafusion::common::ScalarValue::try_from(&v)
+                                .map_err(|e| decode_err("constant", e))?,
+                        ))
+                    }
+                };
+                Ok(ConstExpr::new(expr, across))
+            })
+            .collect()
+    }
+}
+
 impl PhysicalExtensionCodec for EmberCodec {
     // Functions are resolved by name in the task's registry first; reaching
     // the codec means this process was not started with the function.
@@ -160,14 +248,17 @@ impl PhysicalExtensionCodec for EmberCodec {
                 let partitioning = self
                     .decode_partitioning(&node.partitioning, &schema, ctx, converter)?
                     .ok_or_else(|| decode_err("shuffle reader", "missing partitioning"))?;
-                Ok(Arc::new(ShuffleReaderExec::new(
+                let ordering = self.decode_ordering(&node.ordering, &schema, ctx, converter)?;
+                let constants = self.decode_constants(&node.constants, &schema, ctx, converter)?;
+                Ok(Arc::new(ShuffleReaderExec::try_new(
                     node.stage_id,
                     schema,
                     node.hashed,
                     node.map_partitions as usize,
                     partitioning,
-                    None,
-                )))
+                    ordering,
+                    constants,
+                )?))
             }
             TAG_FILE_WRITE => {
                 let node = ember_proto::FileWriteNode::decode(body)
@@ -220,6 +311,18 @@ impl PhysicalExtensionCodec for EmberCodec {
                 map_partitions: reader.map_partitions() as u32,
                 partitioning: self
                     .encode_partitioning(reader.properties().output_partitioning(), converter)?,
+                ordering: match reader.ordering() {
+                    Some(ordering) => protobuf::PhysicalSortExprNodeCollection {
+                        physical_sort_expr_nodes: serialize_physical_sort_exprs(
+                            ordering.iter().cloned(),
+                            self,
+                            converter,
+                        )?,
+                    }
+                    .encode_to_vec(),
+                    None => vec![],
+                },
+                constants: self.encode_constants(reader.constants(), converter)?,
             };
             buf.push(TAG_READER);
             msg.encode(buf)

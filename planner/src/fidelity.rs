@@ -25,10 +25,11 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::WindowFunctionDefinition;
 use datafusion::physical_expr::window::SlidingAggregateWindowExpr;
+use datafusion::physical_plan::InputOrderMode;
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
 use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, PlainAggregateWindowExpr, StandardWindowExpr, WindowAggExec,
-    WindowUDFExpr, create_window_expr, schema_add_window_field,
+    WindowUDFExpr, create_window_expr, get_ordered_partition_by_indices, schema_add_window_field,
 };
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr, WindowExpr};
 use datafusion_proto::physical_plan::{
@@ -312,6 +313,76 @@ fn rebuild_window_expr(
         distinct,
         None,
     )
+}
+
+/// Encodes a stage's plan and checks that what an executor will decode can
+/// run as planned: the stage's output schema is the planned one, and every
+/// window operator's input is still ordered by its `PARTITION BY` (an order
+/// lost on the way is otherwise an executor error, "Expects PARTITION BY
+/// expression to be ordered"). A difference is an error naming
+/// the stage, raised here on the scheduler before anything runs.
+pub fn encode_checked(
+    stage_id: u32,
+    plan: &Arc<dyn ExecutionPlan>,
+    ctx: &TaskContext,
+) -> Result<Vec<u8>> {
+    let bytes = crate::codec::encode_plan(Arc::clone(plan))?;
+    let decoded = crate::codec::decode_plan(&bytes, ctx)?;
+    let fields = |p: &Arc<dyn ExecutionPlan>| {
+        p.schema()
+            .fields()
+            .iter()
+            .map(|f| (f.data_type().clone(), f.is_nullable()))
+            .collect::<Vec<_>>()
+    };
+    let difference = if fields(plan) != fields(&decoded) {
+        Some(format!(
+            "its output schema decodes as {:?} where {:?} was planned",
+            decoded.schema(),
+            plan.schema()
+        ))
+    } else {
+        unmet_ordering(&decoded)?
+    };
+    match difference {
+        Some(d) => Err(DataFusionError::NotImplemented(format!(
+            "Ember cannot ship stage {stage_id} as planned: {d}"
+        ))),
+        None => Ok(bytes),
+    }
+}
+
+/// The first window operator of `plan` whose input is not ordered by its
+/// `PARTITION BY` as the operator will assert when it runs.
+fn unmet_ordering(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<String>> {
+    let needs_ordered_partitions = match plan.downcast_ref::<BoundedWindowAggExec>() {
+        Some(w) => matches!(w.input_order_mode, InputOrderMode::Sorted),
+        None => plan.downcast_ref::<WindowAggExec>().is_some(),
+    };
+    if needs_ordered_partitions
+        && let (Some(exprs), [input]) = (window_exprs(plan), plan.children().as_slice())
+        && let Some(first) = exprs.first()
+    {
+        let partition_by = first.partition_by();
+        if get_ordered_partition_by_indices(partition_by, input)?.len() != partition_by.len() {
+            return Ok(Some(format!(
+                "the input of {} ({}) is not ordered by its PARTITION BY [{}]",
+                plan.name(),
+                input.name(),
+                partition_by
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    for child in plan.children() {
+        if let Some(unmet) = unmet_ordering(child)? {
+            return Ok(Some(unmet));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]

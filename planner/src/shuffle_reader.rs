@@ -11,6 +11,12 @@
 //!   out 0 = b0 of all maps, out 1 = b1 of all     out i = whole map output i
 //! ```
 //!
+//! A hashed reader after an order-preserving exchange (a `RepartitionExec`
+//! DataFusion planned with `preserve_order`) merges its map outputs' buckets,
+//! each sorted, into one sorted stream, and declares that ordering, as the
+//! exchange it replaces did: operators above it (a window over sorted
+//! partitions) rely on it.
+//!
 //! The reader knows only stage ids and partition numbers; where each map
 //! output lives is resolved at execution time by the task's
 //! [`ShuffleService`](crate::ShuffleService) (local store or Arrow Flight), so
@@ -23,9 +29,14 @@ use arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::execution::memory_pool::MemoryConsumer;
+use datafusion::physical_expr::{
+    AcrossPartitions, ConstExpr, EquivalenceProperties, LexOrdering, PhysicalExpr,
+};
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
+use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -45,22 +56,37 @@ pub struct ShuffleReaderExec {
     schema: SchemaRef,
     hashed: bool,
     map_partitions: usize,
+    /// The order of every output partition (merged, when hashed).
+    ordering: Option<LexOrdering>,
+    /// Expressions constant in every output partition.
+    constants: Vec<ConstExpr>,
     properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl ShuffleReaderExec {
     /// `partitioning` is what the reader declares as its output partitioning;
     /// with `hashed` it has one partition per bucket, otherwise one per map
-    /// partition. `eq_properties` carries the ordering of a pass-through input.
-    pub fn new(
+    /// partition. `ordering` is the order of each map output (hashed: of each
+    /// bucket), which every output partition then has too; `constants` are
+    /// the map outputs' constant expressions (hashed: only those with the
+    /// same value in every map output stay constant, the others are dropped).
+    pub fn try_new(
         stage_id: u32,
         schema: SchemaRef,
         hashed: bool,
         map_partitions: usize,
         partitioning: Partitioning,
-        eq_properties: Option<EquivalenceProperties>,
-    ) -> Self {
-        let eq = eq_properties.unwrap_or_else(|| EquivalenceProperties::new(Arc::clone(&schema)));
+        ordering: Option<LexOrdering>,
+        constants: Vec<ConstExpr>,
+    ) -> Result<Self> {
+        let constants: Vec<ConstExpr> = constants
+            .into_iter()
+            .filter(|c| !hashed || matches!(c.across_partitions, AcrossPartitions::Uniform(_)))
+            .collect();
+        let mut eq =
+            EquivalenceProperties::new_with_orderings(Arc::clone(&schema), ordering.clone());
+        eq.add_constants(constants.iter().cloned())?;
         let properties = PlanProperties::new(
             eq,
             partitioning,
@@ -68,13 +94,26 @@ impl ShuffleReaderExec {
             Boundedness::Bounded,
         )
         .with_scheduling_type(SchedulingType::Cooperative);
-        Self {
+        Ok(Self {
             stage_id,
             schema,
             hashed,
             map_partitions,
+            ordering,
+            constants,
             properties: Arc::new(properties),
-        }
+            metrics: ExecutionPlanMetricsSet::new(),
+        })
+    }
+
+    /// The expressions constant in every output partition.
+    pub fn constants(&self) -> &[ConstExpr] {
+        &self.constants
+    }
+
+    /// The order of every output partition, if any.
+    pub fn ordering(&self) -> Option<&LexOrdering> {
+        self.ordering.as_ref()
     }
 
     pub fn stage_id(&self) -> u32 {
@@ -166,6 +205,25 @@ impl ExecutionPlan for ShuffleReaderExec {
         let shuffle = ShuffleContext::from_task(&context)?;
         let stage_id = self.stage_id;
         let schema = Arc::clone(&self.schema);
+        if let Some(ordering) = self.ordering.as_ref().filter(|_| self.hashed) {
+            // Each bucket is sorted; merge them (all open at once).
+            let streams = self
+                .inputs_of(partition)
+                .into_iter()
+                .map(|(map, bucket)| shuffle.fetch(stage_id, map, bucket, Arc::clone(&schema)))
+                .collect::<Result<Vec<_>>>()?;
+            let reservation = MemoryConsumer::new(format!("ShuffleReaderMerge[{partition}]"))
+                .register(context.memory_pool());
+            let merged = StreamingMergeBuilder::new()
+                .with_streams(streams)
+                .with_schema(Arc::clone(&schema))
+                .with_expressions(ordering)
+                .with_metrics(BaselineMetrics::new(&self.metrics, partition))
+                .with_batch_size(context.session_config().batch_size())
+                .with_reservation(reservation)
+                .build()?;
+            return Ok(make_cooperative(merged));
+        }
         let fetches = self
             .inputs_of(partition)
             .into_iter()

@@ -170,15 +170,22 @@ impl Cutter {
                 Partitioning::Hash(..) => partitioning.clone(),
                 other => Partitioning::UnknownPartitioning(other.partition_count()),
             };
+            // An order-preserving exchange: the reader merges sorted buckets.
+            let ordering = repartition
+                .preserve_order()
+                .then(|| input.output_ordering().cloned())
+                .flatten();
+            let constants = input.equivalence_properties().constants();
             let stage_id = self.add_stage(input, Some(partitioning))?;
-            return Ok(Arc::new(ShuffleReaderExec::new(
+            return Ok(Arc::new(ShuffleReaderExec::try_new(
                 stage_id,
                 schema,
                 true,
                 map_partitions,
                 declared,
-                None,
-            )));
+                ordering,
+                constants,
+            )?));
         }
 
         let is_merge = plan.downcast_ref::<CoalescePartitionsExec>().is_some()
@@ -188,16 +195,18 @@ impl Cutter {
             let map_partitions = input.output_partitioning().partition_count();
             if map_partitions > 1 {
                 let schema = input.schema();
-                let eq = input.equivalence_properties().clone();
+                let ordering = input.output_ordering().cloned();
+                let constants = input.equivalence_properties().constants();
                 let stage_id = self.add_stage(input, None)?;
-                let reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::new(
+                let reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::try_new(
                     stage_id,
                     schema,
                     false,
                     map_partitions,
                     Partitioning::UnknownPartitioning(map_partitions),
-                    Some(eq),
-                ));
+                    ordering,
+                    constants,
+                )?);
                 return Ok(replace_children_if_necessary(plan, vec![reader])?);
             }
         }

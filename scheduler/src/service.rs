@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::ipc::writer::StreamWriter;
-use ember_planner::codec::{encode_plan, schema_to_bytes};
+use ember_planner::codec::schema_to_bytes;
 
 use crate::commit::Output;
 use crate::overview::describe;
@@ -295,10 +295,11 @@ impl Api {
         settings: Arc<HashMap<String, String>>,
         description: String,
     ) -> Result<String, SchedulerError> {
+        let task_ctx = session.ctx.task_ctx();
         let plans = dag
             .stages()
             .iter()
-            .map(|s| encode_plan(Arc::clone(&s.plan)))
+            .map(|s| ember_planner::fidelity::encode_checked(s.id, &s.plan, &task_ctx))
             .collect::<Result<Vec<_>, _>>()?;
         let opts = ember_options(session.ctx.state().config());
         let id = uuid::Uuid::new_v4().to_string();
