@@ -28,6 +28,8 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use datafusion::physical_expr::ConstExpr;
+use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -175,7 +177,7 @@ impl Cutter {
                 .preserve_order()
                 .then(|| input.output_ordering().cloned())
                 .flatten();
-            let constants = input.equivalence_properties().constants();
+            let constants = trusted_constants(&input);
             let stage_id = self.add_stage(input, Some(partitioning))?;
             return Ok(Arc::new(ShuffleReaderExec::try_new(
                 stage_id,
@@ -196,7 +198,7 @@ impl Cutter {
             if map_partitions > 1 {
                 let schema = input.schema();
                 let ordering = input.output_ordering().cloned();
-                let constants = input.equivalence_properties().constants();
+                let constants = trusted_constants(&input);
                 let stage_id = self.add_stage(input, None)?;
                 let reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::try_new(
                     stage_id,
@@ -232,6 +234,25 @@ impl Cutter {
             inputs,
         });
         Ok(id)
+    }
+}
+
+/// The constant expressions of a stage's output a reader may declare.
+/// DataFusion 55 keeps a filter's constant across an aggregate with grouping
+/// sets, which nulls that very column in some sets (`WHERE c = 'x' GROUP BY
+/// GROUPING SETS ((c), ())`); an aggregate above a reader declaring it would
+/// stream its groups as if sorted and emit one group twice. Below such an
+/// aggregate, nothing is declared constant.
+fn trusted_constants(input: &Arc<dyn ExecutionPlan>) -> Vec<ConstExpr> {
+    fn has_grouping_sets(plan: &Arc<dyn ExecutionPlan>) -> bool {
+        plan.downcast_ref::<AggregateExec>()
+            .is_some_and(|a| a.group_expr().has_grouping_set())
+            || plan.children().into_iter().any(has_grouping_sets)
+    }
+    if has_grouping_sets(input) {
+        vec![]
+    } else {
+        input.equivalence_properties().constants()
     }
 }
 

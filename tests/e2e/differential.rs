@@ -142,6 +142,8 @@ const SHAPES: &[&str] = &[
     // Found by the generator: a filter makes the PARTITION BY column
     // constant, and the stage reading the shuffle must still know it.
     "SELECT k, v, lag(v) OVER (PARTITION BY g ORDER BY v, k) FROM facts WHERE g = 'a'",
+    // ... but a grouping-set aggregate nulls that column in some sets.
+    "SELECT g, min(v), sum(v), count(*) FROM facts WHERE g = 'b' GROUP BY GROUPING SETS ((g), ())",
     "SELECT k FROM facts UNION SELECT k FROM dims",
     "SELECT k FROM facts UNION ALL SELECT k FROM dims",
     "SELECT k FROM facts INTERSECT SELECT k FROM dims",
