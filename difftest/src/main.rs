@@ -7,6 +7,9 @@
 //! ember-difftest random --seed 42 --count 1000 [--data dir]
 //! ```
 //!
+//! With `EMBER_DIFFTEST_DEBUG` set, `random` prints every generated query
+//! both engines refuse (a generator bug: such a query tests nothing).
+//!
 //! sqllogictest files refer to data by paths relative to the directory
 //! DataFusion's runner starts in (the parent of `test_files`); the process
 //! moves there (`--cwd` says otherwise).

@@ -31,6 +31,9 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
+use datafusion::physical_plan::work_table::WorkTableExec;
+
 use crate::fidelity::{EmberConverter, TAG_FIXUP, decode_fixup};
 use crate::functions::MissingFunction;
 use crate::shuffle_reader::ShuffleReaderExec;
@@ -40,12 +43,19 @@ use crate::write::FileWriteExec;
 const TAG_WRITER: u8 = 1;
 const TAG_READER: u8 = 2;
 const TAG_FILE_WRITE: u8 = 3;
+// 4 is `fidelity::TAG_FIXUP`.
+const TAG_RECURSIVE_QUERY: u8 = 5;
+const TAG_WORK_TABLE: u8 = 6;
 
 /// Is `plan` one of Ember's own operators (encoded by [`EmberCodec`])?
+/// (Also DataFusion's recursive-query operators, which datafusion-proto
+/// cannot encode.)
 pub fn is_ember_node(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<ShuffleWriterExec>().is_some()
         || plan.downcast_ref::<ShuffleReaderExec>().is_some()
         || plan.downcast_ref::<FileWriteExec>().is_some()
+        || plan.downcast_ref::<RecursiveQueryExec>().is_some()
+        || plan.downcast_ref::<WorkTableExec>().is_some()
 }
 
 /// Encodes and decodes Ember's own operators inside datafusion-proto plans.
@@ -279,6 +289,29 @@ impl PhysicalExtensionCodec for EmberCodec {
                 )?)
             }
             TAG_FIXUP => decode_fixup(body, ctx, self, converter),
+            TAG_RECURSIVE_QUERY => {
+                let node = ember_proto::RecursiveQueryNode::decode(body)
+                    .map_err(|e| decode_err("recursive query", e))?;
+                let [static_term, recursive_term] = inputs else {
+                    return Err(decode_err("recursive query", "expected two inputs"));
+                };
+                Ok(Arc::new(RecursiveQueryExec::try_new(
+                    node.name,
+                    schema_from_bytes(&node.schema)?,
+                    Arc::clone(static_term),
+                    Arc::clone(recursive_term),
+                    node.is_distinct,
+                )?))
+            }
+            TAG_WORK_TABLE => {
+                let node = ember_proto::WorkTableNode::decode(body)
+                    .map_err(|e| decode_err("work table", e))?;
+                Ok(Arc::new(WorkTableExec::new(
+                    node.name,
+                    schema_from_bytes(&node.schema)?,
+                    None,
+                )?))
+            }
             other => Err(decode_err("node", format!("unknown tag {other}"))),
         }
     }
@@ -337,6 +370,35 @@ impl PhysicalExtensionCodec for EmberCodec {
                 staging_root: write.staging_root().to_string(),
             };
             buf.push(TAG_FILE_WRITE);
+            msg.encode(buf)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            return Ok(());
+        }
+        if let Some(recursive) = node.downcast_ref::<RecursiveQueryExec>() {
+            let msg = ember_proto::RecursiveQueryNode {
+                name: recursive.name().to_string(),
+                schema: schema_to_bytes(&recursive.schema())?,
+                is_distinct: recursive.is_distinct(),
+            };
+            buf.push(TAG_RECURSIVE_QUERY);
+            msg.encode(buf)
+                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+            return Ok(());
+        }
+        if let Some(work_table) = node.downcast_ref::<WorkTableExec>() {
+            // The projection is private; only its `Debug` form shows it.
+            if format!("{work_table:?}").contains("projection: Some(") {
+                return Err(DataFusionError::NotImplemented(
+                    "Ember cannot ship a recursive query whose recursive term reads \
+                     only some columns of the work table yet"
+                        .into(),
+                ));
+            }
+            let msg = ember_proto::WorkTableNode {
+                name: work_table.name().to_string(),
+                schema: schema_to_bytes(&work_table.schema())?,
+            };
+            buf.push(TAG_WORK_TABLE);
             msg.encode(buf)
                 .map_err(|e| DataFusionError::Internal(e.to_string()))?;
             return Ok(());

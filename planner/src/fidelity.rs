@@ -21,16 +21,21 @@
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::WindowFunctionDefinition;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::window::SlidingAggregateWindowExpr;
 use datafusion::physical_plan::InputOrderMode;
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, PlainAggregateWindowExpr, StandardWindowExpr, WindowAggExec,
     WindowUDFExpr, create_window_expr, get_ordered_partition_by_indices, schema_add_window_field,
 };
+use datafusion::physical_plan::work_table::WorkTableExec;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr, WindowExpr};
 use datafusion_proto::physical_plan::{
     PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalPlanNodeExt,
@@ -65,9 +70,16 @@ impl PhysicalProtoConverterExtension for EmberConverter {
             // without this converter (so without the fix-ups below).
             let mut node = vec![];
             codec.try_encode(Arc::clone(plan), &mut node, self)?;
-            let inputs = plan
-                .children()
-                .into_iter()
+            let children: Vec<Arc<dyn ExecutionPlan>> =
+                match plan.downcast_ref::<RecursiveQueryExec>() {
+                    Some(recursive) => vec![
+                        Arc::clone(recursive.static_term()),
+                        unproject_work_table(recursive.recursive_term(), &recursive.schema())?,
+                    ],
+                    None => plan.children().into_iter().cloned().collect(),
+                };
+            let inputs = children
+                .iter()
                 .map(|child| self.execution_plan_to_proto(child, codec))
                 .collect::<Result<_>>()?;
             return Ok(extension(node, inputs));
@@ -106,6 +118,48 @@ impl PhysicalProtoConverterExtension for EmberConverter {
             expr, codec, self,
         )
     }
+}
+
+/// `recursive_term` with a projecting `WorkTableExec` (projection pushed
+/// into it) made a projection over a plain one: the projection is private to
+/// DataFusion (only `Debug` shows it), so it travels as a `ProjectionExec`.
+/// `schema` is the work table's, i.e. the recursive query's output.
+fn unproject_work_table(
+    recursive_term: &Arc<dyn ExecutionPlan>,
+    schema: &SchemaRef,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Arc::clone(recursive_term)
+        .transform_down(|plan| {
+            let Some(work_table) = plan.downcast_ref::<WorkTableExec>() else {
+                return Ok(Transformed::no(plan));
+            };
+            let debug = format!("{work_table:?}");
+            let Some(start) = debug.find("projection: Some([") else {
+                return Ok(Transformed::no(plan));
+            };
+            let rest = &debug[start + "projection: Some([".len()..];
+            let indices = rest[..rest.find(']').unwrap_or(0)]
+                .split(',')
+                .map(|i| i.trim().parse::<usize>())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| DataFusionError::Internal(format!("work table projection: {e}")))?;
+            let full = Arc::new(WorkTableExec::new(
+                work_table.name().to_string(),
+                Arc::clone(schema),
+                None,
+            )?);
+            let exprs = indices.into_iter().map(|i| {
+                let name = schema.field(i).name().clone();
+                (
+                    Arc::new(Column::new(&name, i)) as Arc<dyn PhysicalExpr>,
+                    name,
+                )
+            });
+            Ok(Transformed::yes(
+                Arc::new(ProjectionExec::try_new(exprs, full)?) as Arc<dyn ExecutionPlan>,
+            ))
+        })
+        .data()
 }
 
 fn extension(node: Vec<u8>, inputs: Vec<protobuf::PhysicalPlanNode>) -> protobuf::PhysicalPlanNode {

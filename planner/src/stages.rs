@@ -31,6 +31,7 @@ use std::sync::Arc;
 use datafusion::physical_expr::ConstExpr;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::{
@@ -156,6 +157,12 @@ impl Cutter {
     /// Rewrites `plan` bottom-up, turning every exchange below it into a
     /// stage boundary.
     fn visit(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        // A recursive query re-runs its recursive term until it is empty,
+        // inside one task: nothing below it becomes a stage (its exchanges
+        // run in the task, as in single-process DataFusion).
+        if plan.downcast_ref::<RecursiveQueryExec>().is_some() {
+            return Ok(plan);
+        }
         let children = plan
             .children()
             .into_iter()

@@ -158,6 +158,9 @@ const SHAPES: &[&str] = &[
     "SELECT k, unnest(make_array(n, n + 1)) FROM facts WHERE k = 11",
     "SELECT g, max(v) - min(v), stddev(v), approx_distinct(k) FROM facts GROUP BY g",
     "WITH t AS (SELECT k, sum(v) AS s FROM facts GROUP BY k) SELECT t.k, t.s, d.name FROM t JOIN dims d USING (k)",
+    "WITH RECURSIVE r(k, depth) AS (SELECT k, 0 FROM dims WHERE k < 5 \
+     UNION ALL SELECT r.k + 7, r.depth + 1 FROM r JOIN dims d ON d.k = r.k + 7 WHERE r.depth < 6) \
+     SELECT k, depth, count(*) FROM r GROUP BY k, depth",
     "SELECT CAST(k AS DECIMAL(12, 2)) * 1.5, arrow_cast(g, 'Dictionary(Int32, Utf8)') FROM facts WHERE n = 16",
     // In-memory tables live on the scheduler; DML on them runs there.
     "CREATE TABLE m (a BIGINT, b VARCHAR)",
