@@ -403,8 +403,18 @@ impl PhysicalExtensionCodec for EmberCodec {
                 .map_err(|e| DataFusionError::Internal(e.to_string()))?;
             return Ok(());
         }
+        // Operators a setting the user turned on brings in.
+        let avoid = match node.name() {
+            "PartitionedTopKExec" => {
+                "; SET datafusion.optimizer.enable_window_topn = false avoids it"
+            }
+            "PiecewiseMergeJoinExec" => {
+                "; SET datafusion.optimizer.enable_piecewise_merge_join = false avoids it"
+            }
+            _ => "",
+        };
         Err(DataFusionError::NotImplemented(format!(
-            "Ember cannot serialize operator {}",
+            "Ember cannot serialize operator {}{avoid}",
             node.name()
         )))
     }
