@@ -1,7 +1,7 @@
 //! Comparing what the two engines answered.
 
 use arrow::array::{Array, ArrayRef, AsArray};
-use arrow::datatypes::{DataType, Float16Type, Float32Type, Float64Type, Schema};
+use arrow::datatypes::{DataType, Float64Type, Schema};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::Serialize;
@@ -244,27 +244,14 @@ fn render_column(column: &ArrayRef, options: &FormatOptions) -> Result<Vec<Strin
             format!("{v}")
         }
     };
-    let floats: Option<Vec<Option<f64>>> = match column.data_type() {
-        DataType::Float16 => Some(
-            column
-                .as_primitive::<Float16Type>()
-                .iter()
-                .map(|v| v.map(f64::from))
-                .collect(),
-        ),
-        DataType::Float32 => Some(
-            column
-                .as_primitive::<Float32Type>()
-                .iter()
-                .map(|v| v.map(f64::from))
-                .collect(),
-        ),
-        DataType::Float64 => Some(column.as_primitive::<Float64Type>().iter().collect()),
-        _ => None,
-    };
-    if let Some(values) = floats {
-        return Ok(values
-            .into_iter()
+    if matches!(
+        column.data_type(),
+        DataType::Float16 | DataType::Float32 | DataType::Float64
+    ) {
+        let wide = arrow::compute::cast(column, &DataType::Float64).map_err(|e| e.to_string())?;
+        return Ok(wide
+            .as_primitive::<Float64Type>()
+            .iter()
             .map(|v| v.map_or_else(|| "NULL".to_string(), float))
             .collect());
     }

@@ -86,6 +86,13 @@ pub fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef> {
     Ok(StreamReader::try_new(Cursor::new(bytes), None)?.schema())
 }
 
+/// Writes an Ember node: its tag byte, then its message.
+fn put(buf: &mut Vec<u8>, tag: u8, msg: &impl Message) -> Result<()> {
+    buf.push(tag);
+    msg.encode(buf)
+        .map_err(|e| DataFusionError::Internal(e.to_string()))
+}
+
 fn decode_err(what: &str, e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Plan(format!("cannot decode Ember {what}: {e}"))
 }
@@ -331,10 +338,7 @@ impl PhysicalExtensionCodec for EmberCodec {
                 stage_id: writer.stage_id(),
                 partitioning,
             };
-            buf.push(TAG_WRITER);
-            msg.encode(buf)
-                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
-            return Ok(());
+            return put(buf, TAG_WRITER, &msg);
         }
         if let Some(reader) = node.downcast_ref::<ShuffleReaderExec>() {
             let msg = ember_proto::ShuffleReaderNode {
@@ -357,10 +361,7 @@ impl PhysicalExtensionCodec for EmberCodec {
                 },
                 constants: self.encode_constants(reader.constants(), converter)?,
             };
-            buf.push(TAG_READER);
-            msg.encode(buf)
-                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
-            return Ok(());
+            return put(buf, TAG_READER, &msg);
         }
         if let Some(write) = node.downcast_ref::<FileWriteExec>() {
             let msg = ember_proto::FileWriteNode {
@@ -369,10 +370,7 @@ impl PhysicalExtensionCodec for EmberCodec {
                     .encode_to_vec(),
                 staging_root: write.staging_root().to_string(),
             };
-            buf.push(TAG_FILE_WRITE);
-            msg.encode(buf)
-                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
-            return Ok(());
+            return put(buf, TAG_FILE_WRITE, &msg);
         }
         if let Some(recursive) = node.downcast_ref::<RecursiveQueryExec>() {
             let msg = ember_proto::RecursiveQueryNode {
@@ -380,10 +378,7 @@ impl PhysicalExtensionCodec for EmberCodec {
                 schema: schema_to_bytes(&recursive.schema())?,
                 is_distinct: recursive.is_distinct(),
             };
-            buf.push(TAG_RECURSIVE_QUERY);
-            msg.encode(buf)
-                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
-            return Ok(());
+            return put(buf, TAG_RECURSIVE_QUERY, &msg);
         }
         if let Some(work_table) = node.downcast_ref::<WorkTableExec>() {
             // The projection is private; only its `Debug` form shows it.
@@ -398,10 +393,7 @@ impl PhysicalExtensionCodec for EmberCodec {
                 name: work_table.name().to_string(),
                 schema: schema_to_bytes(&work_table.schema())?,
             };
-            buf.push(TAG_WORK_TABLE);
-            msg.encode(buf)
-                .map_err(|e| DataFusionError::Internal(e.to_string()))?;
-            return Ok(());
+            return put(buf, TAG_WORK_TABLE, &msg);
         }
         // Operators a setting the user turned on brings in.
         let avoid = match node.name() {

@@ -225,19 +225,20 @@ fn has_filter(expr: &Arc<dyn WindowExpr>) -> bool {
     !debug.ends_with("filter: None }")
 }
 
+/// The window function (not an aggregate) of a window expression.
+fn window_udf(expr: &Arc<dyn WindowExpr>) -> Option<&WindowUDFExpr> {
+    expr.as_any()
+        .downcast_ref::<StandardWindowExpr>()?
+        .get_standard_func_expr()
+        .as_any()
+        .downcast_ref::<WindowUDFExpr>()
+}
+
 /// Does a window function (not an aggregate) have `IGNORE NULLS`?
 /// `WindowUDFExpr` keeps the flag private; its `Debug` form is the one
 /// place it shows (`fidelity` tests catch a change of that form).
 fn standard_ignores_nulls(expr: &Arc<dyn WindowExpr>) -> bool {
-    expr.as_any()
-        .downcast_ref::<StandardWindowExpr>()
-        .and_then(|s| {
-            s.get_standard_func_expr()
-                .as_any()
-                .downcast_ref::<WindowUDFExpr>()
-                .map(|udf| format!("{udf:?}").ends_with("ignore_nulls: true }"))
-        })
-        .unwrap_or(false)
+    window_udf(expr).is_some_and(|udf| format!("{udf:?}").ends_with("ignore_nulls: true }"))
 }
 
 /// Rebuilds the operator a `FixupNode` (the payload after the tag) wraps.
@@ -336,11 +337,7 @@ fn rebuild_window_expr(
             a.is_distinct(),
             ignore_nulls || a.ignore_nulls(),
         )
-    } else if let Some(udf) = any.downcast_ref::<StandardWindowExpr>().and_then(|s| {
-        s.get_standard_func_expr()
-            .as_any()
-            .downcast_ref::<WindowUDFExpr>()
-    }) {
+    } else if let Some(udf) = window_udf(expr) {
         (
             WindowFunctionDefinition::WindowUDF(Arc::clone(udf.fun())),
             udf.args().to_vec(),
