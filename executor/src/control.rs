@@ -36,6 +36,7 @@ pub async fn register(inner: &Inner) -> Result<Registration> {
             address: inner.address.clone(),
             slots: inner.slots as u32,
             memory_bytes: inner.memory_bytes,
+            http_address: inner.http_address.clone().unwrap_or_default(),
         }),
     };
     let response = inner
@@ -43,6 +44,7 @@ pub async fn register(inner: &Inner) -> Result<Registration> {
         .clone()
         .register_executor(request)
         .await
+        .inspect_err(|_| inner.metrics.grpc_error("client", "RegisterExecutor"))
         .map_err(|s| match s.code() {
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded => {
                 ExecutorError::SchedulerUnreachable {
@@ -122,7 +124,10 @@ async fn attach(inner: &Inner, registration: Registration) -> String {
         .await
     {
         Ok(r) => r.into_inner(),
-        Err(e) => return format!("cannot open the control stream: {}", e.message()),
+        Err(e) => {
+            inner.metrics.grpc_error("client", "Control");
+            return format!("cannot open the control stream: {}", e.message());
+        }
     };
     let mut ticker = tokio::time::interval(registration.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -165,5 +170,6 @@ fn heartbeat(inner: &Inner, registration: Registration) -> Heartbeat {
         registration: registration.id,
         attempts: inner.attempts.lock().keys().copied().collect(),
         jobs,
+        load: Some(inner.metrics.load(inner.snapshot())),
     }
 }

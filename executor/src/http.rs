@@ -10,7 +10,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::metrics::Snapshot;
 use crate::service::Inner;
 
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
@@ -34,13 +33,7 @@ async fn ready(State(inner): State<Arc<Inner>>) -> Response {
 }
 
 async fn metrics(State(inner): State<Arc<Inner>>) -> Response {
-    let now = Snapshot {
-        memory_pool_used: inner.runtime.memory_pool.reserved() as i64,
-        shuffle_memory_used: inner.store.memory_used() as i64,
-        shuffle_spilled_total: inner.store.spilled_bytes(),
-        tasks_running: (inner.slots - inner.task_slots.available_permits()) as i64,
-        slots: inner.slots as i64,
-    };
+    let now = inner.snapshot();
     (
         [(
             header::CONTENT_TYPE,

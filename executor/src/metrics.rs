@@ -1,6 +1,9 @@
 //! Prometheus metrics of an executor (`/metrics` on its `--http` port):
 //! tasks by outcome and duration, shuffle output and fetches, spill, memory
-//! in use. Counters are bumped as tasks end; gauges are read at scrape time.
+//! in use, tasks waiting for a slot, gRPC errors. Counters are bumped as
+//! tasks end; gauges are read at scrape time.
+
+use ember_proto::{ExecutorLoad, TaskSucceeded};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
@@ -18,6 +21,14 @@ pub struct Label {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Locality {
     pub locality: &'static str,
+}
+
+/// A gRPC call that ended in an error: which side saw it (`server`: a call
+/// this executor answered; `client`: one it made) and the method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcError {
+    pub side: &'static str,
+    pub method: String,
 }
 
 /// What gauges show, read when scraped.
@@ -39,6 +50,10 @@ pub struct Metrics {
     output_bytes: Counter,
     fetches: Family<Locality, Counter>,
     spilled: Counter,
+    operator_spilled: Counter,
+    /// Tasks launched here that wait for a free slot.
+    pub tasks_queued: Gauge,
+    pub grpc_errors: Family<GrpcError, Counter>,
     memory_pool_used: Gauge,
     shuffle_memory_used: Gauge,
     tasks_running: Gauge,
@@ -56,6 +71,9 @@ impl Default for Metrics {
             output_bytes: Counter::default(),
             fetches: Family::default(),
             spilled: Counter::default(),
+            operator_spilled: Counter::default(),
+            tasks_queued: Gauge::default(),
+            grpc_errors: Family::default(),
             memory_pool_used: Gauge::default(),
             shuffle_memory_used: Gauge::default(),
             tasks_running: Gauge::default(),
@@ -92,6 +110,21 @@ impl Default for Metrics {
             m.spilled.clone(),
         );
         r.register(
+            "ember_operator_spilled_bytes",
+            "Bytes spilled to disk by operators (sorts, joins, aggregations) of tasks here",
+            m.operator_spilled.clone(),
+        );
+        r.register(
+            "ember_executor_tasks_queued",
+            "Tasks launched here waiting for a free slot",
+            m.tasks_queued.clone(),
+        );
+        r.register(
+            "ember_grpc_errors",
+            "gRPC calls that ended in an error, answered here (side=server) or made from here (side=client)",
+            m.grpc_errors.clone(),
+        );
+        r.register(
             "ember_memory_pool_used_bytes",
             "Execution memory reserved by running tasks",
             m.memory_pool_used.clone(),
@@ -112,20 +145,46 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A task attempt ended: `succeeded` (with its figures), `failed` or
-    /// `killed`.
-    pub fn task_ended(&self, state: &'static str, figures: Option<(f64, u64, u64, u64, u64)>) {
+    /// A task attempt ended `failed` or `killed`.
+    pub fn task_ended(&self, state: &'static str) {
         self.tasks.get_or_create(&Label { state }).inc();
-        if let Some((seconds, rows, bytes, local, remote)) = figures {
-            self.task_duration.observe(seconds);
-            self.output_rows.inc_by(rows);
-            self.output_bytes.inc_by(bytes);
-            self.fetches
-                .get_or_create(&Locality { locality: "local" })
-                .inc_by(local);
-            self.fetches
-                .get_or_create(&Locality { locality: "remote" })
-                .inc_by(remote);
+    }
+
+    /// A task attempt succeeded with figures `s`.
+    pub fn task_succeeded(&self, s: &TaskSucceeded) {
+        self.task_ended("succeeded");
+        self.task_duration.observe(s.elapsed_ms as f64 / 1000.0);
+        self.output_rows.inc_by(s.output_rows);
+        self.output_bytes.inc_by(s.output_bytes);
+        self.operator_spilled.inc_by(s.operator_spilled_bytes);
+        self.fetches
+            .get_or_create(&Locality { locality: "local" })
+            .inc_by(s.local_fetches);
+        self.fetches
+            .get_or_create(&Locality { locality: "remote" })
+            .inc_by(s.remote_fetches);
+    }
+
+    /// A gRPC call failed; `side` is `server` or `client`.
+    pub fn grpc_error(&self, side: &'static str, method: &str) {
+        self.grpc_errors
+            .get_or_create(&GrpcError {
+                side,
+                method: method.to_string(),
+            })
+            .inc();
+    }
+
+    /// What a heartbeat tells the scheduler, with gauges from `now`.
+    pub fn load(&self, now: Snapshot) -> ExecutorLoad {
+        let ended = |state| self.tasks.get_or_create(&Label { state }).get();
+        ExecutorLoad {
+            memory_pool_used_bytes: now.memory_pool_used.max(0) as u64,
+            shuffle_memory_bytes: now.shuffle_memory_used.max(0) as u64,
+            shuffle_spilled_bytes: now.shuffle_spilled_total,
+            tasks_succeeded: ended("succeeded"),
+            tasks_failed: ended("failed"),
+            tasks_queued: self.tasks_queued.get().max(0) as u64,
         }
     }
 

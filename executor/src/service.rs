@@ -41,6 +41,8 @@ use ember_planner::Functions;
 pub(crate) struct Inner {
     pub id: String,
     pub address: String,
+    /// `host:port` of `/metrics` and the health checks, if served.
+    pub http_address: Option<String>,
     pub slots: usize,
     pub memory_bytes: u64,
     pub store: Arc<ShuffleStore>,
@@ -74,6 +76,17 @@ impl Inner {
         self.jobs.remove(job);
         self.attempts.lock().retain(|_, j| j != job);
         self.store.remove_job(job);
+    }
+
+    /// The gauges of `/metrics` and of heartbeats, now.
+    pub fn snapshot(&self) -> crate::metrics::Snapshot {
+        crate::metrics::Snapshot {
+            memory_pool_used: self.runtime.memory_pool.reserved() as i64,
+            shuffle_memory_used: self.store.memory_used() as i64,
+            shuffle_spilled_total: self.store.spilled_bytes(),
+            tasks_running: (self.slots - self.task_slots.available_permits()) as i64,
+            slots: self.slots as i64,
+        }
     }
 }
 
@@ -161,10 +174,19 @@ impl Executor {
             )
             .build_arc()?;
         std::fs::create_dir_all(work_dir.join("spill"))?;
+        let http_listener = match config.http {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let http_address = match &http_listener {
+            Some(l) => Some(l.local_addr()?),
+            None => None,
+        };
 
         let inner = Arc::new(Inner {
             id: id.clone(),
             address: address.clone(),
+            http_address: http_address.map(|a| format!("{host}:{}", a.port())),
             slots: config.slots,
             memory_bytes: config.memory_bytes,
             store: Arc::new(ShuffleStore::new(
@@ -195,9 +217,16 @@ impl Executor {
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max);
         let incoming = ember_proto::nodelay_incoming(listener);
+        let errors = {
+            let inner = Arc::clone(&inner);
+            ember_proto::CountErrorsLayer(Arc::new(move |method: &str| {
+                inner.metrics.grpc_error("server", method)
+            }))
+        };
         let server = tokio::spawn(async move {
             let result = Server::builder()
                 .tcp_nodelay(true)
+                .layer(errors)
                 .add_service(grpc)
                 .add_service(flight)
                 .serve_with_incoming_shutdown(incoming, async {
@@ -214,20 +243,15 @@ impl Executor {
                 .await?;
         tracing::info!(executor = %id, %address, slots = config.slots, "executor registered");
         let heartbeat = tokio::spawn(control::control_loop(Arc::clone(&inner), registration));
-        let http = match config.http {
-            Some(addr) => {
-                let listener = tokio::net::TcpListener::bind(addr).await?;
-                let http_address = listener.local_addr()?;
-                let router = crate::http::router(Arc::clone(&inner));
-                let task = tokio::spawn(async move {
-                    if let Err(e) = axum::serve(listener, router).await {
-                        tracing::error!(error = %e, "executor HTTP server stopped");
-                    }
-                });
-                Some((http_address, task))
-            }
-            None => None,
-        };
+        let http = http_listener.zip(http_address).map(|(listener, address)| {
+            let router = crate::http::router(Arc::clone(&inner));
+            let task = tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "executor HTTP server stopped");
+                }
+            });
+            (address, task)
+        });
         Ok(Self {
             inner,
             _cpu_runtime: cpu_runtime,

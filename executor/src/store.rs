@@ -359,9 +359,9 @@ impl StoreSink {
         for (bucket, batches) in self.memory.iter_mut().enumerate() {
             for b in std::mem::take(batches) {
                 spill.write(bucket, &b)?;
-                self.store
-                    .spilled_bytes
-                    .fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
+                let size = b.get_array_memory_size() as u64;
+                self.stats.spilled_bytes += size;
+                self.store.spilled_bytes.fetch_add(size, Ordering::Relaxed);
             }
         }
         self.store.release(self.reserved);
@@ -399,6 +399,7 @@ impl MapOutputSink for StoreSink {
             None => self.start_spilling()?,
         };
         spill.write(bucket, &batch)?;
+        self.stats.spilled_bytes += size;
         self.store.spilled_bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
     }
@@ -469,6 +470,7 @@ mod tests {
         assert_eq!(stats.rows, 20);
         assert_eq!(store.memory_used(), 0);
         assert!(store.spilled_bytes() > 0);
+        assert_eq!(stats.spilled_bytes, stats.bytes, "all of it spilled");
         let out = store.open_job("j1", "t", (0, 0, 1)).unwrap();
         assert_eq!(rows(&out, 0).await, 10);
         assert_eq!(rows(&out, 1).await, 10);

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ember_planner::config::{EmberOptions, ember_options};
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
@@ -68,7 +69,9 @@ pub async fn run_and_report(
     let result = match cancelled {
         None => Err(None),
         Some(mut cancelled) => {
+            inner.metrics.tasks_queued.inc();
             let permit = Arc::clone(&inner.task_slots).acquire_owned().await;
+            inner.metrics.tasks_queued.dec();
             let mut work = {
                 let inner = Arc::clone(&inner);
                 let launch = Arc::clone(&launch);
@@ -95,13 +98,17 @@ pub async fn run_and_report(
     };
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let outcome = match result {
-        Ok(stats) => task_status_update::Outcome::Succeeded(TaskSucceeded {
-            output_rows: stats.rows,
-            output_bytes: stats.bytes,
-            local_fetches: load(&counters.local),
-            remote_fetches: load(&counters.remote),
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        }),
+        Ok((stats, operator_spilled_bytes)) => {
+            task_status_update::Outcome::Succeeded(TaskSucceeded {
+                output_rows: stats.rows,
+                output_bytes: stats.bytes,
+                local_fetches: load(&counters.local),
+                remote_fetches: load(&counters.remote),
+                elapsed_ms: started.elapsed().as_millis() as u64,
+                shuffle_spilled_bytes: stats.spilled_bytes,
+                operator_spilled_bytes,
+            })
+        }
         Err(Some(e)) => {
             tracing::warn!(task = %task.display(), error = %e, "task failed");
             task_status_update::Outcome::Failed(classify_failure(&e))
@@ -112,23 +119,13 @@ pub async fn run_and_report(
         }),
     };
     match &outcome {
-        task_status_update::Outcome::Succeeded(s) => inner.metrics.task_ended(
-            "succeeded",
-            Some((
-                s.elapsed_ms as f64 / 1000.0,
-                s.output_rows,
-                s.output_bytes,
-                s.local_fetches,
-                s.remote_fetches,
-            )),
-        ),
+        task_status_update::Outcome::Succeeded(s) => inner.metrics.task_succeeded(s),
         task_status_update::Outcome::Failed(f) => inner.metrics.task_ended(
             if matches!(f.reason, Some(task_failure::Reason::Killed(_))) {
                 "killed"
             } else {
                 "failed"
             },
-            None,
         ),
     }
     let update = TaskStatusUpdate {
@@ -138,6 +135,17 @@ pub async fn run_and_report(
     };
     report(&inner, update).await;
     inner.attempts.lock().remove(&attempt);
+}
+
+/// Bytes spilled by the operators of `plan` (sorts, joins, aggregations),
+/// from DataFusion's `spilled_bytes` metrics.
+fn operator_spilled_bytes(plan: &dyn ExecutionPlan) -> u64 {
+    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0) as u64;
+    own + plan
+        .children()
+        .into_iter()
+        .map(|c| operator_spilled_bytes(c.as_ref()))
+        .sum::<u64>()
 }
 
 /// Sends `update` until the scheduler acknowledges it, the job is forgotten,
@@ -162,6 +170,7 @@ async fn report(inner: &Inner, update: TaskStatusUpdate) {
         {
             Ok(_) => return,
             Err(e) => {
+                inner.metrics.grpc_error("client", "UpdateTaskStatus");
                 tracing::warn!(task = %task.display(), error = %e.message(), "status report failed; retrying");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_REPORT_BACKOFF);
@@ -176,7 +185,7 @@ async fn run_task(
     partition: u32,
     attempt: u64,
     counters: Arc<FetchCounters>,
-) -> datafusion::error::Result<ember_planner::MapOutputStats> {
+) -> datafusion::error::Result<(ember_planner::MapOutputStats, u64)> {
     inject(inner, FaultPoint::TaskStart, launch, partition).await?;
     let shuffle = Arc::new(TaskShuffle {
         executor_id: inner.id.clone(),
@@ -211,14 +220,14 @@ async fn run_task(
             None => e,
         }
     })?;
-    let stream = plan.execute(partition as usize, task_ctx)?;
+    let stream = Arc::clone(&plan).execute(partition as usize, task_ctx)?;
     let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
     let stats = batches
         .first()
         .and_then(stats_from_batch)
         .ok_or_else(|| DataFusionError::Internal("shuffle writer returned no statistics".into()))?;
     inject(inner, FaultPoint::TaskEnd, launch, partition).await?;
-    Ok(stats)
+    Ok((stats, operator_spilled_bytes(plan.as_ref())))
 }
 
 /// Fires a configured fault at `point`, if one matches this task.

@@ -41,6 +41,8 @@ pub struct MapOutputStats {
     pub rows: u64,
     pub bytes: u64,
     pub batches: u64,
+    /// Bytes of it written to disk because the shuffle budget was reached.
+    pub spilled_bytes: u64,
 }
 
 /// Receives one map task's output, bucket by bucket. The implementation

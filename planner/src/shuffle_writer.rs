@@ -132,6 +132,7 @@ pub fn stats_schema() -> SchemaRef {
         Field::new("rows", DataType::UInt64, false),
         Field::new("bytes", DataType::UInt64, false),
         Field::new("batches", DataType::UInt64, false),
+        Field::new("spilled_bytes", DataType::UInt64, false),
     ]))
 }
 
@@ -149,6 +150,7 @@ pub fn stats_from_batch(batch: &RecordBatch) -> Option<MapOutputStats> {
         rows: col(0)?,
         bytes: col(1)?,
         batches: col(2)?,
+        spilled_bytes: col(3)?,
     })
 }
 
@@ -260,6 +262,7 @@ impl ExecutionPlan for ShuffleWriterExec {
                     Arc::new(UInt64Array::from(vec![stats.rows])),
                     Arc::new(UInt64Array::from(vec![stats.bytes])),
                     Arc::new(UInt64Array::from(vec![stats.batches])),
+                    Arc::new(UInt64Array::from(vec![stats.spilled_bytes])),
                 ],
             )?;
             Ok(batch)

@@ -3,7 +3,8 @@
 //!
 //! This crate is the only thing the scheduler and the executor share: neither
 //! imports the other, they meet here. It holds no logic beyond small
-//! conveniences on the generated types.
+//! conveniences on the generated types and the transport (TCP_NODELAY on
+//! accepted sockets, counting calls answered with an error).
 
 #![allow(clippy::all, missing_docs)]
 
@@ -13,6 +14,9 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+mod grpc_errors;
+pub use grpc_errors::{CountErrors, CountErrorsLayer, OnGrpcError};
 
 /// Default cap on one gRPC message, both directions (64 MiB). Plans, inline
 /// results and task updates larger than this are refused with a clear error.

@@ -31,9 +31,9 @@ use tonic::transport::{Channel, Endpoint};
 use crate::SchedulerConfig;
 use crate::commit::Output;
 use crate::error::{Result, SchedulerError};
-use crate::event_log::{Event, EventLog};
+use crate::event_log::{Event, EventLog, Logged};
 use crate::job::{ExecutorRef, Job, JobPhase, TaskState, Transition};
-use crate::metrics::{LocalityLabel, Metrics, StateLabel};
+use crate::metrics::{KindLabel, LocalityLabel, Metrics, StateLabel};
 use crate::overview::{ExecutorView, JobView, TaskRow};
 use crate::registry::{LaunchedAttempt, Registry};
 use prometheus_client::metrics::counter::Counter;
@@ -42,6 +42,18 @@ use prometheus_client::metrics::family::Family;
 struct JobEntry {
     job: Job,
     status: watch::Sender<JobStatus>,
+    /// What of its progress the event log has.
+    logged: Logged,
+}
+
+impl JobEntry {
+    /// Tells the job's watchers its status now, and the event log what is
+    /// new in it.
+    fn publish(&mut self, events: &EventLog) {
+        let status = self.job.status();
+        events.progress(&mut self.logged, &status);
+        self.status.send_replace(status);
+    }
 }
 
 #[derive(Default)]
@@ -56,6 +68,7 @@ struct State {
     job_ends: Family<StateLabel, Counter>,
     /// Executors lost lately, with why (newest last).
     lost: VecDeque<ExecutorView>,
+    events: EventLog,
 }
 
 /// Lost executors kept for people to look at.
@@ -76,7 +89,7 @@ impl State {
             _ => {}
         }
         if t != Transition::Ignored {
-            entry.status.send_replace(entry.job.status());
+            entry.publish(&self.events);
         }
         match t {
             Transition::JobSucceeded => {
@@ -137,7 +150,6 @@ struct Launch {
 pub struct Core {
     pub config: SchedulerConfig,
     pub metrics: Metrics,
-    events: EventLog,
     state: Mutex<State>,
 }
 
@@ -159,12 +171,12 @@ impl Core {
         let state = State {
             job_ends: metrics.jobs.clone(),
             history,
+            events,
             ..State::default()
         };
         Arc::new(Self {
             config,
             metrics,
-            events,
             state: Mutex::new(state),
         })
     }
@@ -235,6 +247,9 @@ impl Core {
             match state.registry.get_mut(&hb.executor_id) {
                 Some(e) if e.registration == hb.registration => {
                     e.last_seen = Instant::now();
+                    if let Some(load) = hb.load {
+                        e.load = load;
+                    }
                     connected_now = !e.connected;
                     e.connected = true;
                 }
@@ -489,6 +504,12 @@ impl Core {
             slots_total: state.registry.total_slots() as i64,
             slots_busy: busy as i64,
             jobs_running: state.queue.len() as i64,
+            tasks_runnable: state
+                .queue
+                .iter()
+                .filter_map(|id| state.jobs.get(id))
+                .map(|j| j.job.runnable_tasks().len() as i64)
+                .sum(),
             sessions: sessions as i64,
         }
     }
@@ -505,6 +526,12 @@ impl Core {
         m.shuffle_fetches
             .get_or_create(&LocalityLabel { locality: "remote" })
             .inc_by(stats.remote_fetches);
+        m.spilled
+            .get_or_create(&KindLabel { kind: "shuffle" })
+            .inc_by(stats.shuffle_spilled_bytes);
+        m.spilled
+            .get_or_create(&KindLabel { kind: "operator" })
+            .inc_by(stats.operator_spilled_bytes);
     }
 
     pub fn total_slots(&self) -> usize {
@@ -536,7 +563,7 @@ impl Core {
                 )));
             }
             let id = job.id.clone();
-            self.events.record(Event::Submitted {
+            state.events.record(Event::Submitted {
                 job_id: id.clone(),
                 session: job.session_id.clone(),
                 description: job.description.clone(),
@@ -544,7 +571,14 @@ impl Core {
             });
             let (status, _) = watch::channel(job.status());
             state.queue.push(id.clone());
-            state.jobs.insert(id, JobEntry { job, status });
+            state.jobs.insert(
+                id,
+                JobEntry {
+                    job,
+                    status,
+                    logged: Logged::default(),
+                },
+            );
         }
         self.dispatch();
         Ok(())
@@ -569,20 +603,21 @@ impl Core {
         let mut probe = None;
         let commit;
         let failed = {
-            let mut state = self.state.lock();
+            let mut guard = self.state.lock();
+            let state = &mut *guard;
             state
                 .registry
                 .end_attempt(&update.executor_id, task.attempt);
             let Some(entry) = state.jobs.get_mut(&task.job_id) else {
                 tracing::debug!(task = %task.display(), "report for a job no longer known ignored");
-                drop(state);
+                drop(guard);
                 self.dispatch();
                 return;
             };
             let t = match update.outcome {
                 Some(task_status_update::Outcome::Succeeded(stats)) => {
                     self.count_success(&stats);
-                    self.events.record(Event::Task {
+                    state.events.record(Event::Task {
                         job_id: task.job_id.clone(),
                         stage: task.stage_id,
                         partition: task.partition,
@@ -591,6 +626,10 @@ impl Core {
                         rows: stats.output_rows,
                         bytes: stats.output_bytes,
                         elapsed_ms: stats.elapsed_ms,
+                        local_fetches: stats.local_fetches,
+                        remote_fetches: stats.remote_fetches,
+                        shuffle_spilled_bytes: stats.shuffle_spilled_bytes,
+                        operator_spilled_bytes: stats.operator_spilled_bytes,
                     });
                     entry
                         .job
@@ -659,13 +698,14 @@ impl Core {
     pub fn cancel(self: &Arc<Self>, job_id: &str) -> Result<bool> {
         let cancelled = {
             let mut state = self.state.lock();
+            let state = &mut *state;
             let entry = state
                 .jobs
                 .get_mut(job_id)
                 .ok_or_else(|| SchedulerError::UnknownJob(job_id.to_string()))?;
             let was_running = entry.job.is_running();
             entry.job.finish(JobPhase::Cancelled);
-            entry.status.send_replace(entry.job.status());
+            entry.publish(&state.events);
             state.queue.retain(|q| q != job_id);
             was_running
         };
@@ -704,18 +744,18 @@ impl Core {
         if let Some(mut entry) = removed {
             // Only a job released while running still has tasks to kill.
             let running = entry.job.is_running();
-            if running {
-                entry.job.finish(JobPhase::Cancelled);
-                entry.status.send_replace(entry.job.status());
-                self.metrics.job_ended("cancelled");
-            }
             {
                 let mut state = self.state.lock();
+                if running {
+                    entry.job.finish(JobPhase::Cancelled);
+                    entry.publish(&state.events);
+                    self.metrics.job_ended("cancelled");
+                }
                 if state.history.len() >= HISTORY {
                     state.history.pop_front();
                 }
                 let view = JobView::of(&entry.job);
-                self.events.record(Event::Finished {
+                state.events.record(Event::Finished {
                     job: Box::new(view.clone()),
                 });
                 state.history.push_back(view);
@@ -802,18 +842,23 @@ impl Core {
         // forgotten.
         for (executor, mut client) in clients {
             let job_id = job_id.to_string();
+            let core = Arc::clone(self);
             tokio::spawn(async move {
-                if kill {
-                    let _ = client
+                if kill
+                    && client
                         .cancel_tasks(CancelTasksRequest {
                             job_id: job_id.clone(),
                         })
-                        .await;
+                        .await
+                        .is_err()
+                {
+                    core.metrics.grpc_error("client", "CancelTasks");
                 }
                 if let Err(e) = client
                     .remove_job_data(RemoveJobDataRequest { job_id })
                     .await
                 {
+                    core.metrics.grpc_error("client", "RemoveJobData");
                     tracing::debug!(executor, error = %e.message(), "could not free job data");
                 }
             });
@@ -838,6 +883,7 @@ impl Core {
                 let stage = request.stage_id;
                 let tasks = request.tasks.clone();
                 if let Err(e) = client.launch_tasks(request).await {
+                    core.metrics.grpc_error("client", "LaunchTasks");
                     core.launch_failed(&executor_id, &job_id, stage, &tasks, e);
                 }
             });
@@ -897,7 +943,7 @@ impl Core {
             for (stage, partition) in runnable {
                 let attempt = state.registry.next_attempt();
                 let Some(executor) = state.registry.pick() else {
-                    entry.status.send_replace(entry.job.status());
+                    entry.publish(&state.events);
                     break 'jobs;
                 };
                 executor.running.insert(
@@ -920,7 +966,7 @@ impl Core {
                     .or_default()
                     .push(TaskAttempt { partition, attempt });
             }
-            entry.status.send_replace(entry.job.status());
+            entry.publish(&state.events);
         }
         batches
             .into_iter()

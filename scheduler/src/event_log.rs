@@ -1,16 +1,19 @@
 //! The event log: one file of versioned JSON lines per job in
-//! `--event-log-dir` (`job-<id>.jsonl`): `submitted`, one `task` line per
-//! succeeded task attempt with its figures, and `finished` with the job's
-//! final view (stages, recovery events). A restarted scheduler reloads the
+//! `--event-log-dir` (`job-<id>.jsonl`): `submitted`; `stage_started` and
+//! `stage_finished` (with the stage's figures) for each run of a stage; one
+//! `task` line per succeeded task attempt with its figures; a `recovery`
+//! line per recovery event (executor lost, outputs lost and recomputed,
+//! task retried, result lost); and `finished` with the job's final view. A restarted scheduler reloads the
 //! finished jobs into its history, so the UI and API still show them; the
 //! oldest files beyond the retention limit are deleted.
 //!
 //! Lines are written by a background task, never under the core's lock.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use ember_proto::{JobEventKind, JobStatus};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -37,6 +40,39 @@ pub enum Event {
         rows: u64,
         bytes: u64,
         elapsed_ms: u64,
+        local_fetches: u64,
+        remote_fetches: u64,
+        shuffle_spilled_bytes: u64,
+        operator_spilled_bytes: u64,
+    },
+    StageStarted {
+        job_id: String,
+        stage: u32,
+        /// Which run of the stage (0 first; more after lost outputs).
+        attempt: u32,
+        tasks: u32,
+    },
+    StageFinished {
+        job_id: String,
+        stage: u32,
+        attempt: u32,
+        tasks: u32,
+        rows: u64,
+        bytes: u64,
+        spilled_bytes: u64,
+        task_time_ms: u64,
+        task_time_max_ms: u64,
+    },
+    Recovery {
+        job_id: String,
+        /// executor_lost, outputs_lost, task_retried, stale_report_ignored
+        /// or result_lost.
+        kind: String,
+        stage: u32,
+        executor: String,
+        partitions: Vec<u32>,
+        attempt: u64,
+        detail: String,
     },
     Finished {
         job: Box<JobView>,
@@ -46,7 +82,11 @@ pub enum Event {
 impl Event {
     fn job_id(&self) -> &str {
         match self {
-            Event::Submitted { job_id, .. } | Event::Task { job_id, .. } => job_id,
+            Event::Submitted { job_id, .. }
+            | Event::Task { job_id, .. }
+            | Event::StageStarted { job_id, .. }
+            | Event::StageFinished { job_id, .. }
+            | Event::Recovery { job_id, .. } => job_id,
             Event::Finished { job } => &job.id,
         }
     }
@@ -96,6 +136,65 @@ impl EventLog {
             let _ = tx.send(event);
         }
     }
+
+    /// Records what `status` shows that `logged` has not: stages started
+    /// or finished, recovery events.
+    pub fn progress(&self, logged: &mut Logged, status: &JobStatus) {
+        if self.tx.is_none() {
+            return;
+        }
+        let job_id = &status.job_id;
+        for s in &status.stages {
+            let run = (s.stage_id, s.attempt);
+            if (s.tasks_running > 0 || s.tasks_done > 0) && logged.started.insert(run) {
+                self.record(Event::StageStarted {
+                    job_id: job_id.clone(),
+                    stage: s.stage_id,
+                    attempt: s.attempt,
+                    tasks: s.tasks_total,
+                });
+            }
+            if s.tasks_done == s.tasks_total && logged.finished.insert(run) {
+                self.record(Event::StageFinished {
+                    job_id: job_id.clone(),
+                    stage: s.stage_id,
+                    attempt: s.attempt,
+                    tasks: s.tasks_total,
+                    rows: s.output_rows,
+                    bytes: s.output_bytes,
+                    spilled_bytes: s.spilled_bytes,
+                    task_time_ms: s.task_time_ms,
+                    task_time_max_ms: s.task_time_max_ms,
+                });
+            }
+        }
+        for e in status.events.iter().skip(logged.events) {
+            let kind = JobEventKind::try_from(e.kind).unwrap_or(JobEventKind::Unspecified);
+            self.record(Event::Recovery {
+                job_id: job_id.clone(),
+                kind: kind
+                    .as_str_name()
+                    .trim_start_matches("JOB_EVENT_KIND_")
+                    .to_ascii_lowercase(),
+                stage: e.stage_id,
+                executor: e.executor_id.clone(),
+                partitions: e.partitions.clone(),
+                attempt: e.attempt,
+                detail: e.detail.clone(),
+            });
+        }
+        logged.events = logged.events.max(status.events.len());
+    }
+}
+
+/// What of one job's progress is in the log already.
+#[derive(Debug, Default)]
+pub struct Logged {
+    /// Runs of stages, (stage, attempt), logged as started / finished.
+    started: HashSet<(u32, u32)>,
+    finished: HashSet<(u32, u32)>,
+    /// Recovery events logged.
+    events: usize,
 }
 
 fn file(dir: &Path, job_id: &str) -> PathBuf {

@@ -820,6 +820,8 @@ impl Job {
                         p.output_bytes += stats.output_bytes;
                         p.local_fetches += stats.local_fetches;
                         p.remote_fetches += stats.remote_fetches;
+                        p.spilled_bytes +=
+                            stats.shuffle_spilled_bytes + stats.operator_spilled_bytes;
                         p.task_time_ms += stats.elapsed_ms;
                         p.task_time_max_ms = p.task_time_max_ms.max(stats.elapsed_ms);
                         executors.insert(executor.id.clone());

@@ -23,6 +23,21 @@ pub struct LocalityLabel {
     pub locality: &'static str,
 }
 
+/// A `kind` label of spilled bytes (`shuffle`: map output past the shuffle
+/// budget; `operator`: sorts, joins, aggregations).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// A gRPC call that ended in an error: which side saw it (`server`: a call
+/// the scheduler answered; `client`: one it made) and the method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcErrorLabel {
+    pub side: &'static str,
+    pub method: String,
+}
+
 /// Counts a job's end in `jobs` (`ember_jobs_total`).
 pub fn job_ended(jobs: &Family<StateLabel, Counter>, state: &'static str) {
     jobs.get_or_create(&StateLabel { state }).inc();
@@ -38,9 +53,12 @@ pub struct Metrics {
     pub task_output_rows: Counter,
     pub task_output_bytes: Counter,
     pub shuffle_fetches: Family<LocalityLabel, Counter>,
+    pub spilled: Family<KindLabel, Counter>,
+    grpc_errors: Family<GrpcErrorLabel, Counter>,
     executors: Gauge,
     slots: Family<StateLabel, Gauge>,
     jobs_running: Gauge,
+    tasks_runnable: Gauge,
     sessions: Gauge,
 }
 
@@ -51,6 +69,7 @@ pub struct Snapshot {
     pub slots_total: i64,
     pub slots_busy: i64,
     pub jobs_running: i64,
+    pub tasks_runnable: i64,
     pub sessions: i64,
 }
 
@@ -63,6 +82,9 @@ impl Default for Metrics {
         let task_output_rows = Counter::default();
         let task_output_bytes = Counter::default();
         let shuffle_fetches = Family::<LocalityLabel, Counter>::default();
+        let spilled = Family::<KindLabel, Counter>::default();
+        let grpc_errors = Family::<GrpcErrorLabel, Counter>::default();
+        let tasks_runnable = Gauge::default();
         let executors = Gauge::default();
         let slots = Family::<StateLabel, Gauge>::default();
         let jobs_running = Gauge::default();
@@ -93,6 +115,21 @@ impl Default for Metrics {
             "Shuffle buckets read by succeeded tasks, from this executor or another",
             shuffle_fetches.clone(),
         );
+        registry.register(
+            "ember_spilled_bytes",
+            "Bytes spilled to disk by succeeded tasks, by kind (shuffle output, operators)",
+            spilled.clone(),
+        );
+        registry.register(
+            "ember_grpc_errors",
+            "gRPC calls that ended in an error, answered here (side=server) or made from here (side=client)",
+            grpc_errors.clone(),
+        );
+        registry.register(
+            "ember_tasks_runnable",
+            "Tasks whose inputs are ready, waiting for a free slot (the scheduler's queue)",
+            tasks_runnable.clone(),
+        );
         registry.register("ember_executors", "Registered executors", executors.clone());
         registry.register("ember_slots", "Task slots, total and busy", slots.clone());
         registry.register(
@@ -109,9 +146,12 @@ impl Default for Metrics {
             task_output_rows,
             task_output_bytes,
             shuffle_fetches,
+            spilled,
+            grpc_errors,
             executors,
             slots,
             jobs_running,
+            tasks_runnable,
             sessions,
         }
     }
@@ -121,6 +161,16 @@ impl Metrics {
     /// Counts a task attempt's end (`succeeded`, `failed`, `killed`).
     pub fn task_ended(&self, state: &'static str) {
         self.tasks.get_or_create(&StateLabel { state }).inc();
+    }
+
+    /// Counts a gRPC call that failed; `side` is `server` or `client`.
+    pub fn grpc_error(&self, side: &'static str, method: &str) {
+        self.grpc_errors
+            .get_or_create(&GrpcErrorLabel {
+                side,
+                method: method.to_string(),
+            })
+            .inc();
     }
 
     /// Counts a job's end (`succeeded`, `failed`, `cancelled`).
@@ -138,6 +188,7 @@ impl Metrics {
             .get_or_create(&StateLabel { state: "busy" })
             .set(now.slots_busy);
         self.jobs_running.set(now.jobs_running);
+        self.tasks_runnable.set(now.tasks_runnable);
         self.sessions.set(now.sessions);
         let mut out = String::new();
         // Writing to a String cannot fail.

@@ -43,6 +43,9 @@ pub struct StageView {
     pub tasks_running: u32,
     pub output_rows: u64,
     pub output_bytes: u64,
+    /// Bytes its tasks spilled to disk (shuffle output and operators).
+    #[serde(default)]
+    pub spilled_bytes: u64,
     pub local_fetches: u64,
     pub remote_fetches: u64,
     /// Re-runs after lost outputs.
@@ -75,6 +78,17 @@ pub struct ExecutorView {
     pub slots: u32,
     pub slots_busy: u32,
     pub memory_bytes: u64,
+    /// `host:port` of its `/metrics`, if it serves one.
+    pub http_address: Option<String>,
+    /// Figures of its last heartbeat: execution memory reserved by running
+    /// tasks, shuffle output held in memory and spilled since start, task
+    /// attempts ended there, tasks waiting there for a slot.
+    pub memory_pool_used_bytes: u64,
+    pub shuffle_memory_bytes: u64,
+    pub shuffle_spilled_bytes: u64,
+    pub tasks_succeeded: u64,
+    pub tasks_failed: u64,
+    pub tasks_queued: u64,
     pub last_heartbeat_ms_ago: u64,
     /// Its control stream is open (it gets tasks).
     pub connected: bool,
@@ -138,6 +152,7 @@ impl JobView {
                 tasks_running: p.tasks_running,
                 output_rows: p.output_rows,
                 output_bytes: p.output_bytes,
+                spilled_bytes: p.spilled_bytes,
                 local_fetches: p.local_fetches,
                 remote_fetches: p.remote_fetches,
                 attempt: p.attempt,
@@ -199,6 +214,13 @@ impl ExecutorView {
             slots: e.info.slots,
             slots_busy: e.running.len() as u32,
             memory_bytes: e.info.memory_bytes,
+            http_address: Some(e.info.http_address.clone()).filter(|a| !a.is_empty()),
+            memory_pool_used_bytes: e.load.memory_pool_used_bytes,
+            shuffle_memory_bytes: e.load.shuffle_memory_bytes,
+            shuffle_spilled_bytes: e.load.shuffle_spilled_bytes,
+            tasks_succeeded: e.load.tasks_succeeded,
+            tasks_failed: e.load.tasks_failed,
+            tasks_queued: e.load.tasks_queued,
             last_heartbeat_ms_ago: e.last_seen.elapsed().as_millis() as u64,
             connected: e.connected,
             lost_reason: None,

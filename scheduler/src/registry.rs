@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use ember_proto::ExecutorInfo;
 use ember_proto::executor_service_client::ExecutorServiceClient;
+use ember_proto::{ExecutorInfo, ExecutorLoad};
 use tonic::transport::Channel;
 
 /// A task attempt launched on an executor.
@@ -37,6 +37,8 @@ pub struct ExecutorEntry {
     /// does it get tasks: a process that dies before opening it would
     /// otherwise hold tasks that only the heartbeat timeout gives back.
     pub connected: bool,
+    /// Its figures at its last heartbeat.
+    pub load: ExecutorLoad,
 }
 
 impl ExecutorEntry {
@@ -65,6 +67,7 @@ impl Registry {
                 last_seen: Instant::now(),
                 client,
                 running: HashMap::new(),
+                load: ExecutorLoad::default(),
                 connected: false,
             },
         );
@@ -169,7 +172,7 @@ mod tests {
                 executor_id: id.into(),
                 address: "127.0.0.1:1".into(),
                 slots,
-                memory_bytes: 0,
+                ..Default::default()
             },
             client(),
         );

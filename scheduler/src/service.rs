@@ -68,9 +68,16 @@ impl Scheduler {
             .max_encoding_message_size(config.max_message_size);
         let (tx, rx) = oneshot::channel::<()>();
         let incoming = ember_proto::nodelay_incoming(listener);
+        let errors = {
+            let core = Arc::clone(&core);
+            ember_proto::CountErrorsLayer(Arc::new(move |method: &str| {
+                core.metrics.grpc_error("server", method)
+            }))
+        };
         let server = tokio::spawn(async move {
             let result = Server::builder()
                 .tcp_nodelay(true)
+                .layer(errors)
                 .add_service(service)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;

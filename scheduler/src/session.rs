@@ -445,9 +445,10 @@ pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bo
     let mut text = dag.display_annotated(verbose, |id| {
         let s = status.stages.iter().find(|s| s.stage_id == id)?;
         Some(format!(
-            "rows={} bytes={} tasks={} task_time_total={}ms task_time_max={}ms fetches(local/remote)={}/{} attempts={} executors=[{}]",
+            "rows={} bytes={} spilled={} tasks={} task_time_total={}ms task_time_max={}ms fetches(local/remote)={}/{} attempts={} executors=[{}]",
             s.output_rows,
             s.output_bytes,
+            s.spilled_bytes,
             s.tasks_total,
             s.task_time_ms,
             s.task_time_max_ms,

@@ -123,6 +123,7 @@ fn schema_of(name: &str) -> SchemaRef {
             field("tasks_running", UInt64),
             field("output_rows", UInt64),
             field("output_bytes", UInt64),
+            field("spilled_bytes", UInt64),
             field("local_fetches", UInt64),
             field("remote_fetches", UInt64),
             field("attempt", UInt64),
@@ -147,6 +148,13 @@ fn schema_of(name: &str) -> SchemaRef {
             field("slots", UInt32),
             field("slots_busy", UInt32),
             field("memory_bytes", UInt64),
+            field("http_address", Utf8),
+            field("memory_pool_used_bytes", UInt64),
+            field("shuffle_memory_bytes", UInt64),
+            field("shuffle_spilled_bytes", UInt64),
+            field("tasks_succeeded", UInt64),
+            field("tasks_failed", UInt64),
+            field("tasks_queued", UInt64),
             field("last_heartbeat_ms_ago", UInt64),
             field("connected", Boolean),
             field("lost_reason", Utf8),
@@ -212,6 +220,7 @@ impl SystemTable {
                     num(|s| s.tasks_running as u64),
                     num(|s| s.output_rows),
                     num(|s| s.output_bytes),
+                    num(|s| s.spilled_bytes),
                     num(|s| s.local_fetches),
                     num(|s| s.remote_fetches),
                     num(|s| s.attempt as u64),
@@ -242,13 +251,28 @@ impl SystemTable {
             }
             _ => {
                 let executors = self.core.executors_overview();
+                let num = |f: fn(&crate::overview::ExecutorView) -> u64| {
+                    u64s(executors.iter().map(f).collect())
+                };
                 vec![
                     strings(executors.iter().map(|e| e.id.clone()).collect()),
                     strings(executors.iter().map(|e| e.address.clone()).collect()),
                     u32s(executors.iter().map(|e| e.slots).collect()),
                     u32s(executors.iter().map(|e| e.slots_busy).collect()),
-                    u64s(executors.iter().map(|e| e.memory_bytes).collect()),
-                    u64s(executors.iter().map(|e| e.last_heartbeat_ms_ago).collect()),
+                    num(|e| e.memory_bytes),
+                    strings(
+                        executors
+                            .iter()
+                            .map(|e| e.http_address.clone().unwrap_or_default())
+                            .collect(),
+                    ),
+                    num(|e| e.memory_pool_used_bytes),
+                    num(|e| e.shuffle_memory_bytes),
+                    num(|e| e.shuffle_spilled_bytes),
+                    num(|e| e.tasks_succeeded),
+                    num(|e| e.tasks_failed),
+                    num(|e| e.tasks_queued),
+                    num(|e| e.last_heartbeat_ms_ago),
                     Arc::new(BooleanArray::from(
                         executors.iter().map(|e| e.connected).collect::<Vec<_>>(),
                     )),

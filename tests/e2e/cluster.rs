@@ -182,7 +182,7 @@ impl ProcessCluster {
         let child = program
             .command()
             .args(["--scheduler", &self.url, "--slots", "1", "--id", &id])
-            .args(["--memory", "1GiB"])
+            .args(["--memory", "1GiB", "--http", "127.0.0.1:0"])
             .env("RUST_LOG", self.log_level.as_deref().unwrap_or("warn"))
             .env("EMBER_FAULTS", &self.faults)
             .env("EMBER_FAULTS_DIR", self.faults_dir.path())

@@ -200,28 +200,101 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
     }
 }
 
-/// An executor's own `/metrics` and health checks (`--http`).
+/// An executor's own `/metrics` and health checks (`--http`), what its
+/// heartbeats tell the scheduler, and spill: its shuffle budget is one byte
+/// and its memory pool small, so map outputs and a sort spill to disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn executor_metrics_count_its_tasks_and_shuffle_output() {
+async fn executor_metrics_count_its_tasks_shuffle_output_and_spill() {
     use ember_executor::{Executor, ExecutorConfig};
     use ember_scheduler::{Scheduler, SchedulerConfig};
     let scheduler = Scheduler::start(SchedulerConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        heartbeat_interval: Duration::from_millis(100),
         ..Default::default()
     })
     .await
     .unwrap();
+    let scheduler_http = scheduler.http_url().unwrap();
     let mut config = ExecutorConfig::new(scheduler.url());
     config.slots = 2;
     config.http = Some("127.0.0.1:0".parse().unwrap());
+    config.shuffle_memory_bytes = 1;
+    config.memory_bytes = 6 << 20;
     let executor = Executor::start(config).await.unwrap();
     let http = executor.http_url().unwrap();
     let ctx = ember::EmberContext::remote(&scheduler.url()).await.unwrap();
     register_tpch(&ctx).await;
     let result = ctx.run_sql(&query_text(3)).await.unwrap();
     let status = result.job.unwrap();
-    let tasks: u64 = status.stages.iter().map(|s| s.tasks_total as u64).sum();
-    let rows_out: u64 = status.stages.iter().map(|s| s.output_rows).sum();
+    let mut tasks: u64 = status.stages.iter().map(|s| s.tasks_total as u64).sum();
+    let mut rows_out: u64 = status.stages.iter().map(|s| s.output_rows).sum();
+    let shuffle_spilled: u64 = status.stages.iter().map(|s| s.spilled_bytes).sum();
+    assert!(shuffle_spilled > 0, "a one-byte shuffle budget spills");
+    // A sort bigger than the memory pool spills inside the operator.
+    ctx.run_sql("SET datafusion.execution.sort_spill_reservation_bytes = 262144")
+        .await
+        .unwrap();
+    let sorted = ctx
+        .run_sql("SELECT l_comment, l_orderkey FROM lineitem ORDER BY l_comment, l_orderkey")
+        .await
+        .unwrap();
+    let sort = sorted.job.unwrap();
+    tasks += sort
+        .stages
+        .iter()
+        .map(|s| s.tasks_total as u64)
+        .sum::<u64>();
+    rows_out += sort.stages.iter().map(|s| s.output_rows).sum::<u64>();
+    let spilled: u64 = sort.stages.iter().map(|s| s.spilled_bytes).sum();
+
+    // The scheduler's view of the executor, from its heartbeats.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        let (_, body) = get(&format!("{scheduler_http}/api/v1/executors"));
+        let executors: Value = serde_json::from_str(&body).unwrap();
+        let e = executors[0].clone();
+        if e["tasks_succeeded"] == tasks {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        format!("http://{}", seen["http_address"].as_str().unwrap()),
+        http
+    );
+    assert_eq!(seen["tasks_failed"], 0);
+    assert_eq!(seen["memory_bytes"], 6u64 << 20);
+    assert!(seen["shuffle_spilled_bytes"].as_u64().unwrap() > 0);
+    let from_sql = ctx
+        .run_sql("SELECT tasks_succeeded, shuffle_spilled_bytes > 0 FROM ember.executors")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&from_sql.batches),
+        vec![vec![tasks.to_string(), "true".to_string()]]
+    );
+    let (_, text) = get(&format!("{scheduler_http}/metrics"));
+    assert_eq!(
+        metric(&text, "ember_spilled_bytes_total{kind=\"shuffle\"}")
+            + metric(&text, "ember_spilled_bytes_total{kind=\"operator\"}"),
+        (shuffle_spilled + spilled) as f64
+    );
+    assert_eq!(metric(&text, "ember_tasks_runnable"), 0.0);
+    assert!(
+        metric(&text, "ember_spilled_bytes_total{kind=\"operator\"}") > 0.0,
+        "the sort spilled"
+    );
+
+    // A call the scheduler refuses is counted as a gRPC error.
+    assert!(ctx.run_sql("SELECT * FROM no_such_table").await.is_err());
+    let (_, text) = get(&format!("{scheduler_http}/metrics"));
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("ember_grpc_errors_total{") && l.contains("side=\"server\"")),
+        "{text}"
+    );
 
     assert_eq!(get(&format!("{http}/healthz")), (200, "ok".to_string()));
     assert_eq!(get(&format!("{http}/readyz")).0, 200);
@@ -238,7 +311,9 @@ async fn executor_metrics_count_its_tasks_and_shuffle_output() {
     assert_eq!(metric(&text, "ember_executor_slots"), 2.0);
     assert!(metric(&text, "ember_executor_task_duration_seconds_count") >= tasks as f64);
     let _ = metric(&text, "ember_memory_pool_used_bytes");
-    let _ = metric(&text, "ember_shuffle_spilled_bytes_total");
+    assert!(metric(&text, "ember_shuffle_spilled_bytes_total") > 0.0);
+    assert!(metric(&text, "ember_operator_spilled_bytes_total") > 0.0);
+    assert_eq!(metric(&text, "ember_executor_tasks_queued"), 0.0);
 }
 
 /// The event log: JSON lines per job, and the finished job shown again by
@@ -275,6 +350,17 @@ async fn a_finished_job_reloads_from_the_event_log_after_a_restart() {
     let tasks: u64 = status.stages.iter().map(|s| s.tasks_total as u64).sum();
     let task_lines = lines.iter().filter(|l| l["event"] == "task").count() as u64;
     assert_eq!(task_lines, tasks, "one line per succeeded task");
+    for event in ["stage_started", "stage_finished"] {
+        let n = lines.iter().filter(|l| l["event"] == event).count();
+        assert_eq!(n, status.stages.len(), "one {event} line per stage");
+    }
+    let finished_rows = lines
+        .iter()
+        .filter(|l| l["event"] == "stage_finished")
+        .find(|l| l["stage"] == status.stages.last().unwrap().stage_id)
+        .unwrap()["rows"]
+        .clone();
+    assert_eq!(finished_rows, rows_out);
 
     drop(ctx);
     cluster.kill_scheduler();

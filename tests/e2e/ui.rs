@@ -92,6 +92,17 @@ async fn the_web_ui_shows_a_job_and_its_stage_dag() {
     assert_eq!(*stages.last().unwrap(), rows);
     assert!(dom.contains("class=\"edge\""), "no shuffle edges:\n{dom}");
 
+    // The executors page: both, each with a link to its own metrics.
+    let executors = headless(&browser, &["--dump-dom", &format!("{http}/ui/#/executors")]);
+    assert_eq!(
+        executors
+            .matches("<tr class=\"executor\" data-id=\"exec-")
+            .count(),
+        2,
+        "{executors}"
+    );
+    assert_eq!(executors.matches("/metrics\">metrics</a></td>").count(), 2);
+
     let exe = std::env::current_exe().unwrap();
     let artifacts = exe.parent().unwrap().parent().unwrap().join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
