@@ -157,12 +157,9 @@ impl Metrics {
         self.output_rows.inc_by(s.output_rows);
         self.output_bytes.inc_by(s.output_bytes);
         self.operator_spilled.inc_by(s.operator_spilled_bytes);
-        self.fetches
-            .get_or_create(&Locality { locality: "local" })
-            .inc_by(s.local_fetches);
-        self.fetches
-            .get_or_create(&Locality { locality: "remote" })
-            .inc_by(s.remote_fetches);
+        for (locality, n) in [("local", s.local_fetches), ("remote", s.remote_fetches)] {
+            self.fetches.get_or_create(&Locality { locality }).inc_by(n);
+        }
     }
 
     /// A gRPC call failed; `side` is `server` or `client`.

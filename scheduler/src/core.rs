@@ -33,7 +33,7 @@ use crate::commit::Output;
 use crate::error::{Result, SchedulerError};
 use crate::event_log::{Event, EventLog, Logged};
 use crate::job::{ExecutorRef, Job, JobPhase, TaskState, Transition};
-use crate::metrics::{KindLabel, LocalityLabel, Metrics, StateLabel};
+use crate::metrics::{Metrics, StateLabel};
 use crate::overview::{ExecutorView, JobView, TaskRow};
 use crate::registry::{LaunchedAttempt, Registry};
 use prometheus_client::metrics::counter::Counter;
@@ -514,26 +514,6 @@ impl Core {
         }
     }
 
-    fn count_success(&self, stats: &ember_proto::TaskSucceeded) {
-        let m = &self.metrics;
-        m.task_ended("succeeded");
-        m.task_duration.observe(stats.elapsed_ms as f64 / 1000.0);
-        m.task_output_rows.inc_by(stats.output_rows);
-        m.task_output_bytes.inc_by(stats.output_bytes);
-        m.shuffle_fetches
-            .get_or_create(&LocalityLabel { locality: "local" })
-            .inc_by(stats.local_fetches);
-        m.shuffle_fetches
-            .get_or_create(&LocalityLabel { locality: "remote" })
-            .inc_by(stats.remote_fetches);
-        m.spilled
-            .get_or_create(&KindLabel { kind: "shuffle" })
-            .inc_by(stats.shuffle_spilled_bytes);
-        m.spilled
-            .get_or_create(&KindLabel { kind: "operator" })
-            .inc_by(stats.operator_spilled_bytes);
-    }
-
     pub fn total_slots(&self) -> usize {
         self.state.lock().registry.total_slots()
     }
@@ -616,7 +596,7 @@ impl Core {
             };
             let t = match update.outcome {
                 Some(task_status_update::Outcome::Succeeded(stats)) => {
-                    self.count_success(&stats);
+                    self.metrics.task_succeeded(&stats);
                     state.events.record(Event::Task {
                         job_id: task.job_id.clone(),
                         stage: task.stage_id,

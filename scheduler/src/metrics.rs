@@ -49,11 +49,11 @@ pub struct Metrics {
     registry: Registry,
     pub jobs: Family<StateLabel, Counter>,
     pub tasks: Family<StateLabel, Counter>,
-    pub task_duration: Histogram,
-    pub task_output_rows: Counter,
-    pub task_output_bytes: Counter,
-    pub shuffle_fetches: Family<LocalityLabel, Counter>,
-    pub spilled: Family<KindLabel, Counter>,
+    task_duration: Histogram,
+    task_output_rows: Counter,
+    task_output_bytes: Counter,
+    shuffle_fetches: Family<LocalityLabel, Counter>,
+    spilled: Family<KindLabel, Counter>,
     grpc_errors: Family<GrpcErrorLabel, Counter>,
     executors: Gauge,
     slots: Family<StateLabel, Gauge>,
@@ -158,6 +158,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a succeeded task attempt and its figures.
+    pub fn task_succeeded(&self, s: &ember_proto::TaskSucceeded) {
+        self.task_ended("succeeded");
+        self.task_duration.observe(s.elapsed_ms as f64 / 1000.0);
+        self.task_output_rows.inc_by(s.output_rows);
+        self.task_output_bytes.inc_by(s.output_bytes);
+        for (locality, n) in [("local", s.local_fetches), ("remote", s.remote_fetches)] {
+            self.shuffle_fetches
+                .get_or_create(&LocalityLabel { locality })
+                .inc_by(n);
+        }
+        for (kind, n) in [
+            ("shuffle", s.shuffle_spilled_bytes),
+            ("operator", s.operator_spilled_bytes),
+        ] {
+            self.spilled.get_or_create(&KindLabel { kind }).inc_by(n);
+        }
+    }
+
     /// Counts a task attempt's end (`succeeded`, `failed`, `killed`).
     pub fn task_ended(&self, state: &'static str) {
         self.tasks.get_or_create(&StateLabel { state }).inc();
