@@ -49,6 +49,7 @@ pub struct Metrics {
     output_rows: Counter,
     output_bytes: Counter,
     fetches: Family<Locality, Counter>,
+    fetched_bytes: Family<Locality, Counter>,
     spilled: Counter,
     operator_spilled: Counter,
     /// Tasks launched here that wait for a free slot.
@@ -70,6 +71,7 @@ impl Default for Metrics {
             output_rows: Counter::default(),
             output_bytes: Counter::default(),
             fetches: Family::default(),
+            fetched_bytes: Family::default(),
             spilled: Counter::default(),
             operator_spilled: Counter::default(),
             tasks_queued: Gauge::default(),
@@ -103,6 +105,11 @@ impl Default for Metrics {
             "ember_shuffle_fetches",
             "Shuffle buckets read by tasks here, from this executor or another",
             m.fetches.clone(),
+        );
+        r.register(
+            "ember_shuffle_fetched_bytes",
+            "Bytes (as Arrow in memory) of the shuffle buckets tasks here read, from this executor or another",
+            m.fetched_bytes.clone(),
         );
         r.register(
             "ember_shuffle_spilled_bytes",
@@ -157,8 +164,13 @@ impl Metrics {
         self.output_rows.inc_by(s.output_rows);
         self.output_bytes.inc_by(s.output_bytes);
         self.operator_spilled.inc_by(s.operator_spilled_bytes);
-        for (locality, n) in [("local", s.local_fetches), ("remote", s.remote_fetches)] {
-            self.fetches.get_or_create(&Locality { locality }).inc_by(n);
+        for (locality, n, bytes) in [
+            ("local", s.local_fetches, s.local_fetch_bytes),
+            ("remote", s.remote_fetches, s.remote_fetch_bytes),
+        ] {
+            let label = Locality { locality };
+            self.fetches.get_or_create(&label).inc_by(n);
+            self.fetched_bytes.get_or_create(&label).inc_by(bytes);
         }
     }
 

@@ -63,11 +63,26 @@ impl PeerChannels {
     }
 }
 
-/// Shuffle counters of one task.
+/// Shuffle counters of one task: buckets read, and their bytes (as Arrow
+/// in memory).
 #[derive(Debug, Default)]
 pub struct FetchCounters {
     pub local: AtomicU64,
     pub remote: AtomicU64,
+    pub local_bytes: Arc<AtomicU64>,
+    pub remote_bytes: Arc<AtomicU64>,
+}
+
+/// `stream`, adding the size of each batch to `bytes`.
+fn counted(stream: SendableRecordBatchStream, bytes: &Arc<AtomicU64>) -> SendableRecordBatchStream {
+    let bytes = Arc::clone(bytes);
+    let schema = stream.schema();
+    Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        stream.inspect_ok(move |b| {
+            bytes.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
+        }),
+    ))
 }
 
 /// The shuffle service of one running task.
@@ -141,6 +156,7 @@ impl ShuffleService for TaskShuffle {
                 .map_err(|e| DataFusionError::from(failed(e.to_string(), false)))?;
             return output
                 .stream(bucket)
+                .map(|s| counted(s, &self.counters.local_bytes))
                 .map_err(|e| DataFusionError::from(failed(e.to_string(), false)));
         }
 
@@ -168,7 +184,10 @@ impl ShuffleService for TaskShuffle {
                 .map_err(move |e| DataFusionError::from(failed(e.to_string(), is_unreachable(&e))))
         })
         .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Ok(counted(
+            Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
+            &self.counters.remote_bytes,
+        ))
     }
 }
 

@@ -98,17 +98,18 @@ pub async fn run_and_report(
     };
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let outcome = match result {
-        Ok((stats, operator_spilled_bytes)) => {
-            task_status_update::Outcome::Succeeded(TaskSucceeded {
-                output_rows: stats.rows,
-                output_bytes: stats.bytes,
-                local_fetches: load(&counters.local),
-                remote_fetches: load(&counters.remote),
-                elapsed_ms: started.elapsed().as_millis() as u64,
-                shuffle_spilled_bytes: stats.spilled_bytes,
-                operator_spilled_bytes,
-            })
-        }
+        Ok((stats, plan)) => task_status_update::Outcome::Succeeded(TaskSucceeded {
+            output_rows: stats.rows,
+            output_bytes: stats.bytes,
+            local_fetches: load(&counters.local),
+            remote_fetches: load(&counters.remote),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+            shuffle_spilled_bytes: stats.spilled_bytes,
+            operator_spilled_bytes: plan.spilled_bytes,
+            input_rows: plan.input_rows,
+            local_fetch_bytes: load(&counters.local_bytes),
+            remote_fetch_bytes: load(&counters.remote_bytes),
+        }),
         Err(Some(e)) => {
             tracing::warn!(task = %task.display(), error = %e, "task failed");
             task_status_update::Outcome::Failed(classify_failure(&e))
@@ -137,15 +138,36 @@ pub async fn run_and_report(
     inner.attempts.lock().remove(&attempt);
 }
 
-/// Bytes spilled by the operators of `plan` (sorts, joins, aggregations),
-/// from DataFusion's `spilled_bytes` metrics.
-fn operator_spilled_bytes(plan: &dyn ExecutionPlan) -> u64 {
-    let own = plan.metrics().and_then(|m| m.spilled_bytes()).unwrap_or(0) as u64;
-    own + plan
-        .children()
-        .into_iter()
-        .map(|c| operator_spilled_bytes(c.as_ref()))
-        .sum::<u64>()
+/// What a task's plan did, from DataFusion's metrics of its operators.
+#[derive(Debug, Default, Clone, Copy)]
+struct PlanFigures {
+    /// Bytes its operators (sorts, joins, aggregations) spilled.
+    spilled_bytes: u64,
+    /// Rows its leaves (scans, shuffle readers) produced.
+    input_rows: u64,
+}
+
+impl PlanFigures {
+    fn of(plan: &dyn ExecutionPlan) -> Self {
+        let metrics = plan.metrics();
+        let mut figures = Self {
+            spilled_bytes: metrics
+                .as_ref()
+                .and_then(|m| m.spilled_bytes())
+                .unwrap_or(0) as u64,
+            input_rows: 0,
+        };
+        let children = plan.children();
+        if children.is_empty() {
+            figures.input_rows = metrics.and_then(|m| m.output_rows()).unwrap_or(0) as u64;
+        }
+        for child in children {
+            let f = Self::of(child.as_ref());
+            figures.spilled_bytes += f.spilled_bytes;
+            figures.input_rows += f.input_rows;
+        }
+        figures
+    }
 }
 
 /// Sends `update` until the scheduler acknowledges it, the job is forgotten,
@@ -185,7 +207,7 @@ async fn run_task(
     partition: u32,
     attempt: u64,
     counters: Arc<FetchCounters>,
-) -> datafusion::error::Result<(ember_planner::MapOutputStats, u64)> {
+) -> datafusion::error::Result<(ember_planner::MapOutputStats, PlanFigures)> {
     inject(inner, FaultPoint::TaskStart, launch, partition).await?;
     let shuffle = Arc::new(TaskShuffle {
         executor_id: inner.id.clone(),
@@ -227,7 +249,7 @@ async fn run_task(
         .and_then(stats_from_batch)
         .ok_or_else(|| DataFusionError::Internal("shuffle writer returned no statistics".into()))?;
     inject(inner, FaultPoint::TaskEnd, launch, partition).await?;
-    Ok((stats, operator_spilled_bytes(plan.as_ref())))
+    Ok((stats, PlanFigures::of(plan.as_ref())))
 }
 
 /// Fires a configured fault at `point`, if one matches this task.

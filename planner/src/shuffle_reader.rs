@@ -35,7 +35,7 @@ use datafusion::physical_expr::{
 };
 use datafusion::physical_plan::coop::make_cooperative;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::sorts::streaming_merge::StreamingMergeBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -190,6 +190,10 @@ impl ExecutionPlan for ShuffleReaderExec {
         }
     }
 
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -234,9 +238,13 @@ impl ExecutionPlan for ShuffleReaderExec {
             });
         // Open a few map outputs at a time and interleave their batches; each
         // stream is pulled batch by batch, nothing is buffered whole.
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let batches = futures::stream::iter(fetches)
             .buffer_unordered(CONCURRENT_FETCHES)
-            .try_flatten_unordered(CONCURRENT_FETCHES);
+            .try_flatten_unordered(CONCURRENT_FETCHES)
+            .inspect_ok(move |b| {
+                baseline.record_output(b.num_rows());
+            });
         // In-memory map outputs are always ready: spend tokio's budget like
         // DataFusion's own leaves do, so the task yields (and can be
         // cancelled) even while a CPU-heavy operator consumes this stream.

@@ -606,8 +606,11 @@ impl Core {
                         rows: stats.output_rows,
                         bytes: stats.output_bytes,
                         elapsed_ms: stats.elapsed_ms,
+                        input_rows: stats.input_rows,
                         local_fetches: stats.local_fetches,
                         remote_fetches: stats.remote_fetches,
+                        local_fetch_bytes: stats.local_fetch_bytes,
+                        remote_fetch_bytes: stats.remote_fetch_bytes,
                         shuffle_spilled_bytes: stats.shuffle_spilled_bytes,
                         operator_spilled_bytes: stats.operator_spilled_bytes,
                     });

@@ -807,6 +807,7 @@ impl Job {
                     tasks_total: s.tasks.len() as u32,
                     tasks_done: s.count(|t| matches!(t, TaskState::Succeeded { .. })),
                     tasks_running: s.count(|t| matches!(t, TaskState::Running { .. })),
+                    tasks_failed: s.failures.iter().sum(),
                     attempt: s.attempt,
                     ..Default::default()
                 };
@@ -822,6 +823,9 @@ impl Job {
                         p.remote_fetches += stats.remote_fetches;
                         p.spilled_bytes +=
                             stats.shuffle_spilled_bytes + stats.operator_spilled_bytes;
+                        p.input_rows += stats.input_rows;
+                        p.local_fetch_bytes += stats.local_fetch_bytes;
+                        p.remote_fetch_bytes += stats.remote_fetch_bytes;
                         p.task_time_ms += stats.elapsed_ms;
                         p.task_time_max_ms = p.task_time_max_ms.max(stats.elapsed_ms);
                         executors.insert(executor.id.clone());

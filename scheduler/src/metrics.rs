@@ -53,6 +53,7 @@ pub struct Metrics {
     task_output_rows: Counter,
     task_output_bytes: Counter,
     shuffle_fetches: Family<LocalityLabel, Counter>,
+    shuffle_fetched_bytes: Family<LocalityLabel, Counter>,
     spilled: Family<KindLabel, Counter>,
     grpc_errors: Family<GrpcErrorLabel, Counter>,
     executors: Gauge,
@@ -82,6 +83,7 @@ impl Default for Metrics {
         let task_output_rows = Counter::default();
         let task_output_bytes = Counter::default();
         let shuffle_fetches = Family::<LocalityLabel, Counter>::default();
+        let shuffle_fetched_bytes = Family::<LocalityLabel, Counter>::default();
         let spilled = Family::<KindLabel, Counter>::default();
         let grpc_errors = Family::<GrpcErrorLabel, Counter>::default();
         let tasks_runnable = Gauge::default();
@@ -116,6 +118,11 @@ impl Default for Metrics {
             shuffle_fetches.clone(),
         );
         registry.register(
+            "ember_shuffle_fetched_bytes",
+            "Bytes (as Arrow in memory) of the shuffle buckets succeeded tasks read, from their executor or another",
+            shuffle_fetched_bytes.clone(),
+        );
+        registry.register(
             "ember_spilled_bytes",
             "Bytes spilled to disk by succeeded tasks, by kind (shuffle output, operators)",
             spilled.clone(),
@@ -146,6 +153,7 @@ impl Default for Metrics {
             task_output_rows,
             task_output_bytes,
             shuffle_fetches,
+            shuffle_fetched_bytes,
             spilled,
             grpc_errors,
             executors,
@@ -164,10 +172,15 @@ impl Metrics {
         self.task_duration.observe(s.elapsed_ms as f64 / 1000.0);
         self.task_output_rows.inc_by(s.output_rows);
         self.task_output_bytes.inc_by(s.output_bytes);
-        for (locality, n) in [("local", s.local_fetches), ("remote", s.remote_fetches)] {
-            self.shuffle_fetches
-                .get_or_create(&LocalityLabel { locality })
-                .inc_by(n);
+        for (locality, n, bytes) in [
+            ("local", s.local_fetches, s.local_fetch_bytes),
+            ("remote", s.remote_fetches, s.remote_fetch_bytes),
+        ] {
+            let label = LocalityLabel { locality };
+            self.shuffle_fetches.get_or_create(&label).inc_by(n);
+            self.shuffle_fetched_bytes
+                .get_or_create(&label)
+                .inc_by(bytes);
         }
         for (kind, n) in [
             ("shuffle", s.shuffle_spilled_bytes),

@@ -41,6 +41,12 @@ pub struct StageView {
     pub tasks_total: u32,
     pub tasks_done: u32,
     pub tasks_running: u32,
+    /// Attempts of its tasks that ended badly (failed, killed, lost).
+    #[serde(default)]
+    pub tasks_failed: u32,
+    /// Rows its tasks read (files, memory, shuffle).
+    #[serde(default)]
+    pub input_rows: u64,
     pub output_rows: u64,
     pub output_bytes: u64,
     /// Bytes its tasks spilled to disk (shuffle output and operators).
@@ -48,6 +54,12 @@ pub struct StageView {
     pub spilled_bytes: u64,
     pub local_fetches: u64,
     pub remote_fetches: u64,
+    /// Bytes (as Arrow in memory) of the shuffle buckets its tasks read
+    /// from their own executor and from others.
+    #[serde(default)]
+    pub local_fetch_bytes: u64,
+    #[serde(default)]
+    pub remote_fetch_bytes: u64,
     /// Re-runs after lost outputs.
     pub attempt: u32,
     pub task_time_ms: u64,
@@ -150,11 +162,15 @@ impl JobView {
                 tasks_total: p.tasks_total,
                 tasks_done: p.tasks_done,
                 tasks_running: p.tasks_running,
+                tasks_failed: p.tasks_failed,
+                input_rows: p.input_rows,
                 output_rows: p.output_rows,
                 output_bytes: p.output_bytes,
                 spilled_bytes: p.spilled_bytes,
                 local_fetches: p.local_fetches,
                 remote_fetches: p.remote_fetches,
+                local_fetch_bytes: p.local_fetch_bytes,
+                remote_fetch_bytes: p.remote_fetch_bytes,
                 attempt: p.attempt,
                 task_time_ms: p.task_time_ms,
                 task_time_max_ms: p.task_time_max_ms,

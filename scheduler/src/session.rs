@@ -445,15 +445,19 @@ pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bo
     let mut text = dag.display_annotated(verbose, |id| {
         let s = status.stages.iter().find(|s| s.stage_id == id)?;
         Some(format!(
-            "rows={} bytes={} spilled={} tasks={} task_time_total={}ms task_time_max={}ms fetches(local/remote)={}/{} attempts={} executors=[{}]",
+            "input_rows={} rows={} bytes={} spilled={} tasks={} failed_attempts={} task_time_total={}ms task_time_max={}ms fetches(local/remote)={}/{} fetched_bytes(local/remote)={}/{} attempts={} executors=[{}]",
+            s.input_rows,
             s.output_rows,
             s.output_bytes,
             s.spilled_bytes,
             s.tasks_total,
+            s.tasks_failed,
             s.task_time_ms,
             s.task_time_max_ms,
             s.local_fetches,
             s.remote_fetches,
+            s.local_fetch_bytes,
+            s.remote_fetch_bytes,
             s.attempt + 1,
             s.executors.join(", ")
         ))

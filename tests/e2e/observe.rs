@@ -104,6 +104,34 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
             .iter()
             .any(|s| !s["inputs"].as_array().unwrap().is_empty())
     );
+    for s in stages {
+        assert_eq!(s["tasks_failed"], 0, "{s}");
+        let (rows_in, rows_out) = (
+            s["input_rows"].as_u64().unwrap(),
+            s["output_rows"].as_u64().unwrap(),
+        );
+        if s["inputs"].as_array().unwrap().is_empty() {
+            // Scans that filter and aggregate: they read more than they write.
+            assert!(rows_in > 0 && rows_in >= rows_out, "{s}");
+        }
+        for locality in ["local", "remote"] {
+            let fetches = s[format!("{locality}_fetches")].as_u64().unwrap();
+            let bytes = s[format!("{locality}_fetch_bytes")].as_u64().unwrap();
+            assert!(fetches > 0 || bytes == 0, "{s}");
+        }
+    }
+    let fetched: u64 = stages
+        .iter()
+        .map(|s| {
+            s["local_fetch_bytes"].as_u64().unwrap() + s["remote_fetch_bytes"].as_u64().unwrap()
+        })
+        .sum();
+    assert!(fetched > 0, "shuffle bytes read");
+    // The final stage reads all its one input wrote.
+    let last = stages.last().unwrap();
+    let input = last["inputs"][0].as_u64().unwrap();
+    let wrote = stages.iter().find(|s| s["id"] == input).unwrap()["output_rows"].clone();
+    assert_eq!(last["input_rows"], wrote);
     assert_eq!(get(&format!("{http}/api/v1/jobs/no-such-job")).0, 404);
     let (_, body) = get(&format!("{http}/api/v1/executors"));
     let executors: Value = serde_json::from_str(&body).unwrap();
@@ -322,7 +350,12 @@ async fn executor_metrics_count_its_tasks_shuffle_output_and_spill() {
 async fn a_finished_job_reloads_from_the_event_log_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let log_dir = dir.path().display().to_string();
-    let mut cluster = ProcessCluster::start(2, "", &["--event-log-dir", &log_dir]);
+    // One task of stage 1 fails once and runs again: a recovery event.
+    let mut cluster = ProcessCluster::start(
+        2,
+        "fail@task-start:stage=1:partition=0:times=1",
+        &["--event-log-dir", &log_dir],
+    );
     let ctx = cluster.session(2).await;
     register_tpch(&ctx).await;
     let result = ctx.run_sql(&query_text(5)).await.unwrap();
@@ -361,6 +394,12 @@ async fn a_finished_job_reloads_from_the_event_log_after_a_restart() {
         .unwrap()["rows"]
         .clone();
     assert_eq!(finished_rows, rows_out);
+    let retried: Vec<&Value> = lines.iter().filter(|l| l["event"] == "recovery").collect();
+    assert_eq!(retried.len(), 1, "{text}");
+    assert_eq!(retried[0]["kind"], "task_retried");
+    assert_eq!(retried[0]["stage"], 1);
+    let failed: u32 = status.stages.iter().map(|s| s.tasks_failed).sum();
+    assert_eq!(failed, 1);
 
     drop(ctx);
     cluster.kill_scheduler();
