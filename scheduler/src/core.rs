@@ -42,18 +42,42 @@ use prometheus_client::metrics::family::Family;
 struct JobEntry {
     job: Job,
     status: watch::Sender<JobStatus>,
+    /// Job events already published.
+    events_seen: usize,
     /// What of its progress the event log has.
     logged: Logged,
 }
 
 impl JobEntry {
-    /// Tells the job's watchers its status now, and the event log what is
-    /// new in it.
-    fn publish(&mut self, events: &EventLog) {
+    /// Tells the job's watchers its status now, and the event log and the
+    /// metrics what is new in it.
+    fn publish(&mut self, report: &Reporting) {
         let status = self.job.status();
-        events.progress(&mut self.logged, &status);
+        let fresh = status.events.get(self.events_seen..).unwrap_or_default();
+        let retried = fresh
+            .iter()
+            .filter(|e| e.kind == ember_proto::JobEventKind::TaskRetried as i32)
+            .count();
+        if retried > 0 {
+            report
+                .tasks
+                .get_or_create(&StateLabel { state: "retried" })
+                .inc_by(retried as u64);
+        }
+        report.events.progress(&mut self.logged, &status, fresh);
+        self.events_seen = status.events.len();
         self.status.send_replace(status);
     }
+}
+
+/// Where the core tells what happens to jobs, reachable under its lock: the
+/// event log, and the metrics (`ember_jobs_total`, `ember_tasks_total`,
+/// shared with [`Metrics`]) counted as jobs change.
+#[derive(Default)]
+struct Reporting {
+    events: EventLog,
+    jobs: Family<StateLabel, Counter>,
+    tasks: Family<StateLabel, Counter>,
 }
 
 #[derive(Default)]
@@ -64,11 +88,9 @@ struct State {
     queue: Vec<String>,
     /// Released jobs, newest last, for the UI, API and system tables.
     history: VecDeque<JobView>,
-    /// `ember_jobs_total` (the core's metric, shared).
-    job_ends: Family<StateLabel, Counter>,
     /// Executors lost lately, with why (newest last).
     lost: VecDeque<ExecutorView>,
-    events: EventLog,
+    report: Reporting,
 }
 
 /// Lost executors kept for people to look at.
@@ -84,12 +106,12 @@ impl State {
     fn settle(&mut self, job_id: &str, t: Transition) -> Option<String> {
         let entry = self.jobs.get_mut(job_id)?;
         match t {
-            Transition::JobSucceeded => crate::metrics::job_ended(&self.job_ends, "succeeded"),
-            Transition::JobFailed => crate::metrics::job_ended(&self.job_ends, "failed"),
+            Transition::JobSucceeded => crate::metrics::job_ended(&self.report.jobs, "succeeded"),
+            Transition::JobFailed => crate::metrics::job_ended(&self.report.jobs, "failed"),
             _ => {}
         }
         if t != Transition::Ignored {
-            entry.publish(&self.events);
+            entry.publish(&self.report);
         }
         match t {
             Transition::JobSucceeded => {
@@ -169,9 +191,12 @@ impl Core {
             None => (EventLog::default(), VecDeque::new()),
         };
         let state = State {
-            job_ends: metrics.jobs.clone(),
             history,
-            events,
+            report: Reporting {
+                events,
+                jobs: metrics.jobs.clone(),
+                tasks: metrics.tasks.clone(),
+            },
             ..State::default()
         };
         Arc::new(Self {
@@ -543,7 +568,7 @@ impl Core {
                 )));
             }
             let id = job.id.clone();
-            state.events.record(Event::Submitted {
+            state.report.events.record(Event::Submitted {
                 job_id: id.clone(),
                 session: job.session_id.clone(),
                 description: job.description.clone(),
@@ -556,6 +581,7 @@ impl Core {
                 JobEntry {
                     job,
                     status,
+                    events_seen: 0,
                     logged: Logged::default(),
                 },
             );
@@ -597,7 +623,7 @@ impl Core {
             let t = match update.outcome {
                 Some(task_status_update::Outcome::Succeeded(stats)) => {
                     self.metrics.task_succeeded(&stats);
-                    state.events.record(Event::Task {
+                    state.report.events.record(Event::Task {
                         job_id: task.job_id.clone(),
                         stage: task.stage_id,
                         partition: task.partition,
@@ -688,7 +714,7 @@ impl Core {
                 .ok_or_else(|| SchedulerError::UnknownJob(job_id.to_string()))?;
             let was_running = entry.job.is_running();
             entry.job.finish(JobPhase::Cancelled);
-            entry.publish(&state.events);
+            entry.publish(&state.report);
             state.queue.retain(|q| q != job_id);
             was_running
         };
@@ -731,14 +757,14 @@ impl Core {
                 let mut state = self.state.lock();
                 if running {
                     entry.job.finish(JobPhase::Cancelled);
-                    entry.publish(&state.events);
+                    entry.publish(&state.report);
                     self.metrics.job_ended("cancelled");
                 }
                 if state.history.len() >= HISTORY {
                     state.history.pop_front();
                 }
                 let view = JobView::of(&entry.job);
-                state.events.record(Event::Finished {
+                state.report.events.record(Event::Finished {
                     job: Box::new(view.clone()),
                 });
                 state.history.push_back(view);
@@ -926,7 +952,7 @@ impl Core {
             for (stage, partition) in runnable {
                 let attempt = state.registry.next_attempt();
                 let Some(executor) = state.registry.pick() else {
-                    entry.publish(&state.events);
+                    entry.publish(&state.report);
                     break 'jobs;
                 };
                 executor.running.insert(
@@ -949,7 +975,7 @@ impl Core {
                     .or_default()
                     .push(TaskAttempt { partition, attempt });
             }
-            entry.publish(&state.events);
+            entry.publish(&state.report);
         }
         batches
             .into_iter()

@@ -13,7 +13,7 @@ use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ember_proto::{JobEventKind, JobStatus};
+use ember_proto::{JobEvent, JobEventKind, JobStatus};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -144,9 +144,9 @@ impl EventLog {
         }
     }
 
-    /// Records what `status` shows that `logged` has not: stages started
-    /// or finished, recovery events.
-    pub fn progress(&self, logged: &mut Logged, status: &JobStatus) {
+    /// Records what `status` shows that `logged` has not (stages started or
+    /// finished), and `fresh`, the job's new recovery events.
+    pub fn progress(&self, logged: &mut Logged, status: &JobStatus, fresh: &[JobEvent]) {
         if self.tx.is_none() {
             return;
         }
@@ -179,7 +179,7 @@ impl EventLog {
                 });
             }
         }
-        for e in status.events.iter().skip(logged.events) {
+        for e in fresh {
             let kind = JobEventKind::try_from(e.kind).unwrap_or(JobEventKind::Unspecified);
             self.record(Event::Recovery {
                 job_id: job_id.clone(),
@@ -194,7 +194,6 @@ impl EventLog {
                 detail: e.detail.clone(),
             });
         }
-        logged.events = logged.events.max(status.events.len());
     }
 }
 
@@ -204,8 +203,6 @@ pub struct Logged {
     /// Runs of stages, (stage, attempt), logged as started / finished.
     started: HashSet<(u32, u32)>,
     finished: HashSet<(u32, u32)>,
-    /// Recovery events logged.
-    events: usize,
 }
 
 fn file(dir: &Path, job_id: &str) -> PathBuf {
