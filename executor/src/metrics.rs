@@ -186,13 +186,10 @@ impl Metrics {
 
     /// What a heartbeat tells the scheduler, with gauges from `now`.
     pub fn load(&self, now: Snapshot) -> ExecutorLoad {
-        let ended = |state| self.tasks.get_or_create(&Label { state }).get();
         ExecutorLoad {
             memory_pool_used_bytes: now.memory_pool_used.max(0) as u64,
             shuffle_memory_bytes: now.shuffle_memory_used.max(0) as u64,
             shuffle_spilled_bytes: now.shuffle_spilled_total,
-            tasks_succeeded: ended("succeeded"),
-            tasks_failed: ended("failed"),
             tasks_queued: self.tasks_queued.get().max(0) as u64,
         }
     }

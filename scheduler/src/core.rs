@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use ember_proto::executor_service_client::ExecutorServiceClient;
 use ember_proto::{
     CancelTasksRequest, ClusterInfo, ExecutorInfo, Heartbeat, HeartbeatResponse, JobStatus,
-    LaunchTasksRequest, RemoveJobDataRequest, TaskAttempt, TaskStatusUpdate, task_failure,
-    task_status_update,
+    LaunchTasksRequest, RemoveJobDataRequest, TaskAttempt, TaskFailure, TaskStatusUpdate,
+    task_failure, task_status_update,
 };
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -611,9 +611,22 @@ impl Core {
         let failed = {
             let mut guard = self.state.lock();
             let state = &mut *guard;
-            state
+            let first_report = state
                 .registry
                 .end_attempt(&update.executor_id, task.attempt);
+            if let Some(e) = state.registry.get_mut(&update.executor_id)
+                && first_report
+            {
+                match &update.outcome {
+                    Some(task_status_update::Outcome::Succeeded(_)) => e.tasks_succeeded += 1,
+                    Some(task_status_update::Outcome::Failed(TaskFailure {
+                        reason: Some(task_failure::Reason::Killed(_)),
+                        ..
+                    })) => {}
+                    Some(task_status_update::Outcome::Failed(_)) => e.tasks_failed += 1,
+                    None => {}
+                }
+            }
             let Some(entry) = state.jobs.get_mut(&task.job_id) else {
                 tracing::debug!(task = %task.display(), "report for a job no longer known ignored");
                 drop(guard);

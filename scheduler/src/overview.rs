@@ -92,9 +92,10 @@ pub struct ExecutorView {
     pub memory_bytes: u64,
     /// `host:port` of its `/metrics`, if it serves one.
     pub http_address: Option<String>,
-    /// Figures of its last heartbeat: execution memory reserved by running
-    /// tasks, shuffle output held in memory and spilled since start, task
-    /// attempts ended there, tasks waiting there for a slot.
+    /// Figures of its last heartbeat (execution memory reserved by running
+    /// tasks, shuffle output held in memory and spilled since start, tasks
+    /// waiting there for a slot), and attempts that reported there since it
+    /// registered, succeeded or failed.
     pub memory_pool_used_bytes: u64,
     pub shuffle_memory_bytes: u64,
     pub shuffle_spilled_bytes: u64,
@@ -234,8 +235,8 @@ impl ExecutorView {
             memory_pool_used_bytes: e.load.memory_pool_used_bytes,
             shuffle_memory_bytes: e.load.shuffle_memory_bytes,
             shuffle_spilled_bytes: e.load.shuffle_spilled_bytes,
-            tasks_succeeded: e.load.tasks_succeeded,
-            tasks_failed: e.load.tasks_failed,
+            tasks_succeeded: e.tasks_succeeded,
+            tasks_failed: e.tasks_failed,
             tasks_queued: e.load.tasks_queued,
             last_heartbeat_ms_ago: e.last_seen.elapsed().as_millis() as u64,
             connected: e.connected,

@@ -39,6 +39,10 @@ pub struct ExecutorEntry {
     pub connected: bool,
     /// Its figures at its last heartbeat.
     pub load: ExecutorLoad,
+    /// Attempts that reported here since it registered: succeeded, and
+    /// failed (killed ones are neither).
+    pub tasks_succeeded: u64,
+    pub tasks_failed: u64,
 }
 
 impl ExecutorEntry {
@@ -68,6 +72,8 @@ impl Registry {
                 client,
                 running: HashMap::new(),
                 load: ExecutorLoad::default(),
+                tasks_succeeded: 0,
+                tasks_failed: 0,
                 connected: false,
             },
         );

@@ -401,7 +401,10 @@ async fn a_finished_job_reloads_from_the_event_log_after_a_restart() {
     let failed: u32 = status.stages.iter().map(|s| s.tasks_failed).sum();
     assert_eq!(failed, 1);
     let (_, metrics) = get(&format!("{}/metrics", cluster.http_url()));
-    assert_eq!(metric(&metrics, "ember_tasks_total{state=\"retried\"}"), 1.0);
+    assert_eq!(
+        metric(&metrics, "ember_tasks_total{state=\"retried\"}"),
+        1.0
+    );
 
     drop(ctx);
     cluster.kill_scheduler();
