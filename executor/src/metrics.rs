@@ -54,7 +54,7 @@ pub struct Metrics {
     operator_spilled: Counter,
     /// Tasks launched here that wait for a free slot.
     pub tasks_queued: Gauge,
-    pub grpc_errors: Family<GrpcError, Counter>,
+    grpc_errors: Family<GrpcError, Counter>,
     memory_pool_used: Gauge,
     shuffle_memory_used: Gauge,
     tasks_running: Gauge,
