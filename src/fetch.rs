@@ -28,7 +28,7 @@ use ember_proto::{
     ResultLostRequest, WatchJobRequest, execute_request, execute_response,
 };
 use futures::{Stream, StreamExt, TryStreamExt};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::context::{QueryResult, RunningJob, Submitted};
 use crate::error::{EmberError, Result};
@@ -271,10 +271,8 @@ impl Fetcher {
         if let Some(c) = self.channels().get(address) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
+        let channel = ember_proto::data_endpoint(address)
             .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
             .connect()
             .await
             .map_err(|e| crate::context::transport_message(&e))?;

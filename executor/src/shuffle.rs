@@ -21,7 +21,7 @@ use ember_planner::{FetchFailedError, MapOutputLocation, MapOutputSink, ShuffleS
 use futures::TryStreamExt;
 use parking_lot::Mutex;
 use prost::Message;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::store::ShuffleStore;
 
@@ -46,11 +46,9 @@ impl PeerChannels {
             match channels.get(address) {
                 Some(c) => c.clone(),
                 None => {
-                    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+                    let c = ember_proto::data_endpoint(address)
                         .map_err(|e| DataFusionError::External(Box::new(e)))?
-                        .connect_timeout(std::time::Duration::from_secs(5))
-                        .tcp_nodelay(true);
-                    let c = endpoint.connect_lazy();
+                        .connect_lazy();
                     channels.insert(address.to_string(), c.clone());
                     c
                 }

@@ -163,6 +163,9 @@ pub struct EmberOptions {
     /// Largest result, in rows, the scheduler returns inline for statements
     /// it answers itself (SHOW, EXPLAIN, DESCRIBE).
     pub inline_result_max_rows: usize,
+    /// Deal Parquet scans' row groups to partitions by rows
+    /// ([`balance_scans`](crate::balance::balance_scans)).
+    pub balance_scans: bool,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
     /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
@@ -176,6 +179,7 @@ impl Default for EmberOptions {
             task_max_attempts: 4,
             stage_max_attempts: 4,
             inline_result_max_rows: 100_000,
+            balance_scans: true,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
         }
@@ -224,6 +228,11 @@ impl EmberOptions {
                 "inline_result_max_rows".to_string(),
                 Some(self.inline_result_max_rows.to_string()),
                 "Largest result, in rows, the scheduler returns inline (SHOW, EXPLAIN, DESCRIBE).",
+            ),
+            (
+                "balance_scans".to_string(),
+                Some(self.balance_scans.to_string()),
+                "Split Parquet scans among tasks by rows, in whole row groups, instead of by bytes.",
             ),
         ];
         for (field, value) in self.s3.fields(expose) {
@@ -291,6 +300,7 @@ impl ExtensionOptions for EmberOptions {
             "task_max_attempts" => self.task_max_attempts = parse(key, value)?,
             "stage_max_attempts" => self.stage_max_attempts = parse(key, value)?,
             "inline_result_max_rows" => self.inline_result_max_rows = parse(key, value)?,
+            "balance_scans" => self.balance_scans = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];
                 let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {

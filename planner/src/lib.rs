@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod balance;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -37,6 +37,30 @@ impl TaskId {
     }
 }
 
+/// HTTP/2 frame size and flow-control windows for connections that carry
+/// Arrow Flight data (shuffle buckets between executors, results to
+/// clients). With h2's defaults (16 KiB frames, a 2 MiB stream window) a
+/// 2 MiB IPC message crosses as 128 frames, each its own write and read
+/// system call; larger frames and windows let it cross in a few.
+pub const DATA_MAX_FRAME_BYTES: u32 = 1 << 20;
+/// See [`DATA_MAX_FRAME_BYTES`].
+pub const DATA_STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// See [`DATA_MAX_FRAME_BYTES`].
+pub const DATA_CONNECTION_WINDOW_BYTES: u32 = 32 << 20;
+
+/// An endpoint for fetching Arrow Flight data from `http://{address}`:
+/// TCP_NODELAY, a 5 s connect timeout, and the frame size and windows above.
+pub fn data_endpoint(address: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .tcp_nodelay(true)
+            .max_frame_size(DATA_MAX_FRAME_BYTES)
+            .initial_stream_window_size(DATA_STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(DATA_CONNECTION_WINDOW_BYTES),
+    )
+}
+
 /// Accepted connections of `listener` with `TCP_NODELAY` set, for
 /// `Server::serve_with_incoming*`. (tonic applies its own nodelay setting
 /// only to listeners it binds itself; without this, small RPCs and Flight

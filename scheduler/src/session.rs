@@ -14,6 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use ember_planner::StageDag;
 use ember_planner::config::{distributed_session_config, ember_options};
@@ -335,7 +336,7 @@ impl Session {
         self.sync_stores();
         match &plan {
             LogicalPlan::Explain(explain) => {
-                let physical = self.ctx.state().create_physical_plan(&explain.plan).await?;
+                let physical = self.physical_plan(&explain.plan).await?;
                 let dag = StageDag::cut(physical, self.target_partitions())?;
                 let mut rows = vec![(
                     "logical_plan".to_string(),
@@ -350,11 +351,7 @@ impl Session {
                 })
             }
             LogicalPlan::Analyze(analyze) => {
-                let physical = self
-                    .ctx
-                    .state()
-                    .create_physical_plan(&analyze.input)
-                    .await?;
+                let physical = self.physical_plan(&analyze.input).await?;
                 Ok(Planned::Analyze {
                     dag: StageDag::cut(physical, self.target_partitions())?,
                     settings: Arc::new(self.settings()),
@@ -405,7 +402,7 @@ impl Session {
             }
             _ if reads_information_schema(&plan) => self.run_here(plan, true).await,
             _ => {
-                let physical = self.ctx.state().create_physical_plan(&plan).await?;
+                let physical = self.physical_plan(&plan).await?;
                 // The schema of the batches the plan produces, which can
                 // differ from the logical one in nullability: clients are
                 // told what they will receive.
@@ -418,6 +415,17 @@ impl Session {
                 })
             }
         }
+    }
+
+    /// DataFusion's physical plan for `plan`, with scans balanced for tasks
+    /// that each run one partition.
+    async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
+        let state = self.ctx.state();
+        let physical = state.create_physical_plan(plan).await?;
+        if !ember_options(state.config()).balance_scans {
+            return Ok(physical);
+        }
+        Ok(ember_planner::balance::balance_scans(physical, &state).await?)
     }
 
     /// Runs a catalog-only statement on the scheduler itself.
