@@ -85,6 +85,14 @@ enum Tpch {
         /// Also run single-process DataFusion with the same total cores.
         #[arg(long)]
         baseline: bool,
+        /// A setting for Ember's session, `KEY=VALUE` (repeatable), e.g.
+        /// `ember.balance_scans=false`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+        /// A setting for the DataFusion baseline, `KEY=VALUE` (repeatable),
+        /// e.g. `datafusion.optimizer.enable_dynamic_filter_pushdown=false`.
+        #[arg(long = "baseline-set", value_name = "KEY=VALUE")]
+        baseline_settings: Vec<String>,
         /// Write every figure and the environment to this JSON file.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -137,6 +145,8 @@ async fn main() {
             scheduler,
             verify,
             baseline,
+            settings,
+            baseline_settings,
             json,
             answers,
             kill_executor_after,
@@ -156,6 +166,9 @@ async fn main() {
                 scheduler,
                 verify,
                 baseline,
+                settings: run::parse_settings(&settings).unwrap_or_else(|e| fail(e)),
+                baseline_settings: run::parse_settings(&baseline_settings)
+                    .unwrap_or_else(|e| fail(e)),
                 answers_dir: answers,
                 kill_after,
                 kill_runs,

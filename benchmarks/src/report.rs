@@ -27,6 +27,12 @@ pub struct Environment {
     pub iterations: usize,
     pub cores: usize,
     pub started_unix: u64,
+    /// `--set` settings of Ember's session, as `key=value`.
+    #[serde(default)]
+    pub settings: Vec<String>,
+    /// `--baseline-set` settings of the DataFusion baseline.
+    #[serde(default)]
+    pub baseline_settings: Vec<String>,
 }
 
 impl Environment {

@@ -60,6 +60,10 @@ pub struct RunOptions {
     pub scheduler: Option<String>,
     pub verify: bool,
     pub baseline: bool,
+    /// `SET key = value` for Ember's session, before the queries.
+    pub settings: Vec<(String, String)>,
+    /// The same for the DataFusion baseline.
+    pub baseline_settings: Vec<(String, String)>,
     pub answers_dir: PathBuf,
     /// Kill one executor process once per query at this point (and start a
     /// replacement); needs a cluster of processes that ember-bench starts.
@@ -69,6 +73,22 @@ pub struct RunOptions {
 }
 
 /// Parses `1,3,5-9` into query numbers.
+/// `KEY=VALUE` settings.
+pub fn parse_settings(specs: &[String]) -> Result<Vec<(String, String)>, String> {
+    specs
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().into(), v.trim().into())),
+            _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+        })
+        .collect()
+}
+
+/// The statement that applies one setting.
+fn set_statement((key, value): &(String, String)) -> String {
+    format!("SET {key} = '{}'", value.replace('\'', "''"))
+}
+
 pub fn parse_queries(spec: &str) -> Result<Vec<usize>, String> {
     let mut out = vec![];
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -173,8 +193,19 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
     for stmt in ember::tpch::create_table_statements(&data) {
         ctx.run_sql(&stmt).await.map_err(|e| e.to_string())?;
     }
+    for setting in &opts.settings {
+        ctx.run_sql(&set_statement(setting))
+            .await
+            .map_err(|e| format!("--set {}: {e}", setting.0))?;
+    }
     let baseline = if opts.baseline {
-        Some(baseline_context(&data, total_slots).await?)
+        let df = baseline_context(&data, total_slots).await?;
+        for setting in &opts.baseline_settings {
+            df.sql(&set_statement(setting))
+                .await
+                .map_err(|e| format!("--baseline-set {}: {e}", setting.0))?;
+        }
+        Some(df)
     } else {
         None
     };
@@ -302,6 +333,16 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
             data_dir: data.display().to_string(),
             files_per_table: ember::tpch::files_per_table(&data),
             iterations: opts.iterations,
+            settings: opts
+                .settings
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+            baseline_settings: opts
+                .baseline_settings
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -426,6 +467,21 @@ pub async fn write_answers(data: &Path, out: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_parse_as_key_value_and_quote_their_value() {
+        let s = parse_settings(&["ember.balance_scans = false".into(), "a.b=it's".into()]);
+        assert_eq!(
+            s,
+            Ok(vec![
+                ("ember.balance_scans".into(), "false".into()),
+                ("a.b".into(), "it's".into())
+            ])
+        );
+        assert_eq!(set_statement(&s.unwrap()[1]), "SET a.b = 'it''s'");
+        assert!(parse_settings(&["novalue".into()]).is_err());
+        assert!(parse_settings(&["=x".into()]).is_err());
+    }
 
     #[test]
     fn kill_points_parse_as_durations_or_fractions() {
