@@ -58,11 +58,7 @@ pub fn encode(
 
 /// Row slices of `batch` of about [`TARGET_MESSAGE_BYTES`] each.
 fn split(batch: RecordBatch) -> Vec<RecordBatch> {
-    let bytes: usize = batch
-        .columns()
-        .iter()
-        .map(|c| c.get_array_memory_size())
-        .sum();
+    let bytes = ember_planner::shuffle::data_bytes(&batch);
     let rows = batch.num_rows();
     let pieces = bytes.div_ceil(TARGET_MESSAGE_BYTES).clamp(1, rows.max(1));
     if pieces == 1 {

@@ -78,7 +78,10 @@ fn counted(stream: SendableRecordBatchStream, bytes: &Arc<AtomicU64>) -> Sendabl
     Box::pin(RecordBatchStreamAdapter::new(
         schema,
         stream.inspect_ok(move |b| {
-            bytes.fetch_add(b.get_array_memory_size() as u64, Ordering::Relaxed);
+            bytes.fetch_add(
+                ember_planner::shuffle::data_bytes(b) as u64,
+                Ordering::Relaxed,
+            );
         }),
     ))
 }

@@ -359,7 +359,7 @@ impl StoreSink {
         for (bucket, batches) in self.memory.iter_mut().enumerate() {
             for b in std::mem::take(batches) {
                 spill.write(bucket, &b)?;
-                let size = b.get_array_memory_size() as u64;
+                let size = ember_planner::shuffle::data_bytes(&b) as u64;
                 self.stats.spilled_bytes += size;
                 self.store.spilled_bytes.fetch_add(size, Ordering::Relaxed);
             }
@@ -378,7 +378,7 @@ impl MapOutputSink for StoreSink {
                 self.memory.len()
             )));
         }
-        let size = batch.get_array_memory_size() as u64;
+        let size = ember_planner::shuffle::data_bytes(&batch) as u64;
         self.stats.rows += batch.num_rows() as u64;
         self.stats.bytes += size;
         self.stats.batches += 1;
@@ -493,6 +493,27 @@ mod tests {
         );
         store.remove_job("j2");
         assert_eq!(store.memory_used(), 0);
+    }
+
+    #[tokio::test]
+    async fn buckets_sliced_from_one_batch_count_once() {
+        // DataFusion's hash partitioner hands out buckets as slices of one
+        // reordered batch: 8 buckets of 10,000 Int32 rows are 40 KB, not 8
+        // times 40 KB.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 100_000));
+        store.register_job("j5", "t").unwrap();
+        let whole = batch(10_000);
+        let mut sink = Box::new(store.sink("j5", (0, 0, 1), 8, whole.schema()));
+        for bucket in 0..8 {
+            sink.push(bucket, whole.slice(bucket * 1_250, 1_250))
+                .unwrap();
+        }
+        let stats = (sink as Box<dyn MapOutputSink>).finish().unwrap();
+        assert_eq!(stats.bytes, 40_000);
+        assert_eq!(stats.spilled_bytes, 0, "within the budget: nothing spills");
+        assert_eq!(store.memory_used(), 40_000);
+        store.remove_job("j5");
     }
 
     #[test]

@@ -23,6 +23,26 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::SendableRecordBatchStream;
 
+/// The bytes of Arrow data `batch` holds for its own rows.
+///
+/// DataFusion's hash partitioner reorders a batch once and hands out every
+/// bucket as a slice of it, so all buckets share the same buffers.
+/// `RecordBatch::get_array_memory_size` counts the shared buffers whole for
+/// each slice: with 2 buckets a map output looked twice its size (the
+/// shuffle budget spilled at half its setting), with 16 buckets sixteen
+/// times. Summed over the slices of one batch, this is the batch's size.
+pub fn data_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
+
 /// Where one map task's output lives, as far as a reader is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MapOutputLocation {
