@@ -17,8 +17,9 @@
 //! number of partitions so each gets about the same number of rows. Every
 //! row group is still read exactly once; the partition count, and so the rest
 //! of the plan, is unchanged. A scan is left as it is when it declares an
-//! output ordering, when a footer cannot be read (the scan reports that
-//! itself when it runs), or when the new split would not be better.
+//! output ordering or partitioning, when a footer cannot be read (the scan
+//! reports that itself when it runs), or when the new split would not be
+//! better.
 //!
 //! [`distributed_session_config`]: crate::config::distributed_session_config
 
@@ -110,19 +111,22 @@ pub async fn balance_scans(
 /// Footers by (object store URL, location).
 type Footers = HashMap<(String, Path), Arc<ParquetMetaData>>;
 
-/// The scan config of `node` if it is an unordered Parquet scan of several
-/// partitions.
+/// The scan config of `node` if it is a Parquet scan of several partitions
+/// whose grouping means nothing: no declared ordering (of the scan or a file)
+/// and no declared partitioning (files grouped by partition value).
 fn balanceable(node: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
     let (config, _) = node
         .downcast_ref::<DataSourceExec>()?
         .downcast_to_file_source::<ParquetSource>()?;
-    let ordered = !config.output_ordering.is_empty()
+    let ordered = config.preserve_order
+        || !config.output_ordering.is_empty()
         || config
             .file_groups
             .iter()
             .flat_map(|g| g.iter())
             .any(|f| f.ordering.is_some());
-    (config.file_groups.len() > 1 && !ordered).then_some(config)
+    let grouped = config.output_partitioning.is_some();
+    (config.file_groups.len() > 1 && !ordered && !grouped).then_some(config)
 }
 
 /// One row group of one file, as the byte range that selects it alone.
