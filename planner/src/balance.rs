@@ -53,10 +53,10 @@ pub async fn balance_scans(
     let mut seen = HashSet::new();
     plan.apply(|node| {
         if let Some(config) = balanceable(node.as_ref()) {
-            let url = config.object_store_url.as_str().to_string();
-            for file in config.file_groups.iter().flat_map(|g| g.iter()) {
-                if seen.insert((url.clone(), file.object_meta.location.clone())) {
-                    wanted.push((url.clone(), file.object_meta.clone()));
+            for file in distinct_files(config) {
+                let key = footer_key(config, file);
+                if seen.insert(key.clone()) {
+                    wanted.push((key.0, file.object_meta.clone()));
                 }
             }
         }
@@ -111,6 +111,25 @@ pub async fn balance_scans(
 /// Footers by (object store URL, location).
 type Footers = HashMap<(String, Path), Arc<ParquetMetaData>>;
 
+fn footer_key(config: &FileScanConfig, file: &PartitionedFile) -> (String, Path) {
+    (
+        config.object_store_url.as_str().to_string(),
+        file.object_meta.location.clone(),
+    )
+}
+
+/// Every file of `config` once, in the order the scan first names it (a
+/// file split into byte ranges appears in several groups).
+fn distinct_files(config: &FileScanConfig) -> Vec<&PartitionedFile> {
+    let mut seen = HashSet::new();
+    config
+        .file_groups
+        .iter()
+        .flat_map(|g| g.iter())
+        .filter(|f| seen.insert(&f.object_meta.location))
+        .collect()
+}
+
 /// The scan config of `node` if it is a Parquet scan of several partitions
 /// whose grouping means nothing: no declared ordering (of the scan or a file)
 /// and no declared partitioning (files grouped by partition value).
@@ -130,7 +149,7 @@ fn balanceable(node: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
 }
 
 /// One row group of one file, as the byte range that selects it alone.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 struct Unit {
     file: usize,
     /// Where its first page starts: the offset a range must contain.
@@ -186,18 +205,10 @@ fn units_of(index: usize, size: u64, footer: &ParquetMetaData) -> Option<Vec<Uni
 
 /// `config`'s file groups re-dealt by rows, or `None` to keep them.
 fn rebalanced(config: &FileScanConfig, footers: &Footers) -> Option<Vec<FileGroup>> {
-    let url = config.object_store_url.as_str().to_string();
-    // Every file once, in the order the scan first names it.
-    let mut files: Vec<&PartitionedFile> = vec![];
-    let mut seen = HashSet::new();
-    for file in config.file_groups.iter().flat_map(|g| g.iter()) {
-        if seen.insert(&file.object_meta.location) {
-            files.push(file);
-        }
-    }
+    let files = distinct_files(config);
     let mut per_file = vec![];
     for (i, file) in files.iter().enumerate() {
-        let footer = footers.get(&(url.clone(), file.object_meta.location.clone()))?;
+        let footer = footers.get(&footer_key(config, file))?;
         per_file.push(units_of(i, file.object_meta.size, footer)?);
     }
 
