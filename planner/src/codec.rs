@@ -31,9 +31,6 @@ use datafusion_proto::physical_plan::{
 use datafusion_proto::protobuf;
 use prost::Message;
 
-use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
-use datafusion::physical_plan::work_table::WorkTableExec;
-
 use crate::fidelity::{EmberConverter, TAG_FIXUP, decode_fixup};
 use crate::functions::MissingFunction;
 use crate::shuffle_reader::ShuffleReaderExec;
@@ -43,19 +40,15 @@ use crate::write::FileWriteExec;
 const TAG_WRITER: u8 = 1;
 const TAG_READER: u8 = 2;
 const TAG_FILE_WRITE: u8 = 3;
-// 4 is `fidelity::TAG_FIXUP`.
-const TAG_RECURSIVE_QUERY: u8 = 5;
-const TAG_WORK_TABLE: u8 = 6;
+// 4 is `fidelity::TAG_FIXUP`, 5 and up are `df_nodes`'.
 
-/// Is `plan` one of Ember's own operators (encoded by [`EmberCodec`])?
-/// (Also DataFusion's recursive-query operators, which datafusion-proto
-/// cannot encode.)
+/// Is `plan` encoded by [`EmberCodec`]: one of Ember's own operators, or a
+/// DataFusion operator datafusion-proto cannot encode (`df_nodes`)?
 pub fn is_ember_node(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<ShuffleWriterExec>().is_some()
         || plan.downcast_ref::<ShuffleReaderExec>().is_some()
         || plan.downcast_ref::<FileWriteExec>().is_some()
-        || plan.downcast_ref::<RecursiveQueryExec>().is_some()
-        || plan.downcast_ref::<WorkTableExec>().is_some()
+        || crate::df_nodes::is_df_node(plan)
 }
 
 /// Encodes and decodes Ember's own operators inside datafusion-proto plans.
@@ -87,13 +80,13 @@ pub fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef> {
 }
 
 /// Writes an Ember node: its tag byte, then its message.
-fn put(buf: &mut Vec<u8>, tag: u8, msg: &impl Message) -> Result<()> {
+pub(crate) fn put(buf: &mut Vec<u8>, tag: u8, msg: &impl Message) -> Result<()> {
     buf.push(tag);
     msg.encode(buf)
         .map_err(|e| DataFusionError::Internal(e.to_string()))
 }
 
-fn decode_err(what: &str, e: impl std::fmt::Display) -> DataFusionError {
+pub(crate) fn decode_err(what: &str, e: impl std::fmt::Display) -> DataFusionError {
     DataFusionError::Plan(format!("cannot decode Ember {what}: {e}"))
 }
 
@@ -124,7 +117,23 @@ impl EmberCodec {
 }
 
 impl EmberCodec {
-    fn decode_ordering(
+    /// datafusion-proto `PhysicalSortExprNodeCollection` bytes of `ordering`.
+    pub(crate) fn encode_ordering(
+        &self,
+        ordering: &LexOrdering,
+        converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Vec<u8>> {
+        Ok(protobuf::PhysicalSortExprNodeCollection {
+            physical_sort_expr_nodes: serialize_physical_sort_exprs(
+                ordering.iter().cloned(),
+                self,
+                converter,
+            )?,
+        }
+        .encode_to_vec())
+    }
+
+    pub(crate) fn decode_ordering(
         &self,
         bytes: &[u8],
         schema: &Schema,
@@ -214,6 +223,9 @@ impl PhysicalExtensionCodec for EmberCodec {
         name: &str,
         _buf: &[u8],
     ) -> Result<Arc<datafusion::logical_expr::ScalarUDF>> {
+        if name == crate::scalar_subquery::SINGLE_ROW {
+            return Ok(crate::scalar_subquery::single_row_udf());
+        }
         Err(MissingFunction::error(name))
     }
 
@@ -296,30 +308,8 @@ impl PhysicalExtensionCodec for EmberCodec {
                 )?)
             }
             TAG_FIXUP => decode_fixup(body, ctx, self, converter),
-            TAG_RECURSIVE_QUERY => {
-                let node = ember_proto::RecursiveQueryNode::decode(body)
-                    .map_err(|e| decode_err("recursive query", e))?;
-                let [static_term, recursive_term] = inputs else {
-                    return Err(decode_err("recursive query", "expected two inputs"));
-                };
-                Ok(Arc::new(RecursiveQueryExec::try_new(
-                    node.name,
-                    schema_from_bytes(&node.schema)?,
-                    Arc::clone(static_term),
-                    Arc::clone(recursive_term),
-                    node.is_distinct,
-                )?))
-            }
-            TAG_WORK_TABLE => {
-                let node = ember_proto::WorkTableNode::decode(body)
-                    .map_err(|e| decode_err("work table", e))?;
-                Ok(Arc::new(WorkTableExec::new(
-                    node.name,
-                    schema_from_bytes(&node.schema)?,
-                    None,
-                )?))
-            }
-            other => Err(decode_err("node", format!("unknown tag {other}"))),
+            other => crate::df_nodes::decode(self, other, body, inputs, ctx, converter)?
+                .ok_or_else(|| decode_err("node", format!("unknown tag {other}"))),
         }
     }
 
@@ -349,14 +339,7 @@ impl PhysicalExtensionCodec for EmberCodec {
                 partitioning: self
                     .encode_partitioning(reader.properties().output_partitioning(), converter)?,
                 ordering: match reader.ordering() {
-                    Some(ordering) => protobuf::PhysicalSortExprNodeCollection {
-                        physical_sort_expr_nodes: serialize_physical_sort_exprs(
-                            ordering.iter().cloned(),
-                            self,
-                            converter,
-                        )?,
-                    }
-                    .encode_to_vec(),
+                    Some(ordering) => self.encode_ordering(ordering, converter)?,
                     None => vec![],
                 },
                 constants: self.encode_constants(reader.constants(), converter)?,
@@ -372,41 +355,11 @@ impl PhysicalExtensionCodec for EmberCodec {
             };
             return put(buf, TAG_FILE_WRITE, &msg);
         }
-        if let Some(recursive) = node.downcast_ref::<RecursiveQueryExec>() {
-            let msg = ember_proto::RecursiveQueryNode {
-                name: recursive.name().to_string(),
-                schema: schema_to_bytes(&recursive.schema())?,
-                is_distinct: recursive.is_distinct(),
-            };
-            return put(buf, TAG_RECURSIVE_QUERY, &msg);
+        if crate::df_nodes::encode(self, &node, buf, converter)? {
+            return Ok(());
         }
-        if let Some(work_table) = node.downcast_ref::<WorkTableExec>() {
-            // The projection is private; only its `Debug` form shows it.
-            if format!("{work_table:?}").contains("projection: Some(") {
-                return Err(DataFusionError::NotImplemented(
-                    "Ember cannot ship a recursive query whose recursive term reads \
-                     only some columns of the work table yet"
-                        .into(),
-                ));
-            }
-            let msg = ember_proto::WorkTableNode {
-                name: work_table.name().to_string(),
-                schema: schema_to_bytes(&work_table.schema())?,
-            };
-            return put(buf, TAG_WORK_TABLE, &msg);
-        }
-        // Operators a setting the user turned on brings in.
-        let avoid = match node.name() {
-            "PartitionedTopKExec" => {
-                "; SET datafusion.optimizer.enable_window_topn = false avoids it"
-            }
-            "PiecewiseMergeJoinExec" => {
-                "; SET datafusion.optimizer.enable_piecewise_merge_join = false avoids it"
-            }
-            _ => "",
-        };
         Err(DataFusionError::NotImplemented(format!(
-            "Ember cannot serialize operator {}{avoid}",
+            "Ember cannot serialize operator {}",
             node.name()
         )))
     }

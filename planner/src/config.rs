@@ -328,7 +328,9 @@ impl ExtensionOptions for EmberOptions {
         self.list(false)
             .into_iter()
             .map(|(key, value, description)| ConfigEntry {
-                key: key.to_string(),
+                // DataFusion lists an extension's entries under the names
+                // they give, and `SHOW` finds them by those names.
+                key: format!("{}.{key}", Self::PREFIX),
                 value,
                 description,
             })
@@ -364,6 +366,61 @@ pub fn distributed_session_config(target_partitions: usize) -> SessionConfig {
     config
 }
 
+/// The DataFusion settings [`distributed_session_config`] fixes, each with
+/// its value and why any other cannot run distributed.
+const PINNED: &[(&str, &str, &str)] = &[
+    (
+        "datafusion.optimizer.enable_dynamic_filter_pushdown",
+        "false",
+        "a filter pushed into a scan of another stage would never be filled",
+    ),
+    (
+        "datafusion.optimizer.enable_join_dynamic_filter_pushdown",
+        "false",
+        "a filter a join pushes into a scan of another stage would never be filled",
+    ),
+    (
+        "datafusion.optimizer.enable_topk_dynamic_filter_pushdown",
+        "false",
+        "a filter a top-k pushes into a scan of another stage would never be filled",
+    ),
+    (
+        "datafusion.optimizer.enable_aggregate_dynamic_filter_pushdown",
+        "false",
+        "a filter an aggregate pushes into a scan of another stage would never be filled",
+    ),
+    (
+        "datafusion.optimizer.enable_physical_uncorrelated_scalar_subquery",
+        "false",
+        "Ember plans uncorrelated scalar subqueries as joins; a ScalarSubqueryExec's \
+         result cannot reach expressions in other stages",
+    ),
+    (
+        "datafusion.execution.enable_file_stream_work_stealing",
+        "false",
+        "a task runs one partition alone and would also read its siblings' files, \
+         returning their rows twice",
+    ),
+];
+
+/// Whether a session may set `key` to `value`: the settings
+/// [`distributed_session_config`] fixes keep their value (`Err` says why).
+pub fn check_setting(key: &str, value: &str) -> std::result::Result<(), String> {
+    let key = key.trim().to_ascii_lowercase();
+    match PINNED.iter().find(|(pinned, _, _)| *pinned == key) {
+        Some((_, fixed, why)) if !value.trim().eq_ignore_ascii_case(fixed) => {
+            Err(format!("Ember keeps {key} = {fixed}: {why}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Is `key` one of the settings Ember fixes (`RESET` leaves it as it is)?
+pub fn is_pinned(key: &str) -> bool {
+    let key = key.trim().to_ascii_lowercase();
+    PINNED.iter().any(|(pinned, _, _)| *pinned == key)
+}
+
 /// Reads Ember's options out of a session config.
 pub fn ember_options(config: &SessionConfig) -> EmberOptions {
     config
@@ -372,4 +429,42 @@ pub fn ember_options(config: &SessionConfig) -> EmberOptions {
         .get::<EmberOptions>()
         .cloned()
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn ember_settings_show_under_their_names() {
+        let ctx = SessionContext::new_with_config(distributed_session_config(2));
+        ctx.sql("SET ember.task_max_attempts = 7").await.unwrap();
+        let shown = ctx
+            .sql("SHOW ember.task_max_attempts")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&shown)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| ember.task_max_attempts | 7 "), "{text}");
+    }
+
+    #[test]
+    fn fixed_settings_keep_their_values() {
+        let key = "datafusion.execution.enable_file_stream_work_stealing";
+        assert!(check_setting(key, "false").is_ok());
+        assert!(check_setting(&key.to_uppercase(), " FALSE ").is_ok());
+        let e = check_setting(key, "true").unwrap_err();
+        assert!(
+            e.starts_with(&format!("Ember keeps {key} = false: ")),
+            "{e}"
+        );
+        assert!(check_setting("datafusion.execution.batch_size", "100").is_ok());
+        assert!(is_pinned(key) && !is_pinned("datafusion.execution.batch_size"));
+    }
 }

@@ -10,6 +10,10 @@
 //! * `GROUPING SETS (())` (and any aggregate whose grouping sets have no
 //!   expression) is encoded as zero groups, so the decoded aggregate emits no
 //!   row at all.
+//! * A `generate_series` scan that reads no column (`count(*)`) is encoded
+//!   with its projected, empty schema, and the decoded generator then builds
+//!   batches of one column against a schema of none: it travels as an empty
+//!   projection over the whole series instead ([`unproject_series`]).
 //!
 //! [`EmberConverter`] sees every operator as the plan is encoded; one that
 //! would lose something it can carry is wrapped in a `FixupNode` ([`EmberCodec`] tag
@@ -20,15 +24,18 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
+use datafusion::functions_table::generate_series::{GenericSeriesState, TimestampValue};
 use datafusion::logical_expr::WindowFunctionDefinition;
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_expr::window::SlidingAggregateWindowExpr;
 use datafusion::physical_plan::InputOrderMode;
 use datafusion::physical_plan::aggregates::{AggregateExec, PhysicalGroupBy};
+use datafusion::physical_plan::memory::LazyMemoryExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::windows::{
@@ -84,6 +91,9 @@ impl PhysicalProtoConverterExtension for EmberConverter {
                 .collect::<Result<_>>()?;
             return Ok(extension(node, inputs));
         }
+        if let Some(unprojected) = unproject_series(plan)? {
+            return self.execution_plan_to_proto(&unprojected, codec);
+        }
         let inner = protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(
             Arc::clone(plan),
             codec,
@@ -114,10 +124,24 @@ impl PhysicalProtoConverterExtension for EmberConverter {
         expr: &Arc<dyn PhysicalExpr>,
         codec: &dyn PhysicalExtensionCodec,
     ) -> Result<protobuf::PhysicalExprNode> {
+        let expr = float16_literal_as_cast(expr).unwrap_or_else(|| Arc::clone(expr));
         datafusion_proto::physical_plan::to_proto::serialize_physical_expr_with_converter(
-            expr, codec, self,
+            &expr, codec, self,
         )
     }
+}
+
+/// A `Float16` literal as a cast of the same `Float32` value: datafusion-proto
+/// writes a `Float16` value as a `Float32` one and reads it back as such, so
+/// `arrow_cast(1, 'Float16')` would arrive as a `Float32` (and `f16_col + 1`
+/// fail on the executor). Every `Float16` is exactly a `Float32`.
+fn float16_literal_as_cast(expr: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn PhysicalExpr>> {
+    let literal = expr.downcast_ref::<Literal>()?;
+    let ScalarValue::Float16(Some(value)) = literal.value() else {
+        return None;
+    };
+    let widened = Arc::new(Literal::new(ScalarValue::Float32(Some(value.to_f32()))));
+    Some(Arc::new(CastExpr::new(widened, DataType::Float16, None)))
 }
 
 /// `recursive_term` with a projecting `WorkTableExec` (projection pushed
@@ -160,6 +184,40 @@ fn unproject_work_table(
             ))
         })
         .data()
+}
+
+/// A `generate_series` scan projected to no column, as an empty projection
+/// over the same series with its one column (`None`: `plan` is not such a
+/// scan). The projection is private to DataFusion, but the series' column is
+/// known from the generator: `value`, an `Int64` or a nanosecond timestamp.
+fn unproject_series(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(exec) = plan.downcast_ref::<LazyMemoryExec>() else {
+        return Ok(None);
+    };
+    let [generator] = exec.generators().as_slice() else {
+        return Ok(None);
+    };
+    if !exec.schema().fields().is_empty() {
+        return Ok(None);
+    }
+    let data_type = {
+        let generator = generator.read();
+        let any = generator.as_any();
+        if any.downcast_ref::<GenericSeriesState<i64>>().is_some() {
+            DataType::Int64
+        } else if let Some(ts) = any.downcast_ref::<GenericSeriesState<TimestampValue>>() {
+            DataType::Timestamp(TimeUnit::Nanosecond, ts.current().tz_str().cloned())
+        } else {
+            return Ok(None);
+        }
+    };
+    let schema = Arc::new(Schema::new(vec![Field::new("value", data_type, false)]));
+    let series = Arc::new(LazyMemoryExec::try_new(
+        schema,
+        vec![Arc::clone(generator)],
+    )?);
+    let no_columns: Vec<(Arc<dyn PhysicalExpr>, String)> = vec![];
+    Ok(Some(Arc::new(ProjectionExec::try_new(no_columns, series)?)))
 }
 
 fn extension(node: Vec<u8>, inputs: Vec<protobuf::PhysicalPlanNode>) -> protobuf::PhysicalPlanNode {

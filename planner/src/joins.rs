@@ -12,9 +12,9 @@
 //! [`distribute_joins`] rewrites such joins before the plan is cut:
 //! * hash joins become `Partitioned` joins over hash-repartitioned inputs, so
 //!   each task owns a disjoint slice of both sides;
-//! * null-aware anti joins (`NOT IN`) and nested-loop joins, which cannot be
-//!   partitioned by key, get a single-partition probe side, so one task sees
-//!   every probe row.
+//! * null-aware anti joins (`NOT IN`), nested-loop joins and piecewise merge
+//!   joins, which cannot be partitioned by key, get a single-partition probe
+//!   side, so one task sees every probe row.
 
 use std::sync::Arc;
 
@@ -22,7 +22,9 @@ use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::joins::{HashJoinExec, NestedLoopJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::{
+    HashJoinExec, NestedLoopJoinExec, PartitionMode, PiecewiseMergeJoinExec,
+};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
     ExecutionPlan, ExecutionPlanProperties, Partitioning, replace_children_if_necessary,
@@ -67,14 +69,14 @@ pub fn distribute_joins(
     plan.transform_up(|node| {
         let rewritten = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
             rewrite_hash_join(join, partitions)?
-        } else if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>()
-            && emits_build_rows(join.join_type())
-            && join.right().output_partitioning().partition_count() > 1
+        } else if let Some((join_type, left, right)) = collecting_join(&node)
+            && emits_build_rows(&join_type)
+            && right.output_partitioning().partition_count() > 1
         {
-            let right = single_partition(Arc::clone(join.right()));
+            let right = single_partition(Arc::clone(right));
             Some(replace_children_if_necessary(
                 Arc::clone(&node),
-                vec![Arc::clone(join.left()), right],
+                vec![Arc::clone(left), right],
             )?)
         } else {
             None
@@ -85,6 +87,23 @@ pub fn distribute_joins(
         })
     })
     .map(|t| t.data)
+}
+
+/// A join's type, left (build) and right (probe) input.
+type JoinParts<'a> = (
+    JoinType,
+    &'a Arc<dyn ExecutionPlan>,
+    &'a Arc<dyn ExecutionPlan>,
+);
+
+/// A join without keys to partition by that builds its whole left side in
+/// every task.
+fn collecting_join(node: &Arc<dyn ExecutionPlan>) -> Option<JoinParts<'_>> {
+    if let Some(join) = node.downcast_ref::<NestedLoopJoinExec>() {
+        return Some((*join.join_type(), join.left(), join.right()));
+    }
+    node.downcast_ref::<PiecewiseMergeJoinExec>()
+        .map(|join| (join.join_type(), join.buffered(), join.streamed()))
 }
 
 fn rewrite_hash_join(

@@ -24,17 +24,20 @@
 pub mod balance;
 pub mod codec;
 pub mod config;
+mod df_nodes;
 pub mod error;
 pub mod fidelity;
 pub mod functions;
 pub mod joins;
 pub mod logging;
 pub mod object_stores;
+pub mod scalar_subquery;
 pub mod shuffle;
 mod shuffle_reader;
 mod shuffle_writer;
 mod stages;
 pub mod table;
+pub mod window_filter;
 pub mod write;
 
 pub use error::{FetchFailedError, PlannerError, find_fetch_failure};

@@ -179,9 +179,10 @@ impl Cutter {
                 Partitioning::Hash(..) => partitioning.clone(),
                 other => Partitioning::UnknownPartitioning(other.partition_count()),
             };
-            // An order-preserving exchange: the reader merges sorted buckets.
-            let ordering = repartition
-                .preserve_order()
+            // An order-preserving exchange (or one with a single input
+            // partition, which keeps its order): the reader merges sorted
+            // buckets.
+            let ordering = repartition.maintains_input_order()[0]
                 .then(|| input.output_ordering().cloned())
                 .flatten();
             let constants = trusted_constants(&input);

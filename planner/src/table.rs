@@ -148,6 +148,9 @@ impl LogicalExtensionCodec for ClusterTableCodec {
         name: &str,
         _buf: &[u8],
     ) -> Result<Arc<datafusion::logical_expr::ScalarUDF>> {
+        if name == crate::scalar_subquery::SINGLE_ROW {
+            return Ok(crate::scalar_subquery::single_row_udf());
+        }
         Err(self.unknown_function(name))
     }
 

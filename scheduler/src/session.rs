@@ -62,6 +62,7 @@ impl Session {
     ) -> Result<Self> {
         let mut config = distributed_session_config(target_partitions);
         for (k, v) in settings {
+            ember_planner::config::check_setting(k, v).map_err(SchedulerError::InvalidQuery)?;
             config
                 .options_mut()
                 .set(k, v)
@@ -283,7 +284,9 @@ impl Session {
             }
         } else {
             // Optimized here: correlated subqueries are decorrelated into
-            // joins (a plan still naming outer columns cannot be encoded).
+            // joins (a plan still naming outer columns cannot be encoded),
+            // uncorrelated ones checked first for a single row.
+            let plan = ember_planner::scalar_subquery::check_scalar_subqueries(plan)?;
             self.ctx.state().optimize(&plan)?
         };
         let names = self.name_tables(&plan).await?;
@@ -367,6 +370,13 @@ impl Session {
                     dml.op.to_string().to_uppercase()
                 )))
             }
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) if cmd.unbounded => {
+                Err(SchedulerError::NotSupported(format!(
+                    "CREATE UNBOUNDED EXTERNAL TABLE {} (a stream: Ember's tasks read bounded \
+                     inputs; create the table without UNBOUNDED)",
+                    cmd.name
+                )))
+            }
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd))
                 if cmd.options.keys().any(|k| k.starts_with("aws.")) =>
             {
@@ -393,6 +403,21 @@ impl Session {
                         }
                         other => other,
                     })
+            }
+            LogicalPlan::Statement(Statement::SetVariable(set)) => {
+                ember_planner::config::check_setting(&set.variable, &set.value)
+                    .map_err(SchedulerError::InvalidQuery)?;
+                self.run_here(plan, false).await
+            }
+            // A fixed setting never left its value.
+            LogicalPlan::Statement(Statement::ResetVariable(reset))
+                if ember_planner::config::is_pinned(&reset.variable) =>
+            {
+                Ok(Planned::Inline {
+                    has_result_set: false,
+                    schema: Arc::new(Schema::empty()),
+                    batches: vec![],
+                })
             }
             LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) | LogicalPlan::DescribeTable(_) => {
                 let has_result_set = matches!(plan, LogicalPlan::DescribeTable(_))
@@ -421,7 +446,9 @@ impl Session {
     /// that each run one partition.
     async fn physical_plan(&self, plan: &LogicalPlan) -> Result<Arc<dyn ExecutionPlan>> {
         let state = self.ctx.state();
-        let physical = state.create_physical_plan(plan).await?;
+        let plan = ember_planner::window_filter::rewrite_window_filters(plan.clone())?;
+        let plan = ember_planner::scalar_subquery::check_scalar_subqueries(plan)?;
+        let physical = state.create_physical_plan(&plan).await?;
         if !ember_options(state.config()).balance_scans {
             return Ok(physical);
         }

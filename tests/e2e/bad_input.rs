@@ -84,6 +84,21 @@ async fn writes_ember_cannot_do_are_clear_errors() {
         .unwrap_err();
     assert!(e.to_string().contains("ember-cannot-write-here"), "{e}");
     assert_healthy(&ctx).await;
+
+    // Streams are not tables a task can finish reading.
+    let e = ctx
+        .run_sql(
+            "CREATE UNBOUNDED EXTERNAL TABLE events (a INT) STORED AS CSV \
+             LOCATION '/tmp/ember-events.csv'",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("CREATE UNBOUNDED EXTERNAL TABLE events"),
+        "{e}"
+    );
+    assert_healthy(&ctx).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
