@@ -222,3 +222,105 @@ pub(crate) fn decode(
     };
     Ok(Some(plan))
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{ArrayRef, Int32Array, RecordBatch};
+    use arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::physical_expr::expressions::col;
+    use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
+    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+    use crate::codec::{decode_plan, encode_plan};
+
+    /// The rows of `plan`, sorted (partitions come in any order).
+    async fn rows(plan: Arc<dyn ExecutionPlan>, ctx: &SessionContext) -> Vec<String> {
+        let batches = collect(plan, ctx.task_ctx()).await.unwrap();
+        let text = pretty_format_batches(&batches).unwrap().to_string();
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    }
+
+    /// `shipped`, encoded and decoded, contains `operator` and answers as
+    /// DataFusion's `plan` does.
+    async fn assert_round_trip(
+        plan: Arc<dyn ExecutionPlan>,
+        shipped: Arc<dyn ExecutionPlan>,
+        operator: &str,
+        ctx: &SessionContext,
+    ) {
+        let shown = displayable(shipped.as_ref()).indent(true).to_string();
+        assert!(shown.contains(operator), "no {operator} in\n{shown}");
+        let decoded = decode_plan(&encode_plan(shipped).unwrap(), &ctx.task_ctx()).unwrap();
+        let decoded_shown = displayable(decoded.as_ref()).indent(true).to_string();
+        assert!(decoded_shown.contains(operator), "{decoded_shown}");
+        assert_eq!(rows(decoded, ctx).await, rows(plan, ctx).await, "{shown}");
+    }
+
+    #[tokio::test]
+    async fn operators_datafusion_proto_cannot_encode_round_trip() {
+        let mut config = SessionConfig::new().with_target_partitions(2);
+        config.options_mut().optimizer.enable_window_topn = true;
+        config.options_mut().optimizer.enable_piecewise_merge_join = true;
+        let ctx = SessionContext::new_with_config(config);
+        // Two partitions, so that joins probe with several.
+        let part = |a: Vec<i32>, b: Vec<Option<i32>>| {
+            RecordBatch::try_from_iter_with_nullable([
+                ("a", Arc::new(Int32Array::from(a)) as ArrayRef, true),
+                ("b", Arc::new(Int32Array::from(b)) as ArrayRef, true),
+            ])
+            .unwrap()
+        };
+        let first = part(vec![1, 1, 2, 2], vec![Some(5), Some(3), Some(9), Some(1)]);
+        let second = part(vec![3, 3, 4, 5], vec![Some(4), Some(4), Some(2), None]);
+        let table = MemTable::try_new(first.schema(), vec![vec![first], vec![second]]).unwrap();
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        let physical = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let df = ctx.sql(sql).await.unwrap();
+                df.create_physical_plan().await.unwrap()
+            }
+        };
+
+        for sql in [
+            "SELECT * FROM (SELECT a, b, row_number() OVER (PARTITION BY a ORDER BY b) AS rn FROM t) \
+             WHERE rn <= 1",
+            "SELECT * FROM (SELECT a, b, rank() OVER (PARTITION BY a ORDER BY b DESC) AS r FROM t) \
+             WHERE r < 2",
+        ] {
+            let plan = physical(sql).await;
+            assert_round_trip(Arc::clone(&plan), plan, "PartitionedTopKExec", &ctx).await;
+        }
+        for sql in [
+            "SELECT l.a, r.b FROM t l JOIN t r ON l.a < r.b",
+            "SELECT l.a, r.b FROM t l LEFT JOIN t r ON l.a >= r.b",
+            "SELECT l.a, r.b FROM t l FULL JOIN t r ON l.a > r.b + 2",
+        ] {
+            // Shipped as the scheduler plans it: one probe partition where
+            // unmatched buffered rows are emitted.
+            let plan = physical(sql).await;
+            let shipped = crate::joins::distribute_joins(Arc::clone(&plan), 2).unwrap();
+            assert_round_trip(plan, shipped, "PiecewiseMergeJoin", &ctx).await;
+        }
+
+        let sorted_by_a = physical("SELECT a, b FROM t ORDER BY a").await;
+        let a = col("a", &sorted_by_a.schema()).unwrap();
+        let b = col("b", &sorted_by_a.schema()).unwrap();
+        let ordering = LexOrdering::new([
+            PhysicalSortExpr::new_default(a),
+            PhysicalSortExpr::new_default(b).desc(),
+        ])
+        .unwrap();
+        for fetch in [None, Some(3)] {
+            let sort = PartialSortExec::new(ordering.clone(), Arc::clone(&sorted_by_a), 1)
+                .with_fetch(fetch);
+            let sort: Arc<dyn ExecutionPlan> = Arc::new(sort);
+            assert_round_trip(Arc::clone(&sort), sort, "PartialSortExec", &ctx).await;
+        }
+    }
+}
