@@ -77,9 +77,10 @@ pub struct StandaloneOptions {
     pub executors: usize,
     /// Slots per executor (default: cores / executors, at least 1).
     pub slots: Option<usize>,
-    /// Execution memory per executor.
+    /// Memory per executor, operators and shuffle outputs together.
     pub memory_bytes: u64,
-    /// Shuffle memory per executor before spilling.
+    /// Shuffle outputs stay in memory while an executor's memory in use stays
+    /// under this (default: three quarters of `memory_bytes`).
     pub shuffle_memory_bytes: u64,
     /// User-defined functions the embedded scheduler and executors know
     /// (and the context registers).
@@ -92,7 +93,7 @@ impl Default for StandaloneOptions {
             executors: 2,
             slots: None,
             memory_bytes: 2 << 30,
-            shuffle_memory_bytes: 512 << 20,
+            shuffle_memory_bytes: 1536 << 20,
             functions: Functions::default(),
         }
     }

@@ -66,7 +66,11 @@ fn shuffle_store(c: &mut Criterion) {
     group.sample_size(10);
     for (name, budget) in [("memory", u64::MAX / 2), ("spilled", 0)] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), budget));
+        let store = Arc::new(ShuffleStore::new(
+            dir.path().to_path_buf(),
+            budget,
+            unbounded_pool(),
+        ));
         store.register_job("bench", "t").expect("register");
         let mut map = 0;
         group.bench_function(BenchmarkId::new("write", name), |b| {
@@ -107,7 +111,11 @@ fn flight_fetch(c: &mut Criterion) {
     // output. (A whole executor would free this hand-made job as soon as its
     // heartbeat learned that the scheduler does not know it.)
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), u64::MAX));
+    let store = Arc::new(ShuffleStore::new(
+        dir.path().to_path_buf(),
+        u64::MAX,
+        unbounded_pool(),
+    ));
     store.register_job("bench", "t").expect("register");
     let (address, server) = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -224,3 +232,8 @@ criterion_group!(
     task_launch
 );
 criterion_main!(benches);
+
+/// A pool that never refuses: the store's own budget decides what spills.
+fn unbounded_pool() -> Arc<dyn datafusion::execution::memory_pool::MemoryPool> {
+    Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default())
+}

@@ -181,7 +181,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
                 executors: opts.executors,
                 slots: Some(opts.slots),
                 memory_bytes: opts.memory_bytes,
-                shuffle_memory_bytes: opts.memory_bytes / 4,
+                shuffle_memory_bytes: opts.memory_bytes / 4 * 3,
                 ..Default::default()
             })
             .await

@@ -97,10 +97,12 @@ struct Args {
     /// Concurrent tasks (default: number of cores).
     #[arg(long, env = "EMBER_EXECUTOR_SLOTS")]
     slots: Option<usize>,
-    /// Memory for task execution, e.g. 4GiB or 512MiB.
+    /// Memory for task execution and shuffle outputs together, e.g. 4GiB or 512MiB.
     #[arg(long, env = "EMBER_EXECUTOR_MEMORY", default_value = "4GiB", value_parser = parse_size)]
     memory: u64,
-    /// Memory for shuffle outputs before they spill (default: a quarter of --memory).
+    /// Shuffle outputs stay in memory while all memory in use (operators' and
+    /// shuffle outputs') stays under this; past it they spill (default:
+    /// three quarters of --memory).
     #[arg(long, env = "EMBER_EXECUTOR_SHUFFLE_MEMORY", value_parser = parse_size)]
     shuffle_memory: Option<u64>,
     /// Directory for spill files (default: a temporary directory).
@@ -152,7 +154,7 @@ impl Args {
             config.slots = slots;
         }
         config.memory_bytes = self.memory;
-        config.shuffle_memory_bytes = self.shuffle_memory.unwrap_or(self.memory / 4);
+        config.shuffle_memory_bytes = self.shuffle_memory.unwrap_or(self.memory / 4 * 3);
         config.work_dir = self.work_dir;
         config.executor_id = self.id;
         config.register_timeout = std::time::Duration::from_secs(self.register_timeout_secs);

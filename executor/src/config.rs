@@ -18,9 +18,11 @@ pub struct ExecutorConfig {
     pub advertise_host: Option<String>,
     /// Tasks run concurrently.
     pub slots: usize,
-    /// Memory for task execution (DataFusion's pool, spilling operators).
+    /// The executor's memory pool: DataFusion's operators and shuffle
+    /// outputs reserve from it.
     pub memory_bytes: u64,
-    /// Memory for shuffle outputs before they spill to `work_dir`.
+    /// Shuffle outputs stay in memory while the pool holds less than this
+    /// (their bytes included); past it they spill to `work_dir`.
     pub shuffle_memory_bytes: u64,
     /// Where spill files go; a temporary directory if unset.
     pub work_dir: Option<PathBuf>,
@@ -52,7 +54,7 @@ impl ExecutorConfig {
             advertise_host: None,
             slots: cores,
             memory_bytes: 4 << 30,
-            shuffle_memory_bytes: 1 << 30,
+            shuffle_memory_bytes: 3 << 30,
             work_dir: None,
             executor_id: None,
             max_message_size: ember_proto::DEFAULT_MAX_MESSAGE_SIZE,

@@ -37,6 +37,7 @@ pub mod flight;
 mod flight_encode;
 mod http;
 mod jobs;
+pub mod memory;
 pub mod metrics;
 mod service;
 pub mod shuffle;

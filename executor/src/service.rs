@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use ember_planner::MapOutputLocation;
 use ember_proto::executor_service_server::{ExecutorService, ExecutorServiceServer};
@@ -31,6 +31,7 @@ use crate::error::{ExecutorError, Result};
 use crate::faults::Faults;
 use crate::flight::ShuffleFlightService;
 use crate::jobs::JobTable;
+use crate::memory::ExecutorPool;
 use crate::shuffle::PeerChannels;
 use crate::store::{ShuffleStore, is_valid_id};
 use crate::task::{Launch, run_and_report};
@@ -166,8 +167,16 @@ impl Executor {
                 .enable_all()
                 .build()?,
         ));
+        // One pool for operators and shuffle outputs alike (see `memory`).
+        let pool = Arc::new(ExecutorPool::new(config.memory_bytes as usize));
+        let store = Arc::new(ShuffleStore::new(
+            work_dir.join("shuffle"),
+            config.shuffle_memory_bytes,
+            Arc::clone(&pool) as Arc<dyn MemoryPool>,
+        ));
+        pool.set_store(&store);
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_bytes as usize)))
+            .with_memory_pool(pool)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default()
                     .with_mode(DiskManagerMode::Directories(vec![work_dir.join("spill")])),
@@ -189,10 +198,7 @@ impl Executor {
             http_address: http_address.map(|a| format!("{host}:{}", a.port())),
             slots: config.slots,
             memory_bytes: config.memory_bytes,
-            store: Arc::new(ShuffleStore::new(
-                work_dir.join("shuffle"),
-                config.shuffle_memory_bytes,
-            )),
+            store,
             peers: Arc::new(PeerChannels::new(config.max_message_size)),
             runtime,
             scheduler_url: config.scheduler_url.clone(),

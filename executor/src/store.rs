@@ -1,8 +1,13 @@
 //! The shuffle store: every map output this executor produced, bucket by
 //! bucket, until the scheduler says the job is done.
 //!
-//! Map outputs stay in memory as Arrow batches while the store is under its
-//! budget (`--shuffle-memory`). A map task that would push it over spills:
+//! Map outputs stay in memory as Arrow batches, reserved from the executor's
+//! one memory pool (the pool DataFusion's operators reserve from, sized by
+//! `--memory`), while everything the pool holds stays under the shuffle
+//! budget (`--shuffle-memory`, three quarters of the pool by default): shuffle
+//! data uses memory operators leave idle, operators always find the rest,
+//! and the two together never exceed `--memory`. A map task that would push
+//! past the budget, or that the pool refuses, spills:
 //! all of its buckets go into one Arrow IPC file under `<work-dir>/job-<id>/`
 //! (one open file per task however many buckets, opened only when needed),
 //! with an index of which batches belong to which bucket; a reader seeks to
@@ -30,6 +35,7 @@ use arrow::ipc::reader::FileReader;
 use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use ember_planner::{MapOutputSink, MapOutputStats};
@@ -155,16 +161,24 @@ struct JobData {
 pub struct ShuffleStore {
     work_dir: PathBuf,
     budget: u64,
+    pool: Arc<dyn MemoryPool>,
+    /// The store's share of `pool`: the bytes of every in-memory output.
+    reservation: Mutex<MemoryReservation>,
     used: AtomicU64,
     spilled_bytes: AtomicU64,
     jobs: Mutex<HashMap<String, JobData>>,
 }
 
 impl ShuffleStore {
-    pub fn new(work_dir: PathBuf, budget: u64) -> Self {
+    /// A store keeping outputs in memory from `pool` while everything `pool`
+    /// holds stays under `budget` bytes.
+    pub fn new(work_dir: PathBuf, budget: u64, pool: Arc<dyn MemoryPool>) -> Self {
+        let reservation = MemoryConsumer::new(crate::memory::STORE_CONSUMER).register(&pool);
         Self {
             work_dir,
             budget,
+            pool,
+            reservation: Mutex::new(reservation),
             used: AtomicU64::new(0),
             spilled_bytes: AtomicU64::new(0),
             jobs: Mutex::new(HashMap::new()),
@@ -251,7 +265,7 @@ impl ShuffleStore {
         let removed = self.jobs.lock().remove(job);
         if let Some(data) = removed {
             let freed: u64 = data.outputs.values().map(|o| o.memory_bytes).sum();
-            self.used.fetch_sub(freed, Ordering::Relaxed);
+            self.release(freed);
         }
         let dir = self.job_dir(job);
         if dir.exists()
@@ -271,26 +285,100 @@ impl ShuffleStore {
         self.work_dir.join(format!("job-{safe}"))
     }
 
+    /// Reserves `bytes` from the pool if the pool, with them, stays under
+    /// the budget (and the pool grants them).
     fn try_reserve(&self, bytes: u64) -> bool {
-        let mut current = self.used.load(Ordering::Relaxed);
-        loop {
-            if current + bytes > self.budget {
-                return false;
-            }
-            match self.used.compare_exchange_weak(
-                current,
-                current + bytes,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(actual) => current = actual,
-            }
+        let reservation = self.reservation.lock();
+        if self.pool.reserved() as u64 + bytes > self.budget
+            || reservation.try_grow(bytes as usize).is_err()
+        {
+            return false;
         }
+        self.used.fetch_add(bytes, Ordering::Relaxed);
+        true
     }
 
     fn release(&self, bytes: u64) {
+        let reservation = self.reservation.lock();
+        let bytes = bytes.min(reservation.size() as u64);
+        reservation.shrink(bytes as usize);
         self.used.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// Writes in-memory map outputs to spill files, earliest stages first,
+    /// until `wanted` bytes are freed or none is left in memory: the pool
+    /// calls this when an operator would otherwise be refused memory.
+    /// Returns the bytes freed. A reader already streaming an evicted output
+    /// keeps its batches until it is done.
+    pub fn evict(&self, wanted: u64) -> u64 {
+        let mut candidates: Vec<(String, OutputKey, Arc<MapOutput>)> = self
+            .jobs
+            .lock()
+            .iter()
+            .flat_map(|(job, data)| {
+                data.outputs
+                    .iter()
+                    .filter(|(_, o)| o.memory_bytes > 0)
+                    .map(|(key, o)| (job.clone(), *key, Arc::clone(o)))
+            })
+            .collect();
+        candidates.sort_by_key(|(_, key, _)| *key);
+        let mut freed = 0;
+        for (job, key, output) in candidates {
+            if freed >= wanted {
+                break;
+            }
+            let Buckets::Memory(buckets) = &output.buckets else {
+                continue;
+            };
+            let (stage, map, attempt) = key;
+            let path = self.job_dir(&job).join(format!(
+                "stage-{stage}-map-{map}-attempt-{attempt}-evicted.arrow"
+            ));
+            let index = match write_spill_file(&path, &output.schema, buckets) {
+                Ok(index) => index,
+                Err(e) => {
+                    tracing::warn!(job, ?key, error = %e, "could not evict a map output");
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+            };
+            let spilled = Arc::new(MapOutput {
+                schema: Arc::clone(&output.schema),
+                buckets: Buckets::Spilled {
+                    path: path.clone(),
+                    index,
+                },
+                memory_bytes: 0,
+            });
+            // Swapped only if the job still holds this very output.
+            let swapped = {
+                let mut jobs = self.jobs.lock();
+                match jobs.get_mut(&job).and_then(|d| d.outputs.get_mut(&key)) {
+                    Some(current) if Arc::ptr_eq(current, &output) => {
+                        *current = spilled;
+                        true
+                    }
+                    _ => false,
+                }
+            };
+            if swapped {
+                self.release(output.memory_bytes);
+                self.spilled_bytes
+                    .fetch_add(output.memory_bytes, Ordering::Relaxed);
+                freed += output.memory_bytes;
+            } else {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        if freed > 0 {
+            tracing::debug!(
+                freed,
+                wanted,
+                "evicted map outputs to make room for operators"
+            );
+        }
+        freed
     }
 
     fn publish(&self, job: &str, key: OutputKey, output: MapOutput) -> Result<()> {
@@ -309,6 +397,30 @@ impl ShuffleStore {
         }
         Ok(())
     }
+}
+
+/// Writes `buckets` as one Arrow IPC file at `path`; returns which of the
+/// file's batches belong to each bucket.
+fn write_spill_file(
+    path: &std::path::Path,
+    schema: &SchemaRef,
+    buckets: &[Vec<RecordBatch>],
+) -> Result<Vec<Vec<usize>>> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut writer = FileWriter::try_new(BufWriter::new(File::create(path)?), schema)?;
+    let mut index = vec![vec![]; buckets.len()];
+    let mut n = 0;
+    for (bucket, batches) in buckets.iter().enumerate() {
+        for batch in batches {
+            writer.write(batch)?;
+            index[bucket].push(n);
+            n += 1;
+        }
+    }
+    writer.finish()?;
+    Ok(index)
 }
 
 /// The spill file of one map task, opened when the task first spills.
@@ -452,6 +564,11 @@ mod tests {
         RecordBatch::try_new(schema, vec![Arc::new(Int32Array::from_iter_values(0..n))]).unwrap()
     }
 
+    fn test_store(dir: &std::path::Path, budget: u64) -> ShuffleStore {
+        let pool = Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default());
+        ShuffleStore::new(dir.to_path_buf(), budget, pool)
+    }
+
     async fn rows(out: &MapOutput, bucket: u32) -> usize {
         let batches: Vec<RecordBatch> = out.stream(bucket).unwrap().try_collect().await.unwrap();
         batches.iter().map(|b| b.num_rows()).sum()
@@ -460,7 +577,7 @@ mod tests {
     #[tokio::test]
     async fn map_output_over_budget_spills_and_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 1));
+        let store = Arc::new(test_store(dir.path(), 1));
         store.register_job("j1", "t").unwrap();
         let mut sink = Box::new(store.sink("j1", (0, 0, 1), 2, batch(1).schema()));
         sink.push(0, batch(10)).unwrap();
@@ -481,7 +598,7 @@ mod tests {
     #[tokio::test]
     async fn in_memory_output_is_freed_with_its_job() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 1 << 30));
+        let store = Arc::new(test_store(dir.path(), 1 << 30));
         store.register_job("j2", "t").unwrap();
         let mut sink = Box::new(store.sink("j2", (1, 3, 9), 1, batch(1).schema()));
         sink.push(0, batch(7)).unwrap();
@@ -501,7 +618,7 @@ mod tests {
         // reordered batch: 8 buckets of 10,000 Int32 rows are 40 KB, not 8
         // times 40 KB.
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 100_000));
+        let store = Arc::new(test_store(dir.path(), 100_000));
         store.register_job("j5", "t").unwrap();
         let whole = batch(10_000);
         let mut sink = Box::new(store.sink("j5", (0, 0, 1), 8, whole.schema()));
@@ -516,10 +633,90 @@ mod tests {
         store.remove_job("j5");
     }
 
+    #[tokio::test]
+    async fn shuffle_data_shares_the_operators_pool() {
+        use datafusion::execution::memory_pool::GreedyMemoryPool;
+        // A 100 KB pool; shuffle data may fill it up to 80 KB in all.
+        let dir = tempfile::tempdir().unwrap();
+        let pool: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(100_000));
+        let store = Arc::new(ShuffleStore::new(
+            dir.path().to_path_buf(),
+            80_000,
+            Arc::clone(&pool),
+        ));
+        store.register_job("j6", "t").unwrap();
+
+        // Idle operators: a 40 KB output stays in memory, and the pool
+        // knows it.
+        let mut sink = Box::new(store.sink("j6", (0, 0, 1), 1, batch(1).schema()));
+        sink.push(0, batch(10_000)).unwrap();
+        let stats = (sink as Box<dyn MapOutputSink>).finish().unwrap();
+        assert_eq!(stats.spilled_bytes, 0);
+        assert_eq!(pool.reserved(), 40_000);
+
+        // An operator holding 30 KB: the next 40 KB would take the pool to
+        // 110 KB, past the budget: that output spills.
+        let operator = MemoryConsumer::new("sort").register(&pool);
+        operator.try_grow(30_000).unwrap();
+        let mut sink = Box::new(store.sink("j6", (0, 1, 2), 1, batch(1).schema()));
+        sink.push(0, batch(10_000)).unwrap();
+        let stats = (sink as Box<dyn MapOutputSink>).finish().unwrap();
+        assert_eq!(stats.spilled_bytes, 40_000);
+        assert_eq!(pool.reserved(), 70_000);
+        assert_eq!(
+            rows(&store.open_job("j6", "t", (0, 1, 2)).unwrap(), 0).await,
+            10_000
+        );
+
+        // Freeing the job gives the pool back its memory.
+        drop(operator);
+        store.remove_job("j6");
+        assert_eq!(pool.reserved(), 0);
+        assert_eq!(store.memory_used(), 0);
+    }
+
+    #[tokio::test]
+    async fn operators_take_memory_back_from_shuffle_data() {
+        use crate::memory::ExecutorPool;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(ExecutorPool::new(100_000));
+        let shared: Arc<dyn MemoryPool> = Arc::clone(&pool) as _;
+        let store = Arc::new(ShuffleStore::new(
+            dir.path().to_path_buf(),
+            80_000,
+            Arc::clone(&shared),
+        ));
+        pool.set_store(&store);
+        store.register_job("j7", "t").unwrap();
+        for map in 0..2 {
+            let mut sink = Box::new(store.sink("j7", (0, map, 1), 1, batch(1).schema()));
+            sink.push(0, batch(10_000)).unwrap();
+            (sink as Box<dyn MapOutputSink>).finish().unwrap();
+        }
+        assert_eq!(pool.reserved(), 80_000);
+
+        // An operator that cannot spill (a hash join's build side) needs
+        // 50 KB where 20 KB are free: shuffle data goes to disk for it.
+        let operator = MemoryConsumer::new("HashJoinInput").register(&shared);
+        operator.try_grow(50_000).unwrap();
+        assert_eq!(store.memory_used(), 40_000, "one output evicted");
+        assert_eq!(pool.reserved(), 90_000);
+        assert_eq!(store.spilled_bytes(), 40_000);
+        for map in 0..2 {
+            let output = store.open_job("j7", "t", (0, map, 1)).unwrap();
+            assert_eq!(rows(&output, 0).await, 10_000, "map {map} read whole");
+        }
+        // Nothing left to evict past the pool's size: refused.
+        assert!(operator.try_grow(60_000).is_err());
+        store.remove_job("j7");
+        drop(operator);
+        assert_eq!(pool.reserved(), 0);
+    }
+
     #[test]
     fn wrong_token_and_unknown_ids_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let store = ShuffleStore::new(dir.path().to_path_buf(), 1024);
+        let store = test_store(dir.path(), 1024);
         store.register_job("j3", "secret").unwrap();
         assert_eq!(
             store.open_job("j3", "guess", (0, 0, 0)).unwrap_err(),
@@ -537,7 +734,7 @@ mod tests {
     async fn a_rerun_never_touches_the_output_of_an_earlier_attempt() {
         let dir = tempfile::tempdir().unwrap();
         // Budget 1: everything spills, so both attempts have files.
-        let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 1));
+        let store = Arc::new(test_store(dir.path(), 1));
         store.register_job("j4", "t").unwrap();
         let mut first = Box::new(store.sink("j4", (0, 0, 1), 1, batch(1).schema()));
         first.push(0, batch(10)).unwrap();
@@ -557,7 +754,7 @@ mod tests {
     #[tokio::test]
     async fn many_buckets_spill_into_one_file_with_buckets_kept_apart() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(ShuffleStore::new(dir.path().to_path_buf(), 1));
+        let store = Arc::new(test_store(dir.path(), 1));
         store.register_job("j5", "t").unwrap();
         let buckets = 2000;
         let mut sink = Box::new(store.sink("j5", (0, 0, 1), buckets, batch(1).schema()));
