@@ -209,8 +209,11 @@ impl ExecutionPlan for ShuffleReaderExec {
         let shuffle = ShuffleContext::from_task(&context)?;
         let stage_id = self.stage_id;
         let schema = Arc::clone(&self.schema);
-        if let Some(ordering) = self.ordering.as_ref().filter(|_| self.hashed) {
-            // Each bucket is sorted; merge them (all open at once).
+        if let Some(ordering) = self.ordering.as_ref().filter(|_| self.hashed)
+            && self.map_partitions > 1
+        {
+            // Each bucket is sorted; merge them (all open at once). One
+            // bucket is read as it is.
             let streams = self
                 .inputs_of(partition)
                 .into_iter()
