@@ -13,6 +13,7 @@ use datafusion::common::JoinType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::Operator;
+use datafusion::physical_expr::LexOrdering;
 use datafusion::physical_plan::joins::PiecewiseMergeJoinExec;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::sorts::partial_sort::PartialSortExec;
@@ -104,6 +105,21 @@ pub(crate) fn encode(
     Ok(true)
 }
 
+/// The one input of a sorting node and its ordering (`ordering`: encoded
+/// sort expressions over that input).
+fn sorted_input<'a>(
+    what: &str,
+    ordering: &[u8],
+    inputs: &'a [Arc<dyn ExecutionPlan>],
+    decode: impl Fn(&[u8], &Arc<dyn ExecutionPlan>) -> Result<Option<LexOrdering>>,
+) -> Result<(&'a Arc<dyn ExecutionPlan>, LexOrdering)> {
+    let [input] = inputs else {
+        return Err(decode_err(what, "expected one input"));
+    };
+    let ordering = decode(ordering, input)?.ok_or_else(|| decode_err(what, "missing ordering"))?;
+    Ok((input, ordering))
+}
+
 /// Decodes a node this module encoded (`Ok(None)`: `tag` is not one of its).
 pub(crate) fn decode(
     codec: &EmberCodec,
@@ -113,6 +129,9 @@ pub(crate) fn decode(
     ctx: &TaskContext,
     converter: &dyn PhysicalProtoConverterExtension,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let ordered = |bytes: &[u8], input: &Arc<dyn ExecutionPlan>| {
+        codec.decode_ordering(bytes, &input.schema(), ctx, converter)
+    };
     let plan: Arc<dyn ExecutionPlan> = match tag {
         TAG_RECURSIVE_QUERY => {
             let node = ember_proto::RecursiveQueryNode::decode(body)
@@ -138,14 +157,10 @@ pub(crate) fn decode(
             )?)
         }
         TAG_PARTITIONED_TOPK => {
-            let node = ember_proto::PartitionedTopKNode::decode(body)
-                .map_err(|e| decode_err("partitioned top-k", e))?;
-            let [input] = inputs else {
-                return Err(decode_err("partitioned top-k", "expected one input"));
-            };
-            let ordering = codec
-                .decode_ordering(&node.ordering, &input.schema(), ctx, converter)?
-                .ok_or_else(|| decode_err("partitioned top-k", "missing ordering"))?;
+            let what = "partitioned top-k";
+            let node =
+                ember_proto::PartitionedTopKNode::decode(body).map_err(|e| decode_err(what, e))?;
+            let (input, ordering) = sorted_input(what, &node.ordering, inputs, ordered)?;
             let kind = if node.rank {
                 WindowFnKind::Rank
             } else {
@@ -160,14 +175,10 @@ pub(crate) fn decode(
             )?)
         }
         TAG_PARTIAL_SORT => {
-            let node = ember_proto::PartialSortNode::decode(body)
-                .map_err(|e| decode_err("partial sort", e))?;
-            let [input] = inputs else {
-                return Err(decode_err("partial sort", "expected one input"));
-            };
-            let ordering = codec
-                .decode_ordering(&node.ordering, &input.schema(), ctx, converter)?
-                .ok_or_else(|| decode_err("partial sort", "missing ordering"))?;
+            let what = "partial sort";
+            let node =
+                ember_proto::PartialSortNode::decode(body).map_err(|e| decode_err(what, e))?;
+            let (input, ordering) = sorted_input(what, &node.ordering, inputs, ordered)?;
             if node.common_prefix_length == 0 {
                 return Err(decode_err("partial sort", "empty common prefix"));
             }
