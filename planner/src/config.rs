@@ -344,7 +344,9 @@ impl ExtensionOptions for EmberOptions {
 ///   ends up in another stage would never be filled, and the scan would wait
 ///   for it forever.
 /// * Uncorrelated scalar subqueries are planned as joins, not as a
-///   `ScalarSubqueryExec` whose shared result slot cannot span stages.
+///   `ScalarSubqueryExec` whose shared result slot cannot span stages (the
+///   scheduler runs those of SQL statements first, as jobs of their own,
+///   and plans the statement with their values).
 /// * File-stream work stealing is off: DataFusion lets an idle partition read
 ///   files of its siblings, which in a single process keeps cores busy, but a
 ///   task runs one partition alone and would read every file, duplicating rows.

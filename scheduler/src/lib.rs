@@ -31,6 +31,7 @@ pub mod overview;
 pub mod registry;
 mod service;
 pub mod session;
+mod subqueries;
 pub mod system_tables;
 
 use std::net::SocketAddr;

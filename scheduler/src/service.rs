@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::ipc::writer::StreamWriter;
+use datafusion::logical_expr::LogicalPlan;
 use ember_planner::codec::schema_to_bytes;
 
 use crate::commit::Output;
@@ -221,14 +222,14 @@ impl Api {
 
     async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, SchedulerError> {
         let session = self.session(&req.session_id)?;
-        let (planned, description) = match req.query {
+        let (plan, description) = match req.query {
             Some(execute_request::Query::Sql(sql)) => {
-                (session.plan_sql(&sql).await?, describe(&sql))
+                (session.logical_plan(&sql).await?, describe(&sql))
             }
             Some(execute_request::Query::LogicalPlan(bytes)) => {
                 let plan = session.decode_plan(&bytes).await?;
                 let description = format!("DataFrame: {}", plan.display());
-                (session.plan_logical(plan).await?, describe(&description))
+                (plan, describe(&description))
             }
             None => {
                 return Err(SchedulerError::InvalidQuery(
@@ -236,7 +237,10 @@ impl Api {
                 ));
             }
         };
-        match planned {
+        let plan = self
+            .run_scalar_subqueries(&session, plan, &description)
+            .await?;
+        match session.plan_logical(plan).await? {
             Planned::Inline {
                 has_result_set,
                 schema,
@@ -278,6 +282,45 @@ impl Api {
                 inline_response(true, &schema, &[batch])
             }
         }
+    }
+
+    /// `plan` with each uncorrelated scalar subquery run as a job of its own
+    /// and replaced by its value (see `subqueries`); `EXPLAIN` runs nothing.
+    async fn run_scalar_subqueries(
+        &self,
+        session: &Session,
+        mut plan: LogicalPlan,
+        description: &str,
+    ) -> Result<LogicalPlan, SchedulerError> {
+        if matches!(plan, LogicalPlan::Explain(_)) {
+            return Ok(plan);
+        }
+        while let Some(subquery) = crate::subqueries::next_scalar_subquery(&plan) {
+            let query = subquery.subquery.as_ref().clone();
+            let data_type = query.schema().field(0).data_type().clone();
+            let rows = match session.plan_logical(query).await? {
+                Planned::Inline { batches, .. } => batches,
+                Planned::Job { dag, settings, .. } => {
+                    let what = format!("scalar subquery of: {description}");
+                    let id = self.submit_job(session, &dag, settings, what)?;
+                    // Freed however this ends (a client gone meanwhile included).
+                    let _release = ReleaseOnDrop(Arc::clone(&self.core), id.clone());
+                    let last = self.wait_for_end(&id).await?;
+                    if last.state != JobState::Succeeded as i32 {
+                        return Err(SchedulerError::InvalidQuery(last.error));
+                    }
+                    crate::subqueries::fetch_rows(&last, self.core.config.max_message_size).await?
+                }
+                Planned::Analyze { .. } => {
+                    return Err(SchedulerError::Internal(
+                        "a scalar subquery planned as EXPLAIN ANALYZE".into(),
+                    ));
+                }
+            };
+            let value = crate::subqueries::scalar_value(&rows, &data_type)?;
+            plan = crate::subqueries::substitute(plan, &subquery, &value)?;
+        }
+        Ok(plan)
     }
 
     /// The job's final status.
@@ -577,5 +620,15 @@ impl SchedulerService for Api {
     ) -> Result<Response<TaskStatusAck>, Status> {
         self.core.task_update(request.into_inner());
         Ok(Response::new(TaskStatusAck {}))
+    }
+}
+
+/// Releases a job (freeing its data, cancelling it if still running) when
+/// dropped.
+struct ReleaseOnDrop(Arc<Core>, String);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release_job(&self.1);
     }
 }

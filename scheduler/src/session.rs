@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
@@ -328,11 +328,10 @@ impl Session {
         Ok(names)
     }
 
-    /// Plans one SQL statement.
-    pub async fn plan_sql(&self, sql: &str) -> Result<Planned> {
+    /// The logical plan of one SQL statement (see `plan_logical`).
+    pub async fn logical_plan(&self, sql: &str) -> Result<LogicalPlan> {
         self.sync_stores();
-        let plan = self.ctx.state().create_logical_plan(sql).await?;
-        self.plan_logical(plan).await
+        Ok(self.ctx.state().create_logical_plan(sql).await?)
     }
 
     pub async fn plan_logical(&self, plan: LogicalPlan) -> Result<Planned> {
@@ -368,13 +367,6 @@ impl Session {
                 Err(SchedulerError::NotSupported(format!(
                     "{} (Ember writes files: COPY TO and INSERT INTO an external table)",
                     dml.op.to_string().to_uppercase()
-                )))
-            }
-            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) if cmd.unbounded => {
-                Err(SchedulerError::NotSupported(format!(
-                    "CREATE UNBOUNDED EXTERNAL TABLE {} (a stream: Ember's tasks read bounded \
-                     inputs; create the table without UNBOUNDED)",
-                    cmd.name
                 )))
             }
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd))
@@ -449,6 +441,18 @@ impl Session {
         let plan = ember_planner::window_filter::rewrite_window_filters(plan.clone())?;
         let plan = ember_planner::scalar_subquery::check_scalar_subqueries(plan)?;
         let physical = state.create_physical_plan(&plan).await?;
+        let mut streams = false;
+        physical.apply(|p| {
+            streams |= p.name() == "StreamingTableExec";
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        if streams {
+            return Err(SchedulerError::NotSupported(
+                "reading an UNBOUNDED table (a stream: Ember's tasks read bounded inputs; \
+                 create the table without UNBOUNDED)"
+                    .into(),
+            ));
+        }
         if !ember_options(state.config()).balance_scans {
             return Ok(physical);
         }

@@ -86,18 +86,18 @@ async fn writes_ember_cannot_do_are_clear_errors() {
     assert_healthy(&ctx).await;
 
     // Streams are not tables a task can finish reading.
-    let e = ctx
-        .run_sql(
-            "CREATE UNBOUNDED EXTERNAL TABLE events (a INT) STORED AS CSV \
-             LOCATION '/tmp/ember-events.csv'",
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("CREATE UNBOUNDED EXTERNAL TABLE events"),
-        "{e}"
-    );
+    let csv = std::env::temp_dir().join(format!("ember-events-{}.csv", std::process::id()));
+    std::fs::write(&csv, "1\n2\n").unwrap();
+    ctx.run_sql(&format!(
+        "CREATE UNBOUNDED EXTERNAL TABLE events (a INT) STORED AS CSV LOCATION '{}'",
+        csv.display()
+    ))
+    .await
+    .unwrap();
+    let e = ctx.run_sql("SELECT * FROM events").await.unwrap_err();
+    assert!(e.to_string().contains("reading an UNBOUNDED table"), "{e}");
+    ctx.run_sql("DROP TABLE events").await.unwrap();
+    let _ = std::fs::remove_file(&csv);
     assert_healthy(&ctx).await;
 }
 

@@ -1,0 +1,213 @@
+//! Uncorrelated scalar subqueries, run first as jobs of their own.
+//!
+//! As Spark does: before a query is planned into stages, each uncorrelated
+//! scalar subquery (`x > (SELECT avg(y) FROM t)`) runs as a job, the
+//! scheduler fetches its one value from the executor holding it, and the
+//! query is planned with that value as a literal. The answer, its type and
+//! its nullability are then DataFusion's (which also runs such subqueries
+//! first), a subquery may stand anywhere an expression may (an aggregate's
+//! argument, `ORDER BY`, a join condition, DML), and its value reaches the
+//! scans as a filter. Innermost subqueries run first; identical ones once.
+//! `EXPLAIN` runs nothing and shows the query as planned without values
+//! (the subqueries as joins).
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::{FlightClient, Ticket};
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{Expr, LogicalPlan, Subquery};
+use ember_proto::JobStatus;
+use futures::TryStreamExt;
+
+use crate::error::SchedulerError;
+
+/// The first uncorrelated scalar subquery of `plan` (at any depth) that
+/// holds none itself. Those of `LIMIT` / `OFFSET` stay: DataFusion refuses
+/// them, and so does Ember.
+pub fn next_scalar_subquery(plan: &LogicalPlan) -> Option<Subquery> {
+    let mut found = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        if matches!(node, LogicalPlan::Limit(_)) {
+            return Ok(TreeNodeRecursion::Continue);
+        }
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarSubquery(s) = e
+                    && s.outer_ref_columns.is_empty()
+                    && next_scalar_subquery(&s.subquery).is_none()
+                {
+                    found = Some(s.clone());
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    found
+}
+
+/// `plan` with every occurrence of `subquery` replaced by `value`, each
+/// changed expression keeping its name.
+pub fn substitute(
+    plan: LogicalPlan,
+    subquery: &Subquery,
+    value: &ScalarValue,
+) -> datafusion::error::Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let names = NamePreserver::new(&node);
+        let rewritten = node.map_expressions(|expr| {
+            let name = names.save(&expr);
+            let replaced = expr.transform_up(|e| match e {
+                Expr::ScalarSubquery(s) if &s == subquery => {
+                    Ok(Transformed::yes(Expr::Literal(value.clone(), None)))
+                }
+                other => Ok(Transformed::no(other)),
+            })?;
+            Ok(replaced.update_data(|e| name.restore(e)))
+        })?;
+        if rewritten.transformed {
+            rewritten.map_data(|p| p.recompute_schema())
+        } else {
+            Ok(rewritten)
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// The value of a scalar subquery of type `data_type` from its rows: NULL
+/// for none, an error past one (DataFusion's words).
+pub fn scalar_value(
+    batches: &[RecordBatch],
+    data_type: &DataType,
+) -> Result<ScalarValue, SchedulerError> {
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows > 1 {
+        return Err(SchedulerError::InvalidQuery(
+            "Execution error: Scalar subquery returned more than one row".into(),
+        ));
+    }
+    let value = match batches.iter().find(|b| b.num_rows() == 1) {
+        Some(batch) => ScalarValue::try_from_array(batch.column(0), 0)?,
+        None => ScalarValue::try_from(data_type)?,
+    };
+    Ok(if value.data_type() == *data_type {
+        value
+    } else {
+        value.cast_to(data_type)?
+    })
+}
+
+/// Every row of a finished job, fetched from the executors over Flight.
+pub async fn fetch_rows(
+    status: &JobStatus,
+    max_message_size: usize,
+) -> Result<Vec<RecordBatch>, SchedulerError> {
+    let mut results = status.results.clone();
+    results.sort_by_key(|r| r.partition);
+    let mut batches = vec![];
+    for r in results {
+        let unreachable = |e: &dyn std::fmt::Display| {
+            SchedulerError::Internal(format!(
+                "cannot fetch a scalar subquery's result from executor {}: {e}",
+                r.executor_id
+            ))
+        };
+        let channel = ember_proto::data_endpoint(&r.flight_address)
+            .map_err(|e| unreachable(&e))?
+            .connect()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let client = FlightServiceClient::new(channel).max_decoding_message_size(max_message_size);
+        let stream = FlightClient::new_from_inner(client)
+            .do_get(Ticket::new(r.ticket.clone()))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        batches.extend(
+            stream
+                .try_collect::<Vec<_>>()
+                .await
+                .map_err(|e| unreachable(&e))?,
+        );
+    }
+    Ok(batches)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn subqueries_are_found_innermost_first_and_replaced_under_their_names() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (x BIGINT) AS VALUES (1), (2), (3)")
+            .await
+            .unwrap();
+        let sql = "SELECT x + (SELECT max(x) FROM t WHERE x < (SELECT avg(x) FROM t)) FROM t \
+                   ORDER BY x + (SELECT min(x) FROM t)";
+        let plan = ctx.state().create_logical_plan(sql).await.unwrap();
+        let names: Vec<String> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+
+        // avg first (the max depends on it), then the others, then none.
+        let mut plan = plan;
+        let mut seen = vec![];
+        while let Some(s) = next_scalar_subquery(&plan) {
+            let value = ctx
+                .execute_logical_plan(s.subquery.as_ref().clone())
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let data_type = s.subquery.schema().field(0).data_type().clone();
+            let value = scalar_value(&value, &data_type).unwrap();
+            seen.push(value.to_string());
+            plan = substitute(plan, &s, &value).unwrap();
+            assert!(seen.len() <= 3, "{plan}");
+        }
+        seen.sort();
+        assert_eq!(seen, ["1", "1", "2"]);
+        let got: Vec<String> = plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(got, names);
+        let rows = ctx
+            .execute_logical_plan(plan)
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&rows)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| 2 ") && text.contains("| 4 "), "{text}");
+    }
+
+    #[test]
+    fn a_subquery_value_is_null_for_no_row_and_an_error_past_one() {
+        let none = scalar_value(&[], &DataType::Int32).unwrap();
+        assert_eq!(none, ScalarValue::Int32(None));
+        let batch = RecordBatch::try_from_iter([(
+            "v",
+            Arc::new(arrow::array::Int64Array::from(vec![1, 2])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let e = scalar_value(&[batch], &DataType::Int64).unwrap_err();
+        assert!(e.to_string().contains("more than one row"), "{e}");
+    }
+}
