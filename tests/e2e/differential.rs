@@ -126,6 +126,12 @@ const SHAPES: &[&str] = &[
     "SELECT d.k, (SELECT max(f.v) FROM facts f WHERE f.k = d.k) FROM dims d",
     "SELECT k, n + (SELECT k FROM dims WHERE k = 4) FROM facts WHERE n = 2",
     "SELECT k, n + (SELECT k FROM dims WHERE k = 1000) FROM facts WHERE n = 2",
+    // Uncorrelated scalar subqueries run first, as jobs: anywhere an
+    // expression can stand, nested too.
+    "SELECT g, sum(n + (SELECT max(n) FROM facts)) FROM facts GROUP BY g",
+    "SELECT k FROM dims ORDER BY k + (SELECT min(k) FROM dims) DESC LIMIT 5",
+    "SELECT f.k, d.name FROM facts f JOIN dims d ON f.k = d.k + (SELECT min(k) FROM dims) WHERE f.n = 2",
+    "SELECT count(*) FROM facts WHERE v > (SELECT avg(v) FROM facts WHERE n < (SELECT avg(n) FROM facts))",
     "SELECT count(*), sum(k) FROM nothing",
     "SELECT g, count(*) FROM nothing GROUP BY g",
     "SELECT f.k, n.g FROM facts f LEFT JOIN nothing n ON f.k = n.k WHERE f.n = 1",
