@@ -285,14 +285,22 @@ impl Api {
     }
 
     /// `plan` with each uncorrelated scalar subquery run as a job of its own
-    /// and replaced by its value (see `subqueries`); `EXPLAIN` runs nothing.
+    /// and replaced by its value (see `subqueries`). Only for what runs now:
+    /// `EXPLAIN` runs nothing, and a view (or any catalog statement) keeps
+    /// its subqueries, to be evaluated whenever it is read.
     async fn run_scalar_subqueries(
         &self,
         session: &Session,
         mut plan: LogicalPlan,
         description: &str,
     ) -> Result<LogicalPlan, SchedulerError> {
-        if matches!(plan, LogicalPlan::Explain(_)) {
+        if matches!(
+            plan,
+            LogicalPlan::Explain(_)
+                | LogicalPlan::Ddl(_)
+                | LogicalPlan::Statement(_)
+                | LogicalPlan::DescribeTable(_)
+        ) {
             return Ok(plan);
         }
         while let Some(subquery) = crate::subqueries::next_scalar_subquery(&plan) {

@@ -194,10 +194,15 @@ const SHAPES: &[&str] = &[
     // In-memory tables live on the scheduler; DML on them runs there.
     "CREATE TABLE m (a BIGINT, b VARCHAR)",
     "INSERT INTO m VALUES (1, 'one'), (2, NULL)",
+    // A view evaluates its subquery whenever it is read (counted again below).
+    "CREATE VIEW above_min AS SELECT k FROM dims WHERE k > (SELECT min(a) FROM m)",
+    "SELECT count(*) FROM above_min",
     "INSERT INTO m SELECT k, g FROM facts WHERE n = 15",
     "UPDATE m SET b = 'many' WHERE a = 1",
     "DELETE FROM m WHERE b IS NULL",
     "SELECT a, b, count(*) FROM m GROUP BY a, b",
+    "INSERT INTO m VALUES (-5, 'low')",
+    "SELECT count(*) FROM above_min",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
