@@ -164,7 +164,6 @@ pub struct ShuffleStore {
     pool: Arc<dyn MemoryPool>,
     /// The store's share of `pool`: the bytes of every in-memory output.
     reservation: Mutex<MemoryReservation>,
-    used: AtomicU64,
     spilled_bytes: AtomicU64,
     jobs: Mutex<HashMap<String, JobData>>,
 }
@@ -179,7 +178,6 @@ impl ShuffleStore {
             budget,
             pool,
             reservation: Mutex::new(reservation),
-            used: AtomicU64::new(0),
             spilled_bytes: AtomicU64::new(0),
             jobs: Mutex::new(HashMap::new()),
         }
@@ -187,7 +185,7 @@ impl ShuffleStore {
 
     /// Bytes of shuffle data held in memory now.
     pub fn memory_used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
+        self.reservation.lock().size() as u64
     }
 
     /// Bytes written to spill files since start.
@@ -294,7 +292,6 @@ impl ShuffleStore {
         {
             return false;
         }
-        self.used.fetch_add(bytes, Ordering::Relaxed);
         true
     }
 
@@ -302,7 +299,6 @@ impl ShuffleStore {
         let reservation = self.reservation.lock();
         let bytes = bytes.min(reservation.size() as u64);
         reservation.shrink(bytes as usize);
-        self.used.fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// Writes in-memory map outputs to spill files, earliest stages first,

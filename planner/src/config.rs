@@ -421,9 +421,8 @@ const PINNED: &[(&str, &str, &str)] = &[
 /// Whether a session may set `key` to `value`: the settings
 /// [`distributed_session_config`] fixes keep their value (`Err` says why).
 pub fn check_setting(key: &str, value: &str) -> std::result::Result<(), String> {
-    let key = key.trim().to_ascii_lowercase();
-    match PINNED.iter().find(|(pinned, _, _)| *pinned == key) {
-        Some((_, fixed, why)) if !value.trim().eq_ignore_ascii_case(fixed) => {
+    match pinned(key) {
+        Some((key, fixed, why)) if !value.trim().eq_ignore_ascii_case(fixed) => {
             Err(format!("Ember keeps {key} = {fixed}: {why}"))
         }
         _ => Ok(()),
@@ -432,8 +431,15 @@ pub fn check_setting(key: &str, value: &str) -> std::result::Result<(), String> 
 
 /// Is `key` one of the settings Ember fixes (`RESET` leaves it as it is)?
 pub fn is_pinned(key: &str) -> bool {
-    let key = key.trim().to_ascii_lowercase();
-    PINNED.iter().any(|(pinned, _, _)| *pinned == key)
+    pinned(key).is_some()
+}
+
+/// The entry of [`PINNED`] for `key` (any case, surrounding blanks ignored).
+fn pinned(key: &str) -> Option<&'static (&'static str, &'static str, &'static str)> {
+    let key = key.trim();
+    PINNED
+        .iter()
+        .find(|(pinned, _, _)| pinned.eq_ignore_ascii_case(key))
 }
 
 /// Reads Ember's options out of a session config.

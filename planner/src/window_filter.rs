@@ -11,7 +11,7 @@
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
-use datafusion::logical_expr::expr::{Alias, NullTreatment, WindowFunction};
+use datafusion::logical_expr::expr::{Alias, NullTreatment};
 use datafusion::logical_expr::{Expr, LogicalPlan, Window, WindowFunctionDefinition, when};
 
 /// Aggregates whose result ignores rows where any argument is NULL.
@@ -53,15 +53,18 @@ pub fn rewrite_window_filters(plan: LogicalPlan) -> Result<LogicalPlan> {
         let LogicalPlan::Window(window) = node else {
             return Ok(Transformed::no(node));
         };
-        if !window.window_expr.iter().any(|e| rewritable(e).is_some()) {
+        if !window.window_expr.iter().any(rewritable) {
             return Ok(Transformed::no(LogicalPlan::Window(window)));
         }
         let exprs = window
             .window_expr
             .into_iter()
-            .map(|expr| match rewritable(&expr) {
-                Some(_) => without_filter(expr),
-                None => expr,
+            .map(|expr| {
+                if rewritable(&expr) {
+                    without_filter(expr)
+                } else {
+                    expr
+                }
             })
             .collect();
         Ok(Transformed::yes(LogicalPlan::Window(Window::try_new(
@@ -72,18 +75,18 @@ pub fn rewrite_window_filters(plan: LogicalPlan) -> Result<LogicalPlan> {
     .map(|t| t.data)
 }
 
-/// The window aggregate of `expr` if it has a filter this module can move.
-fn rewritable(expr: &Expr) -> Option<&WindowFunction> {
+/// Is `expr` a window aggregate with a filter this module can move?
+fn rewritable(expr: &Expr) -> bool {
     let function = match expr {
         Expr::WindowFunction(f) => f,
         Expr::Alias(Alias { expr, .. }) => match expr.as_ref() {
             Expr::WindowFunction(f) => f,
-            _ => return None,
+            _ => return false,
         },
-        _ => return None,
+        _ => return false,
     };
     let WindowFunctionDefinition::AggregateUDF(udaf) = &function.fun else {
-        return None;
+        return false;
     };
     let params = &function.params;
     let names = std::iter::once(udaf.name()).chain(udaf.aliases().iter().map(String::as_str));
@@ -92,7 +95,7 @@ fn rewritable(expr: &Expr) -> Option<&WindowFunction> {
             || (SKIP_NULLS_WHEN_IGNORING.contains(&name)
                 && params.null_treatment == Some(NullTreatment::IgnoreNulls))
     });
-    (params.filter.is_some() && skips_nulls && !params.args.is_empty()).then_some(function)
+    params.filter.is_some() && skips_nulls && !params.args.is_empty()
 }
 
 /// `expr` (a [`rewritable`] one) with its filter moved into its arguments,
