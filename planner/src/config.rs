@@ -352,11 +352,13 @@ impl ExtensionOptions for EmberOptions {
 ///   task runs one partition alone and would read every file, duplicating rows.
 /// * Round-robin repartitioning is off: scans are already split into
 ///   `target_partitions` file groups, and every exchange costs a stage.
-/// * A join's build side is collected (broadcast to every task) up to
+/// * A join's build side may be collected (broadcast to every task) up to
 ///   [`BROADCAST_ROWS`] rows or [`BROADCAST_BYTES`] bytes (estimated), not
 ///   DataFusion's 128 Ki rows / 1 MiB: in one process the alternative, a
 ///   partitioned join, costs an in-memory repartition, but on a cluster it
-///   shuffles both sides, the large one included.
+///   shuffles both sides, the large one included. Past 1 Mi rows the
+///   planner keeps the broadcast only where it moves less than the shuffle
+///   would ([`crate::joins`]).
 pub fn distributed_session_config(target_partitions: usize) -> SessionConfig {
     let mut config = SessionConfig::new()
         .with_target_partitions(target_partitions.max(1))
@@ -376,10 +378,10 @@ pub fn distributed_session_config(target_partitions: usize) -> SessionConfig {
 }
 
 /// Largest estimated build side, in rows, a distributed join broadcasts.
-pub const BROADCAST_ROWS: usize = 1 << 20;
+pub const BROADCAST_ROWS: usize = 4 << 20;
 
 /// Largest estimated build side, in bytes, a distributed join broadcasts.
-pub const BROADCAST_BYTES: usize = 32 << 20;
+pub const BROADCAST_BYTES: usize = 128 << 20;
 
 /// The DataFusion settings [`distributed_session_config`] fixes, each with
 /// its value and why any other cannot run distributed.
