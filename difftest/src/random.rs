@@ -441,8 +441,20 @@ impl Generator {
         let framed = matches!(function.as_str(), f if f.starts_with("sum") || f.starts_with("count") || f.starts_with("first"));
         let mut cols = key.clone();
         cols.push(format!("t.{num}"));
+        // A second window over the opposite order: DataFusion then evaluates
+        // one of the two reversed instead of sorting twice.
+        let reversed = if self.rng.chance(30) {
+            let desc = key.iter().map(|k| format!("{k} DESC")).collect::<Vec<_>>();
+            format!(
+                ", count(*) OVER ({partition}ORDER BY t.{num} DESC, {} \
+                 ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS w2",
+                desc.join(", ")
+            )
+        } else {
+            String::new()
+        };
         format!(
-            "SELECT {}, {function} OVER ({partition}{order}{}) AS w FROM {} t WHERE {}",
+            "SELECT {}, {function} OVER ({partition}{order}{}) AS w{reversed} FROM {} t WHERE {}",
             unique(cols).join(", "),
             if framed { frame } else { "" },
             t.name,

@@ -3,6 +3,10 @@
 //!
 //! * A window function's `IGNORE NULLS` is encoded only for aggregates:
 //!   decoded, `first_value(x) IGNORE NULLS OVER (...)` returns nulls.
+//! * A window function DataFusion reversed (to evaluate `ORDER BY id` over
+//!   input another window sorted by `id DESC`) is encoded without its
+//!   `is_reversed`: decoded, `lag(a, 2) OVER (ORDER BY id)` returns what
+//!   `lead(a, 2)` would.
 //! * A window aggregate's `FILTER (WHERE ...)` is not encoded at all, and
 //!   DataFusion does not expose it (`AggregateWindowExpr` is private), so it
 //!   cannot be carried: such a plan is refused with a clear error rather than
@@ -30,6 +34,7 @@ use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::functions_table::generate_series::{GenericSeriesState, TimestampValue};
+use datafusion::logical_expr::ReversedUDWF;
 use datafusion::logical_expr::WindowFunctionDefinition;
 use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_expr::window::SlidingAggregateWindowExpr;
@@ -40,7 +45,8 @@ use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::recursive_query::RecursiveQueryExec;
 use datafusion::physical_plan::windows::{
     BoundedWindowAggExec, PlainAggregateWindowExpr, StandardWindowExpr, WindowAggExec,
-    WindowUDFExpr, create_window_expr, get_ordered_partition_by_indices, schema_add_window_field,
+    WindowUDFExpr, create_udwf_window_expr, create_window_expr, get_ordered_partition_by_indices,
+    schema_add_window_field,
 };
 use datafusion::physical_plan::work_table::WorkTableExec;
 use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr, WindowExpr};
@@ -240,11 +246,14 @@ impl EmberConverter {
                 )));
             }
             let ignore_nulls: Vec<bool> = exprs.iter().map(standard_ignores_nulls).collect();
+            let reversed: Vec<bool> = exprs.iter().map(standard_is_reversed).collect();
             return Ok(ignore_nulls
                 .iter()
-                .any(|&i| i)
+                .chain(&reversed)
+                .any(|&flag| flag)
                 .then(|| ember_proto::FixupNode {
                     window_ignore_nulls: ignore_nulls,
+                    window_reversed: reversed,
                     ..Default::default()
                 }));
         }
@@ -299,6 +308,16 @@ fn standard_ignores_nulls(expr: &Arc<dyn WindowExpr>) -> bool {
     window_udf(expr).is_some_and(|udf| format!("{udf:?}").ends_with("ignore_nulls: true }"))
 }
 
+/// Is a window function (not an aggregate) evaluated reversed? Private
+/// too; see [`standard_ignores_nulls`].
+fn standard_is_reversed(expr: &Arc<dyn WindowExpr>) -> bool {
+    window_udf(expr).is_some_and(|udf| {
+        let debug = format!("{udf:?}");
+        debug.ends_with("is_reversed: true, ignore_nulls: true }")
+            || debug.ends_with("is_reversed: true, ignore_nulls: false }")
+    })
+}
+
 /// Rebuilds the operator a `FixupNode` (the payload after the tag) wraps.
 pub fn decode_fixup(
     body: &[u8],
@@ -317,14 +336,20 @@ pub fn decode_fixup(
     if let Some(exprs) = window_exprs(&plan) {
         let input = Arc::clone(plan.children()[0]);
         let input_schema = input.schema();
-        if exprs.len() != fixup.window_ignore_nulls.len() {
+        let mut reversed = fixup.window_reversed.clone();
+        if reversed.is_empty() {
+            reversed = vec![false; exprs.len()];
+        }
+        if exprs.len() != fixup.window_ignore_nulls.len() || exprs.len() != reversed.len() {
             return Err(bad(&"window expression count differs"));
         }
         let rebuilt = exprs
             .iter()
-            .zip(&fixup.window_ignore_nulls)
-            .map(|(expr, &ignore_nulls)| {
-                if ignore_nulls {
+            .zip(fixup.window_ignore_nulls.iter().zip(&reversed))
+            .map(|(expr, (&ignore_nulls, &reversed))| {
+                if reversed {
+                    rebuild_reversed(expr, &input_schema, ignore_nulls)
+                } else if ignore_nulls {
                     rebuild_window_expr(expr, &input_schema, ignore_nulls)
                 } else {
                     Ok(Arc::clone(expr))
@@ -371,6 +396,50 @@ pub fn decode_fixup(
         return Ok(Arc::new(rebuilt));
     }
     Ok(plan)
+}
+
+/// The window function `expr` decoded as, evaluated reversed. DataFusion
+/// reverses `f` into `f.reverse_expr()` with `is_reversed` set (`lag` into
+/// `lag`, `first_value` into `last_value`), and the pairs are each other's
+/// reverse, so reversing the reverse of the decoded function again gives
+/// it back with the flag.
+fn rebuild_reversed(
+    expr: &Arc<dyn WindowExpr>,
+    input_schema: &SchemaRef,
+    ignore_nulls: bool,
+) -> Result<Arc<dyn WindowExpr>> {
+    let cannot = || {
+        DataFusionError::Plan(format!(
+            "cannot rebuild reversed window function {}",
+            expr.name()
+        ))
+    };
+    let udf = window_udf(expr).ok_or_else(cannot)?;
+    let original = match udf.fun().reverse_expr() {
+        ReversedUDWF::Reversed(original) => original,
+        ReversedUDWF::Identical | ReversedUDWF::NotSupported => return Err(cannot()),
+    };
+    let unreversed = create_udwf_window_expr(
+        &original,
+        udf.args(),
+        input_schema,
+        expr.name().to_string(),
+        ignore_nulls,
+    )?;
+    let reversed = unreversed.reverse_expr().ok_or_else(cannot)?;
+    let same_function = reversed
+        .as_any()
+        .downcast_ref::<WindowUDFExpr>()
+        .is_some_and(|r| r.fun().name() == udf.fun().name());
+    if !same_function {
+        return Err(cannot());
+    }
+    Ok(Arc::new(StandardWindowExpr::new(
+        reversed,
+        expr.partition_by(),
+        expr.order_by(),
+        Arc::clone(expr.get_window_frame()),
+    )))
 }
 
 /// `expr` again, with `ignore_nulls` (an aggregate keeps no filter: see
@@ -513,9 +582,16 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn ignore_nulls_and_empty_grouping_sets_survive_encoding() {
+    async fn ignore_nulls_reversal_and_empty_grouping_sets_survive_encoding() {
         let ctx = SessionContext::new();
         for sql in [
+            // The last window sorts by id DESC; DataFusion evaluates the
+            // others reversed over that order rather than sort again.
+            "SELECT id, lag(a, 2, 'def') OVER (ORDER BY id), \
+                    lag(a, 2) IGNORE NULLS OVER (ORDER BY id), lead(a) OVER (ORDER BY id), \
+                    nth_value(a, 2) OVER (ORDER BY id), first_value(a) OVER (ORDER BY id), \
+                    sum(id) OVER (ORDER BY id DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) \
+             FROM (VALUES (2, 'b'), (1, NULL), (3, NULL), (4, 'x'), (5, 'y')) AS t(id, a)",
             "SELECT first_value(x) IGNORE NULLS OVER (), \
                     last_value(x) IGNORE NULLS OVER (ORDER BY y), \
                     lag(x) IGNORE NULLS OVER (ORDER BY y) \

@@ -147,6 +147,11 @@ const SHAPES: &[&str] = &[
     "SELECT g, v, last_value(n) IGNORE NULLS OVER (PARTITION BY g ORDER BY v ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) FROM facts",
     "SELECT g, v, lag(n) IGNORE NULLS OVER (PARTITION BY g ORDER BY v), lead(n, 2) OVER (ORDER BY v) FROM facts",
     "SELECT k, v, avg(v) OVER (PARTITION BY k ORDER BY v RANGE BETWEEN 10 PRECEDING AND CURRENT ROW) FROM facts",
+    // Window functions DataFusion evaluates reversed, over the order the
+    // last window sorts by (v is unique).
+    "SELECT v, lag(n, 2, -1) OVER (ORDER BY v), lag(n, 3) IGNORE NULLS OVER (ORDER BY v), \
+     nth_value(n, 2) OVER (ORDER BY v), first_value(g) OVER (ORDER BY v), \
+     sum(k) OVER (ORDER BY v DESC ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) FROM facts",
     // Window aggregates with FILTER travel as aggregates of CASE WHEN.
     "SELECT g, v, count(*) FILTER (WHERE n > 5) OVER (PARTITION BY g), \
      sum(v) FILTER (WHERE k = 1) OVER (PARTITION BY g ORDER BY v), \
