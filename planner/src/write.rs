@@ -49,7 +49,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::empty::EmptyExec;
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, execute_input_stream};
 use datafusion::physical_plan::expressions::col;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -383,7 +383,14 @@ impl ExecutionPlan for FileWriteExec {
                 )
             })?;
         let sink = self.attempt_sink(partition, &task)?;
-        let input = self.input.execute(partition, Arc::clone(&context))?;
+        // As DataFusion's `DataSinkExec`: a NULL bound for a NOT NULL column
+        // fails the write (the file writers would store it as a zero).
+        let input = execute_input_stream(
+            Arc::clone(&self.input),
+            Arc::clone(sink.schema()),
+            partition,
+            Arc::clone(&context),
+        )?;
         let write = async move {
             let rows = sink.write_all(input, &context).await?;
             Ok(RecordBatch::try_new(

@@ -207,6 +207,32 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
     let twice: Vec<_> = expected.iter().chain(expected.iter()).cloned().collect();
     assert_same("INSERT INTO twice", back, twice, false);
 
+    // A NULL for a NOT NULL column fails the write, as in DataFusion (the
+    // Parquet writer would store a zero), and publishes nothing.
+    let strict = out.path().join("strict");
+    std::fs::create_dir(&strict).unwrap();
+    ctx.run_sql(&format!(
+        "CREATE EXTERNAL TABLE strict (a BIGINT NOT NULL, b BIGINT) STORED AS PARQUET LOCATION '{}/'",
+        strict.display()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        count_written(&ctx, "INSERT INTO strict (a) VALUES (3)").await,
+        1
+    );
+    let err = ctx
+        .run_sql("INSERT INTO strict (b) VALUES (300)")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("has null but schema specifies non-nullable"),
+        "{err}"
+    );
+    let back = rows(&ctx.run_sql("SELECT * FROM strict").await.unwrap().batches);
+    assert_eq!(back, vec![vec!["3".to_string(), "NULL".to_string()]]);
+
     // The DataFrame API writes on the cluster too.
     let df_dir = out.path().join("dataframe");
     let written = ctx
