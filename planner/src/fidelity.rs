@@ -11,6 +11,8 @@
 //!   DataFusion does not expose it (`AggregateWindowExpr` is private), so it
 //!   cannot be carried: such a plan is refused with a clear error rather than
 //!   run without its filter (which would count every row).
+//! * A file scan's compression is not encoded: decoded, a scan of gzipped
+//!   CSV or JSON files parses the compressed bytes as text.
 //! * `GROUPING SETS (())` (and any aggregate whose grouping sets have no
 //!   expression) is encoded as zero groups, so the decoded aggregate emits no
 //!   row at all.
@@ -31,6 +33,9 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
+use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::functions_table::generate_series::{GenericSeriesState, TimestampValue};
@@ -257,6 +262,14 @@ impl EmberConverter {
                     ..Default::default()
                 }));
         }
+        if let Some(config) = file_scan_config(plan)
+            && config.file_compression_type.is_compressed()
+        {
+            return Ok(Some(ember_proto::FixupNode {
+                file_compression: config.file_compression_type.get_variant().to_string(),
+                ..Default::default()
+            }));
+        }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
             let group_by = aggregate.group_expr();
             if group_by.expr().is_empty() && !group_by.groups().is_empty() {
@@ -268,6 +281,12 @@ impl EmberConverter {
         }
         Ok(None)
     }
+}
+
+fn file_scan_config(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+    plan.downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<FileScanConfig>()
 }
 
 fn window_exprs(plan: &Arc<dyn ExecutionPlan>) -> Option<&[Arc<dyn WindowExpr>]> {
@@ -372,6 +391,16 @@ pub fn decode_fixup(
             input,
             can_repartition,
         )?));
+    }
+
+    if !fixup.file_compression.is_empty() {
+        let config =
+            file_scan_config(&plan).ok_or_else(|| bad(&"compression for a non-file scan"))?;
+        let compression: FileCompressionType = fixup.file_compression.parse()?;
+        let config = FileScanConfigBuilder::from(config.clone())
+            .with_file_compression_type(compression)
+            .build();
+        return Ok(DataSourceExec::from_data_source(config));
     }
 
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>()

@@ -62,11 +62,20 @@ async fn count_written(ctx: &EmberContext, sql: &str) -> u64 {
     r[0][0].parse().unwrap()
 }
 
-async fn read_back(ctx: &EmberContext, name: &str, format: &str, dir: &Path) -> Vec<Vec<String>> {
-    let options = if format == "CSV" {
-        " OPTIONS ('format.has_header' 'true')"
-    } else {
-        ""
+async fn read_back(
+    ctx: &EmberContext,
+    name: &str,
+    format: &str,
+    compression: &str,
+    dir: &Path,
+) -> Vec<Vec<String>> {
+    let options = match (format, compression) {
+        ("CSV", "") => " OPTIONS ('format.has_header' 'true')".to_string(),
+        ("CSV", c) => {
+            format!(" OPTIONS ('format.has_header' 'true', 'format.compression' '{c}')")
+        }
+        (_, "") => String::new(),
+        (_, c) => format!(" OPTIONS ('format.compression' '{c}')"),
     };
     ctx.run_sql(&format!(
         "CREATE OR REPLACE EXTERNAL TABLE {name} STORED AS {format} LOCATION '{}/'{options}",
@@ -95,14 +104,27 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
     let out = tempfile::tempdir().unwrap();
     let expected = oracle_rows(BIG_ORDERS).await;
 
-    // COPY to Parquet, CSV and JSON directories: written in parallel (one
-    // task per input partition, so several files), read back identical.
-    for format in ["PARQUET", "CSV", "JSON"] {
-        let dir = out.path().join(format.to_lowercase());
+    // COPY to Parquet, CSV and JSON directories, and compressed CSV and
+    // JSON: written in parallel (one task per input partition, so several
+    // files), read back identical (executors decompress as they scan).
+    for (format, compression) in [
+        ("PARQUET", ""),
+        ("CSV", ""),
+        ("JSON", ""),
+        ("CSV", "gzip"),
+        ("JSON", "zstd"),
+    ] {
+        let label = format!("{}{compression}", format.to_lowercase());
+        let dir = out.path().join(&label);
+        let options = if compression.is_empty() {
+            String::new()
+        } else {
+            format!(" OPTIONS ('format.compression' '{compression}')")
+        };
         let n = count_written(
             &ctx,
             &format!(
-                "COPY ({BIG_ORDERS}) TO '{}/' STORED AS {format}",
+                "COPY ({BIG_ORDERS}) TO '{}/' STORED AS {format}{options}",
                 dir.display()
             ),
         )
@@ -117,14 +139,8 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
             !dir.join(".ember-staging").exists(),
             "{format}: staging left behind"
         );
-        let back = read_back(
-            &ctx,
-            &format!("back_{}", format.to_lowercase()),
-            format,
-            &dir,
-        )
-        .await;
-        assert_same(&format!("COPY TO {format}"), back, expected.clone(), false);
+        let back = read_back(&ctx, &format!("back_{label}"), format, compression, &dir).await;
+        assert_same(&format!("COPY TO {label}"), back, expected.clone(), false);
     }
 
     // PARTITIONED BY: hive-style directories, every row in its partition.
@@ -290,7 +306,7 @@ async fn retried_write_tasks_leave_exactly_one_copy_of_every_row() {
             status.stages.iter().any(|s| s.attempt > 0) || !status.events.is_empty(),
             "{fault}: the fault never fired: {status:?}"
         );
-        let back = read_back(&ctx, "t", "PARQUET", &dir).await;
+        let back = read_back(&ctx, "t", "PARQUET", "", &dir).await;
         assert_same(
             &format!("write with {fault}"),
             back,
