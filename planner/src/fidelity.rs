@@ -13,6 +13,10 @@
 //!   run without its filter (which would count every row).
 //! * A file scan's compression is not encoded: decoded, a scan of gzipped
 //!   CSV or JSON files parses the compressed bytes as text.
+//! * A JSON scan's array mode (`format.newline_delimited false`) is not
+//!   encoded, and DataFusion keeps it private: decoded, the scan expects one
+//!   object per line. The session marks such scans ([`mark_json_array_scans`],
+//!   from the tables' options) with a [`JsonArrayScan`] the encoding carries.
 //! * `GROUPING SETS (())` (and any aggregate whose grouping sets have no
 //!   expression) is encoded as zero groups, so the decoded aggregate emits no
 //!   row at all.
@@ -32,13 +36,17 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
-use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::file_format::json::JsonFormat;
+use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
+use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, JsonSource};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::functions_table::generate_series::{GenericSeriesState, TimestampValue};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::logical_expr::ReversedUDWF;
 use datafusion::logical_expr::WindowFunctionDefinition;
 use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
@@ -54,7 +62,10 @@ use datafusion::physical_plan::windows::{
     schema_add_window_field,
 };
 use datafusion::physical_plan::work_table::WorkTableExec;
-use datafusion::physical_plan::{ExecutionPlan, PhysicalExpr, WindowExpr};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
+    SendableRecordBatchStream, WindowExpr,
+};
 use datafusion_proto::physical_plan::{
     PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalPlanNodeExt,
     PhysicalProtoConverterExtension,
@@ -105,6 +116,16 @@ impl PhysicalProtoConverterExtension for EmberConverter {
         if let Some(unprojected) = unproject_series(plan)? {
             return self.execution_plan_to_proto(&unprojected, codec);
         }
+        if let Some(marked) = plan.downcast_ref::<JsonArrayScan>() {
+            let fixup = ember_proto::FixupNode {
+                inner: self
+                    .execution_plan_to_proto(&marked.scan, codec)?
+                    .encode_to_vec(),
+                json_array: true,
+                ..Default::default()
+            };
+            return fixup_node(&fixup);
+        }
         let inner = protobuf::PhysicalPlanNode::try_from_physical_plan_with_converter(
             Arc::clone(plan),
             codec,
@@ -114,11 +135,7 @@ impl PhysicalProtoConverterExtension for EmberConverter {
             return Ok(inner);
         };
         fixup.inner = inner.encode_to_vec();
-        let mut node = vec![TAG_FIXUP];
-        fixup
-            .encode(&mut node)
-            .map_err(|e| DataFusionError::Internal(e.to_string()))?;
-        Ok(extension(node, vec![]))
+        fixup_node(&fixup)
     }
 
     fn proto_to_physical_expr(
@@ -229,6 +246,14 @@ fn unproject_series(plan: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn Exec
     )?);
     let no_columns: Vec<(Arc<dyn PhysicalExpr>, String)> = vec![];
     Ok(Some(Arc::new(ProjectionExec::try_new(no_columns, series)?)))
+}
+
+fn fixup_node(fixup: &ember_proto::FixupNode) -> Result<protobuf::PhysicalPlanNode> {
+    let mut node = vec![TAG_FIXUP];
+    fixup
+        .encode(&mut node)
+        .map_err(|e| DataFusionError::Internal(e.to_string()))?;
+    Ok(extension(node, vec![]))
 }
 
 fn extension(node: Vec<u8>, inputs: Vec<protobuf::PhysicalPlanNode>) -> protobuf::PhysicalPlanNode {
@@ -393,6 +418,19 @@ pub fn decode_fixup(
         )?));
     }
 
+    if fixup.json_array {
+        let config =
+            file_scan_config(&plan).ok_or_else(|| bad(&"JSON array mode for a non-file scan"))?;
+        let json = config
+            .file_source()
+            .downcast_ref::<JsonSource>()
+            .ok_or_else(|| bad(&"JSON array mode for a scan of another format"))?;
+        let config = FileScanConfigBuilder::from(config.clone())
+            .with_source(Arc::new(json.clone().with_newline_delimited(false)))
+            .build();
+        return Ok(DataSourceExec::from_data_source(config));
+    }
+
     if !fixup.file_compression.is_empty() {
         let config =
             file_scan_config(&plan).ok_or_else(|| bad(&"compression for a non-file scan"))?;
@@ -520,6 +558,106 @@ fn rebuild_window_expr(
         distinct,
         None,
     )
+}
+
+/// A scan of JSON array files, as the session planned it: the scan itself,
+/// marked so that its encoding says so (see the module's note). It runs as
+/// the scan does; executors decode the scan alone.
+#[derive(Debug)]
+pub struct JsonArrayScan {
+    scan: Arc<dyn ExecutionPlan>,
+}
+
+impl DisplayAs for JsonArrayScan {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "JsonArrayScan: ")?;
+        self.scan.fmt_as(t, f)
+    }
+}
+
+impl ExecutionPlan for JsonArrayScan {
+    fn name(&self) -> &str {
+        "JsonArrayScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.scan.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        self.scan.apply_expressions(f)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        self.scan.execute(partition, context)
+    }
+}
+
+/// The paths of the tables `plan` reads whose JSON files are arrays.
+pub fn json_array_tables(plan: &LogicalPlan) -> Result<Vec<ListingTableUrl>> {
+    let mut urls = vec![];
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && let Some(table) = provider.downcast_ref::<ListingTable>()
+            && let Some(json) = table.options().format.downcast_ref::<JsonFormat>()
+            && !json.options().newline_delimited
+        {
+            urls.extend(table.table_paths().iter().cloned());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(urls)
+}
+
+/// Marks every JSON scan of `plan` that reads files of `array_tables`
+/// (tables whose JSON files are arrays) with a [`JsonArrayScan`].
+pub fn mark_json_array_scans(
+    plan: Arc<dyn ExecutionPlan>,
+    array_tables: &[ListingTableUrl],
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if array_tables.is_empty() {
+        return Ok(plan);
+    }
+    plan.transform_up(|node| {
+        let Some(config) = file_scan_config(&node) else {
+            return Ok(Transformed::no(node));
+        };
+        let of_array_table = config.file_source().downcast_ref::<JsonSource>().is_some()
+            && config
+                .file_groups
+                .iter()
+                .flat_map(|g| g.iter())
+                .all(|file| {
+                    array_tables
+                        .iter()
+                        .any(|t| t.contains(&file.object_meta.location, false))
+                });
+        Ok(if of_array_table {
+            Transformed::yes(Arc::new(JsonArrayScan { scan: node }) as Arc<dyn ExecutionPlan>)
+        } else {
+            Transformed::no(node)
+        })
+    })
+    .data()
 }
 
 /// Encodes a stage's plan and checks that what an executor will decode can

@@ -441,6 +441,8 @@ impl Session {
         let plan = ember_planner::window_filter::rewrite_window_filters(plan.clone())?;
         let plan = ember_planner::scalar_subquery::check_scalar_subqueries(plan)?;
         let physical = state.create_physical_plan(&plan).await?;
+        let json_arrays = ember_planner::fidelity::json_array_tables(&plan)?;
+        let physical = ember_planner::fidelity::mark_json_array_scans(physical, &json_arrays)?;
         let mut streams = false;
         physical.apply(|p| {
             streams |= p.name() == "StreamingTableExec";

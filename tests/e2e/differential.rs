@@ -106,6 +106,15 @@ fn shapes_data() -> PathBuf {
     }
     write_parquet(&dir.join("dims"), "dims.parquet", &dims());
     write_parquet(&dir.join("nothing"), "empty.parquet", &facts(0, 0));
+    // JSON array files (`format.newline_delimited false`), two of them.
+    std::fs::create_dir_all(dir.join("arrays")).unwrap();
+    for (file, range) in [("a.json", 0..40), ("b.json", 40..55)] {
+        let objects: Vec<String> = range
+            .map(|i| format!(r#"{{"k": {}, "x": {i}, "s": "s{}"}}"#, i % 7, i % 3))
+            .collect();
+        let text = format!("[\n{}\n]\n", objects.join(",\n"));
+        std::fs::write(dir.join("arrays").join(file), text).unwrap();
+    }
     dir
 }
 
@@ -133,6 +142,10 @@ const SHAPES: &[&str] = &[
     "SELECT f.k, d.name FROM facts f JOIN dims d ON f.k = d.k + (SELECT min(k) FROM dims) WHERE f.n = 2",
     "SELECT count(*) FROM facts WHERE v > (SELECT avg(v) FROM facts WHERE n < (SELECT avg(n) FROM facts))",
     "SELECT count(*), sum(k) FROM nothing",
+    // Files of JSON arrays, read as arrays on executors too.
+    "SELECT * FROM arrays",
+    "SELECT s, count(*), sum(x) FROM arrays GROUP BY s",
+    "SELECT a.x, d.name FROM arrays a JOIN dims d ON a.k = d.k WHERE a.x > 30",
     "SELECT g, count(*) FROM nothing GROUP BY g",
     "SELECT f.k, n.g FROM facts f LEFT JOIN nothing n ON f.k = n.k WHERE f.n = 1",
     "SELECT count(*) FROM nothing GROUP BY GROUPING SETS (())",
@@ -231,6 +244,11 @@ async fn ember_shapes_agree() {
         format!(
             "CREATE EXTERNAL TABLE nothing STORED AS PARQUET LOCATION '{}/'",
             data.join("nothing").display()
+        ),
+        format!(
+            "CREATE EXTERNAL TABLE arrays STORED AS JSON LOCATION '{}/' \
+             OPTIONS ('format.newline_delimited' 'false')",
+            data.join("arrays").display()
         ),
     ] {
         assert_eq!(engines.check(&setup).await, Verdict::Agree, "{setup}");
