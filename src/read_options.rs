@@ -133,7 +133,8 @@ impl FilesDdl {
             return Err(unsupported("JsonReadOptions::infinite"));
         }
         if !o.newline_delimited {
-            return Err(unsupported("JSON array files (newline_delimited = false)"));
+            ddl.options
+                .push(("format.newline_delimited", "false".to_string()));
         }
         ddl.options.push((
             "format.schema_infer_max_rec",

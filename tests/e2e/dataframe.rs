@@ -139,6 +139,22 @@ async fn read_parquet_counts_and_shows_on_the_cluster() {
         25 + files,
         "one header per file"
     );
+    // JSON array files, not one object per line.
+    let arrays = out.path().join("arrays");
+    std::fs::create_dir(&arrays).unwrap();
+    std::fs::write(
+        arrays.join("a.json"),
+        "[{\"k\": 1}, {\"k\": 2},\n{\"k\": 3}]\n",
+    )
+    .unwrap();
+    let json = ctx
+        .read_json(
+            &format!("{}/", arrays.display()),
+            JsonReadOptions::default().newline_delimited(false),
+        )
+        .await
+        .unwrap();
+    assert_eq!(json.count().await.unwrap(), 3);
     let parts = format!("{}/parts/", out.path().display());
     ctx.run_sql(&format!(
         "COPY (SELECT n_nationkey, n_regionkey FROM nation_by_region_src) TO '{parts}' \
