@@ -64,7 +64,7 @@ use datafusion::physical_plan::windows::{
 use datafusion::physical_plan::work_table::WorkTableExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PhysicalExpr, PlanProperties,
-    SendableRecordBatchStream, WindowExpr,
+    SendableRecordBatchStream, Statistics, StatisticsArgs, StatisticsContext, WindowExpr,
 };
 use datafusion_proto::physical_plan::{
     PhysicalExtensionCodec, PhysicalPlanDecodeContext, PhysicalPlanNodeExt,
@@ -600,6 +600,14 @@ impl ExecutionPlan for JsonArrayScan {
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
         self.scan.apply_expressions(f)
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        StatisticsContext::new().compute(self.scan.as_ref(), args)
     }
 
     fn execute(
