@@ -13,6 +13,8 @@
 //!   run without its filter (which would count every row).
 //! * A file scan's compression is not encoded: decoded, a scan of gzipped
 //!   CSV or JSON files parses the compressed bytes as text.
+//! * An Arrow scan of IPC stream files is decoded as a scan of IPC files,
+//!   which fails on their missing footer.
 //! * A JSON scan's array mode (`format.newline_delimited false`) is not
 //!   encoded, and DataFusion keeps it private: decoded, the scan expects one
 //!   object per line. The session marks such scans ([`mark_json_array_scans`],
@@ -40,7 +42,9 @@ use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, Tr
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
 use datafusion::datasource::file_format::json::JsonFormat;
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
-use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, JsonSource};
+use datafusion::datasource::physical_plan::{
+    ArrowSource, FileScanConfig, FileScanConfigBuilder, FileSource, JsonSource,
+};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
@@ -287,13 +291,16 @@ impl EmberConverter {
                     ..Default::default()
                 }));
         }
-        if let Some(config) = file_scan_config(plan)
-            && config.file_compression_type.is_compressed()
-        {
-            return Ok(Some(ember_proto::FixupNode {
-                file_compression: config.file_compression_type.get_variant().to_string(),
-                ..Default::default()
-            }));
+        if let Some(config) = file_scan_config(plan) {
+            let compressed = config.file_compression_type.is_compressed();
+            let arrow_stream = config.file_source().file_type() == "arrow_stream";
+            return Ok(
+                (compressed || arrow_stream).then(|| ember_proto::FixupNode {
+                    file_compression: config.file_compression_type.get_variant().to_string(),
+                    arrow_stream,
+                    ..Default::default()
+                }),
+            );
         }
         if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
             let group_by = aggregate.group_expr();
@@ -431,14 +438,26 @@ pub fn decode_fixup(
         return Ok(DataSourceExec::from_data_source(config));
     }
 
-    if !fixup.file_compression.is_empty() {
+    if !fixup.file_compression.is_empty() || fixup.arrow_stream {
         let config =
-            file_scan_config(&plan).ok_or_else(|| bad(&"compression for a non-file scan"))?;
+            file_scan_config(&plan).ok_or_else(|| bad(&"file options for a non-file scan"))?;
         let compression: FileCompressionType = fixup.file_compression.parse()?;
-        let config = FileScanConfigBuilder::from(config.clone())
-            .with_file_compression_type(compression)
-            .build();
-        return Ok(DataSourceExec::from_data_source(config));
+        let mut builder =
+            FileScanConfigBuilder::from(config.clone()).with_file_compression_type(compression);
+        if fixup.arrow_stream {
+            let file = config.file_source();
+            let stream: Arc<dyn FileSource> = Arc::new(ArrowSource::new_stream_file_source(
+                file.table_schema().clone(),
+            ));
+            let stream = match file.projection() {
+                Some(projection) => stream
+                    .try_pushdown_projection(projection)?
+                    .ok_or_else(|| bad(&"an Arrow stream scan refused its projection"))?,
+                None => stream,
+            };
+            builder = builder.with_source(stream);
+        }
+        return Ok(DataSourceExec::from_data_source(builder.build()));
     }
 
     if let Some(aggregate) = plan.downcast_ref::<AggregateExec>()

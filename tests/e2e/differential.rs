@@ -106,6 +106,15 @@ fn shapes_data() -> PathBuf {
     }
     write_parquet(&dir.join("dims"), "dims.parquet", &dims());
     write_parquet(&dir.join("nothing"), "empty.parquet", &facts(0, 0));
+    // Arrow IPC stream files (not IPC files: no footer), two of them.
+    std::fs::create_dir_all(dir.join("streams")).unwrap();
+    for (i, (start, rows)) in [(0, 120), (120, 75)].into_iter().enumerate() {
+        let f = std::fs::File::create(dir.join("streams").join(format!("s{i}.arrow"))).unwrap();
+        let batch = facts(start, rows);
+        let mut w = arrow::ipc::writer::StreamWriter::try_new(f, &batch.schema()).unwrap();
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+    }
     // JSON array files (`format.newline_delimited false`), two of them.
     std::fs::create_dir_all(dir.join("arrays")).unwrap();
     for (file, range) in [("a.json", 0..40), ("b.json", 40..55)] {
@@ -142,6 +151,9 @@ const SHAPES: &[&str] = &[
     "SELECT f.k, d.name FROM facts f JOIN dims d ON f.k = d.k + (SELECT min(k) FROM dims) WHERE f.n = 2",
     "SELECT count(*) FROM facts WHERE v > (SELECT avg(v) FROM facts WHERE n < (SELECT avg(n) FROM facts))",
     "SELECT count(*), sum(k) FROM nothing",
+    // Arrow IPC stream files, read as streams on executors too.
+    "SELECT * FROM streams",
+    "SELECT g, count(*), sum(v) FROM streams WHERE n > 3 GROUP BY g",
     // Files of JSON arrays, read as arrays on executors too.
     "SELECT * FROM arrays",
     "SELECT s, count(*), sum(x) FROM arrays GROUP BY s",
@@ -244,6 +256,10 @@ async fn ember_shapes_agree() {
         format!(
             "CREATE EXTERNAL TABLE nothing STORED AS PARQUET LOCATION '{}/'",
             data.join("nothing").display()
+        ),
+        format!(
+            "CREATE EXTERNAL TABLE streams STORED AS ARROW LOCATION '{}/'",
+            data.join("streams").display()
         ),
         format!(
             "CREATE EXTERNAL TABLE arrays STORED AS JSON LOCATION '{}/' \
