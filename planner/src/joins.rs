@@ -277,4 +277,75 @@ mod tests {
         // One task: nothing to copy.
         assert!(broadcast_pays(build, sized(None, Some(m)), 1));
     }
+
+    /// A left join collecting a small table, probed by an aggregate's
+    /// output: partitioned for its unmatched rows, and the aggregate's
+    /// output, already split by the key, is not split again.
+    #[tokio::test]
+    async fn a_side_already_partitioned_on_the_keys_is_not_shuffled_again() {
+        use arrow::array::{ArrayRef, Int32Array, RecordBatch};
+        use datafusion::datasource::MemTable;
+        use datafusion::physical_plan::displayable;
+        use datafusion::prelude::SessionContext;
+
+        let ctx = SessionContext::new_with_config(crate::config::distributed_session_config(2));
+        let batch = |a: Vec<i32>| {
+            RecordBatch::try_from_iter([("a", Arc::new(Int32Array::from(a)) as ArrayRef)]).unwrap()
+        };
+        let big = MemTable::try_new(
+            batch(vec![]).schema(),
+            vec![
+                vec![batch((0..100).collect())],
+                vec![batch((50..150).collect())],
+            ],
+        )
+        .unwrap();
+        let small =
+            MemTable::try_new(batch(vec![]).schema(), vec![vec![batch(vec![7, 500])]]).unwrap();
+        ctx.register_table("big", Arc::new(big)).unwrap();
+        ctx.register_table("small", Arc::new(small)).unwrap();
+        let sql = "SELECT s.a, r.c FROM small s LEFT JOIN \
+                   (SELECT a, count(*) AS c FROM big GROUP BY a) r ON s.a = r.a";
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let shipped = distribute_joins(Arc::clone(&plan), 2).unwrap();
+        let text = displayable(shipped.as_ref()).indent(false).to_string();
+        assert!(text.contains("mode=Partitioned, join_type=Left"), "{text}");
+        // One repartition for the small side, one under the aggregate.
+        assert_eq!(
+            text.matches("RepartitionExec: partitioning=Hash").count(),
+            2,
+            "{text}"
+        );
+        let rows = |plan| {
+            let ctx = ctx.clone();
+            async move {
+                let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+                    .await
+                    .unwrap();
+                let mut lines: Vec<String> = arrow::util::pretty::pretty_format_batches(&batches)
+                    .unwrap()
+                    .to_string()
+                    .lines()
+                    .map(str::to_string)
+                    .collect();
+                lines.sort();
+                lines
+            }
+        };
+        // (A fresh plan: the shipped one shares the original's operators.)
+        let fresh = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        assert_eq!(rows(shipped).await, rows(fresh).await);
+    }
 }
