@@ -273,27 +273,37 @@ impl Job {
         });
     }
 
-    /// Pending tasks whose inputs are all available, stage by stage.
+    /// Pending tasks whose inputs are all available, stage by stage: first
+    /// those of stages already under way, then the others. A stage's reader
+    /// waits for its slowest map task, so a slot that frees up finishes a
+    /// started stage before opening another: TPC-H q17 at SF 10 left one
+    /// executor idle for 2.4 s when the other ran a newly ready stage's two
+    /// short tasks ahead of the started stage's long one.
     pub fn runnable_tasks(&self) -> Vec<(u32, u32)> {
         if !self.is_running() {
             return vec![];
         }
-        let mut out = vec![];
-        for stage in &self.stages {
-            let ready = stage
+        let ready = |stage: &&StageRun| {
+            stage
                 .inputs
                 .iter()
-                .all(|i| self.stages[*i as usize].is_complete());
-            if !ready {
-                continue;
-            }
-            for (p, t) in stage.tasks.iter().enumerate() {
-                if *t == TaskState::Pending {
-                    out.push((stage.id, p as u32));
-                }
-            }
-        }
-        out
+                .all(|i| self.stages[*i as usize].is_complete())
+        };
+        let started = |stage: &&StageRun| stage.tasks.iter().any(|t| *t != TaskState::Pending);
+        let (under_way, fresh): (Vec<&StageRun>, Vec<&StageRun>) =
+            self.stages.iter().filter(ready).partition(started);
+        under_way
+            .into_iter()
+            .chain(fresh)
+            .flat_map(|stage| {
+                stage
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| **t == TaskState::Pending)
+                    .map(|(p, _)| (stage.id, p as u32))
+            })
+            .collect()
     }
 
     pub fn mark_running(
@@ -896,7 +906,11 @@ mod tests {
 
     /// A job of two stages: stage 0 (2 map tasks) feeds stage 1 (1 task).
     fn two_stage_job() -> Job {
-        let stages = vec![(0, BTreeSet::new(), 2), (1, BTreeSet::from([0]), 1)];
+        job_of(vec![(0, BTreeSet::new(), 2), (1, BTreeSet::from([0]), 1)])
+    }
+
+    /// A job of `(stage, inputs, tasks)`.
+    fn job_of(stages: Vec<(u32, BTreeSet<u32>, usize)>) -> Job {
         Job {
             id: "j".into(),
             token: "t".into(),
@@ -967,6 +981,22 @@ mod tests {
         job.mark_running(0, 1, exec("b"), 2);
         job.on_task_succeeded(0, 0, 1, ok());
         job.on_task_succeeded(0, 1, 2, ok());
+    }
+
+    #[test]
+    fn a_started_stage_is_finished_before_a_newly_ready_one() {
+        // TPC-H q17's shape: stage 0 feeds stage 1; stage 2 reads files.
+        let mut job = job_of(vec![
+            (0, BTreeSet::new(), 1),
+            (1, BTreeSet::from([0]), 2),
+            (2, BTreeSet::new(), 2),
+        ]);
+        assert_eq!(job.runnable_tasks(), vec![(0, 0), (2, 0), (2, 1)]);
+        job.mark_running(0, 0, exec("a"), 1);
+        job.mark_running(2, 0, exec("b"), 2);
+        job.on_task_succeeded(0, 0, 1, ok());
+        // Stage 2 is under way: its second task goes before stage 1's.
+        assert_eq!(job.runnable_tasks(), vec![(2, 1), (1, 0), (1, 1)]);
     }
 
     #[test]
