@@ -306,14 +306,15 @@ mod tests {
         ctx.register_table("small", Arc::new(small)).unwrap();
         let sql = "SELECT s.a, r.c FROM small s LEFT JOIN \
                    (SELECT a, count(*) AS c FROM big GROUP BY a) r ON s.a = r.a";
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let shipped = distribute_joins(Arc::clone(&plan), 2).unwrap();
+        let physical = || async {
+            ctx.sql(sql)
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap()
+        };
+        let shipped = distribute_joins(physical().await, 2).unwrap();
         let text = displayable(shipped.as_ref()).indent(false).to_string();
         assert!(text.contains("mode=Partitioned, join_type=Left"), "{text}");
         // One repartition for the small side, one under the aggregate.
@@ -338,14 +339,7 @@ mod tests {
                 lines
             }
         };
-        // (A fresh plan: the shipped one shares the original's operators.)
-        let fresh = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        assert_eq!(rows(shipped).await, rows(fresh).await);
+        // Against a fresh plan: the shipped one shares the original's operators.
+        assert_eq!(rows(shipped).await, rows(physical().await).await);
     }
 }
