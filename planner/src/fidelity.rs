@@ -764,14 +764,7 @@ mod tests {
 
     use crate::codec::{decode_plan, encode_plan};
 
-    async fn plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
-        ctx.sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap()
-    }
+    use crate::test_util::physical_plan as plan;
 
     use super::*;
 

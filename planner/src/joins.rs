@@ -306,14 +306,7 @@ mod tests {
         ctx.register_table("small", Arc::new(small)).unwrap();
         let sql = "SELECT s.a, r.c FROM small s LEFT JOIN \
                    (SELECT a, count(*) AS c FROM big GROUP BY a) r ON s.a = r.a";
-        let physical = || async {
-            ctx.sql(sql)
-                .await
-                .unwrap()
-                .create_physical_plan()
-                .await
-                .unwrap()
-        };
+        let physical = || crate::test_util::physical_plan(&ctx, sql);
         let shipped = distribute_joins(physical().await, 2).unwrap();
         let text = displayable(shipped.as_ref()).indent(false).to_string();
         assert!(text.contains("mode=Partitioned, join_type=Left"), "{text}");

@@ -37,6 +37,8 @@ mod shuffle_reader;
 mod shuffle_writer;
 mod stages;
 pub mod table;
+#[cfg(test)]
+mod test_util;
 pub mod window_filter;
 pub mod write;
 
