@@ -564,12 +564,7 @@ impl EmberContext {
     /// [`MAX_REGISTERED_TABLE_BYTES`](ember_proto::MAX_REGISTERED_TABLE_BYTES)
     /// (16 MiB as Arrow IPC); larger data belongs in files.
     pub async fn register_batch(&self, name: &str, batch: RecordBatch) -> Result<()> {
-        let mut ipc = Vec::new();
-        {
-            let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut ipc, &batch.schema())?;
-            w.write(&batch)?;
-            w.finish()?;
-        }
+        let ipc = ember_planner::ipc_types::write_stream(&batch.schema(), [&batch])?;
         let max = ember_proto::MAX_REGISTERED_TABLE_BYTES;
         if ipc.len() > max {
             return Err(EmberError::Query(format!(

@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::reader::StreamReader;
 use arrow::record_batch::RecordBatch;
 use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -78,9 +77,7 @@ impl Fetcher {
             .into_inner();
         match response.result {
             Some(execute_response::Result::Inline(inline)) => {
-                let reader = StreamReader::try_new(std::io::Cursor::new(inline.ipc_stream), None)?;
-                let schema = reader.schema();
-                let batches = reader.collect::<Result<Vec<_>, _>>()?;
+                let (schema, batches) = ember_planner::ipc_types::read_stream(&inline.ipc_stream)?;
                 Ok(Submitted::Done(QueryResult {
                     schema,
                     batches,

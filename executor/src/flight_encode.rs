@@ -28,12 +28,16 @@ pub fn encode(
     let generator = IpcDataGenerator::default();
     let mut tracker = DictionaryTracker::new(false);
     let mut context = IpcWriteContext::default();
+    // Types IPC cannot write travel as types it can (see `ipc_types`).
+    let schema = ember_planner::ipc_types::sendable_schema(&schema);
     let schema_message: FlightData = generator
         .schema_to_bytes_with_dictionary_tracker(&schema, &mut tracker, &options)
         .into();
     let messages = batches
         .map(move |batch| {
-            let batch = match batch {
+            let batch = match batch.and_then(|b| {
+                ember_planner::ipc_types::sendable_batch(b, &schema).map_err(FlightError::Arrow)
+            }) {
                 Ok(batch) => batch,
                 Err(e) => return vec![Err(e)],
             };

@@ -172,6 +172,7 @@ impl ShuffleService for TaskShuffle {
             result: false,
         };
         let mut client = self.peers.client(&location.address)?;
+        let expected = Arc::clone(&schema);
         let failed_remote = failed.clone();
         let stream = futures::stream::once(async move {
             client
@@ -184,7 +185,13 @@ impl ShuffleService for TaskShuffle {
             batches
                 .map_err(move |e| DataFusionError::from(failed(e.to_string(), is_unreachable(&e))))
         })
-        .try_flatten();
+        .try_flatten()
+        .and_then(move |batch| {
+            // A type IPC cannot carry arrives as one it can (`ipc_types`).
+            let batch = ember_planner::ipc_types::restored_batch(batch, &expected)
+                .map_err(DataFusionError::from);
+            futures::future::ready(batch)
+        });
         Ok(counted(
             Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
             &self.counters.remote_bytes,

@@ -6,12 +6,9 @@
 //! from `ember-proto` (`ShuffleWriterNode`, `ShuffleReaderNode`,
 //! `FileWriteNode`).
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use arrow::datatypes::{Schema, SchemaRef};
-use arrow::ipc::reader::StreamReader;
-use arrow::ipc::writer::StreamWriter;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::{AcrossPartitions, ConstExpr, LexOrdering};
@@ -67,16 +64,13 @@ pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionP
 
 /// Arrow IPC bytes of a schema (a stream with no batches).
 pub fn schema_to_bytes(schema: &Schema) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    let mut w = StreamWriter::try_new(&mut buf, schema)?;
-    w.finish()?;
-    drop(w);
-    Ok(buf)
+    let schema = Arc::new(schema.clone());
+    Ok(crate::ipc_types::write_stream(&schema, [])?)
 }
 
 /// Reads a schema written by [`schema_to_bytes`].
 pub fn schema_from_bytes(bytes: &[u8]) -> Result<SchemaRef> {
-    Ok(StreamReader::try_new(Cursor::new(bytes), None)?.schema())
+    Ok(crate::ipc_types::read_stream(bytes)?.0)
 }
 
 /// Writes an Ember node: its tag byte, then its message.

@@ -120,6 +120,9 @@ impl PhysicalProtoConverterExtension for EmberConverter {
         if let Some(unprojected) = unproject_series(plan)? {
             return self.execution_plan_to_proto(&unprojected, codec);
         }
+        if let Some(sendable) = crate::ipc_types::sendable_memory_scan(plan)? {
+            return self.execution_plan_to_proto(&sendable, codec);
+        }
         if let Some(marked) = plan.downcast_ref::<JsonArrayScan>() {
             let fixup = ember_proto::FixupNode {
                 inner: self
@@ -196,7 +199,9 @@ fn unproject_work_table(
             let rest = &debug[start + "projection: Some([".len()..];
             let indices = rest[..rest.find(']').unwrap_or(0)]
                 .split(',')
-                .map(|i| i.trim().parse::<usize>())
+                .map(str::trim)
+                .filter(|i| !i.is_empty())
+                .map(str::parse::<usize>)
                 .collect::<std::result::Result<Vec<_>, _>>()
                 .map_err(|e| DataFusionError::Internal(format!("work table projection: {e}")))?;
             let full = Arc::new(WorkTableExec::new(

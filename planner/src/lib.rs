@@ -28,6 +28,7 @@ mod df_nodes;
 pub mod error;
 pub mod fidelity;
 pub mod functions;
+pub mod ipc_types;
 pub mod joins;
 pub mod logging;
 pub mod object_stores;

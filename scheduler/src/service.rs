@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::ipc::writer::StreamWriter;
 use datafusion::logical_expr::LogicalPlan;
 use ember_planner::codec::schema_to_bytes;
 
@@ -397,15 +396,9 @@ fn inline_response(
     schema: &arrow::datatypes::Schema,
     batches: &[arrow::record_batch::RecordBatch],
 ) -> Result<ExecuteResponse, SchedulerError> {
-    let internal = |e: arrow::error::ArrowError| SchedulerError::Internal(e.to_string());
-    let mut buf = Vec::new();
-    {
-        let mut w = StreamWriter::try_new(&mut buf, schema).map_err(internal)?;
-        for b in batches {
-            w.write(b).map_err(internal)?;
-        }
-        w.finish().map_err(internal)?;
-    }
+    let schema = Arc::new(schema.clone());
+    let buf = ember_planner::ipc_types::write_stream(&schema, batches)
+        .map_err(|e| SchedulerError::Internal(e.to_string()))?;
     Ok(ExecuteResponse {
         result: Some(execute_response::Result::Inline(InlineResult {
             has_result_set,

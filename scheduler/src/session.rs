@@ -135,10 +135,7 @@ impl Session {
         let bad = |e: arrow::error::ArrowError| {
             SchedulerError::InvalidQuery(format!("in-memory table {name}: {e}"))
         };
-        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(ipc), None)
-            .map_err(bad)?;
-        let schema = reader.schema();
-        let batches = reader.collect::<Result<Vec<_>, _>>().map_err(bad)?;
+        let (schema, batches) = ember_planner::ipc_types::read_stream(ipc).map_err(bad)?;
         let table = datafusion::datasource::MemTable::try_new(schema, vec![batches])?;
         let _ = self.ctx.deregister_table(name)?;
         self.ctx.register_table(name, Arc::new(table))?;

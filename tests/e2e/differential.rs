@@ -220,6 +220,9 @@ const SHAPES: &[&str] = &[
     "WITH RECURSIVE r(k, depth) AS (SELECT k, 0 FROM dims WHERE k < 5 \
      UNION ALL SELECT r.k + 7, r.depth + 1 FROM r JOIN dims d ON d.k = r.k + 7 WHERE r.depth < 6) \
      SELECT k, depth, count(*) FROM r GROUP BY k, depth",
+    // The recursive term reads no column of the work table (an empty projection).
+    "WITH RECURSIVE t AS (SELECT 1 i UNION ALL SELECT g.i FROM generate_series(1, 1) g(i), t) \
+     SELECT * FROM t LIMIT 10",
     "SELECT CAST(k AS DECIMAL(12, 2)) * 1.5, arrow_cast(g, 'Dictionary(Int32, Utf8)') FROM facts WHERE n = 16",
     // In-memory tables live on the scheduler; DML on them runs there.
     "CREATE TABLE m (a BIGINT, b VARCHAR)",
@@ -233,6 +236,13 @@ const SHAPES: &[&str] = &[
     "SELECT a, b, count(*) FROM m GROUP BY a, b",
     "INSERT INTO m VALUES (-5, 'low')",
     "SELECT count(*) FROM above_min",
+    // A dictionary of dictionaries, which Arrow IPC cannot write: shuffled
+    // between executors, read from an in-memory table, returned.
+    "SELECT arrow_cast(arrow_cast(g, 'Dictionary(UInt32, Utf8)'), \
+     'Dictionary(Int32, Dictionary(UInt32, Utf8))') AS d, count(*) FROM facts GROUP BY d",
+    "CREATE TABLE nested AS SELECT k, arrow_cast(arrow_cast(g, 'Dictionary(UInt32, Utf8)'), \
+     'Dictionary(Int32, Dictionary(UInt32, Utf8))') AS d FROM facts WHERE n < 3",
+    "SELECT d, count(*), min(k) FROM nested GROUP BY d",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
