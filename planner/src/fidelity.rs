@@ -13,6 +13,8 @@
 //!   run without its filter (which would count every row).
 //! * A file scan's compression is not encoded: decoded, a scan of gzipped
 //!   CSV or JSON files parses the compressed bytes as text.
+//! * A Parquet scan's virtual columns (`file_row_index()`) are not encoded,
+//!   while its projection reading them is (see `virtual_columns`).
 //! * An Arrow scan of IPC stream files is decoded as a scan of IPC files,
 //!   which fails on their missing footer.
 //! * A JSON scan's array mode (`format.newline_delimited false`) is not
@@ -299,11 +301,15 @@ impl EmberConverter {
         if let Some(config) = file_scan_config(plan) {
             let compressed = config.file_compression_type.is_compressed();
             let arrow_stream = config.file_source().file_type() == "arrow_stream";
+            let virtual_columns = crate::virtual_columns::scan_virtual_columns(config)?;
             return Ok(
-                (compressed || arrow_stream).then(|| ember_proto::FixupNode {
-                    file_compression: config.file_compression_type.get_variant().to_string(),
-                    arrow_stream,
-                    ..Default::default()
+                (compressed || arrow_stream || !virtual_columns.is_empty()).then(|| {
+                    ember_proto::FixupNode {
+                        file_compression: config.file_compression_type.get_variant().to_string(),
+                        arrow_stream,
+                        virtual_columns,
+                        ..Default::default()
+                    }
                 }),
             );
         }
@@ -387,7 +393,16 @@ pub fn decode_fixup(
     let fixup = ember_proto::FixupNode::decode(body).map_err(|e| bad(&e))?;
     let inner = protobuf::PhysicalPlanNode::decode(fixup.inner.as_slice()).map_err(|e| bad(&e))?;
     let decode_ctx = PhysicalPlanDecodeContext::new(ctx, codec);
-    let plan = converter.proto_to_execution_plan(&inner, &decode_ctx)?;
+    let plan = if fixup.virtual_columns.is_empty() {
+        converter.proto_to_execution_plan(&inner, &decode_ctx)?
+    } else {
+        crate::virtual_columns::decode_with_virtual_columns(
+            &inner,
+            &fixup.virtual_columns,
+            &decode_ctx,
+            converter,
+        )?
+    };
 
     if let Some(exprs) = window_exprs(&plan) {
         let input = Arc::clone(plan.children()[0]);

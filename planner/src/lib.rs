@@ -40,6 +40,7 @@ mod stages;
 pub mod table;
 #[cfg(test)]
 mod test_util;
+mod virtual_columns;
 pub mod window_filter;
 pub mod write;
 

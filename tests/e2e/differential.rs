@@ -223,6 +223,9 @@ const SHAPES: &[&str] = &[
     // The recursive term reads no column of the work table (an empty projection).
     "WITH RECURSIVE t AS (SELECT 1 i UNION ALL SELECT g.i FROM generate_series(1, 1) g(i), t) \
      SELECT * FROM t LIMIT 10",
+    // A Parquet scan's virtual row-index column, per file.
+    "SELECT file_row_index(), k, n FROM facts WHERE n = 16",
+    "SELECT k, file_row_index() + 1 FROM facts WHERE file_row_index() < 3 AND n > 15",
     "SELECT CAST(k AS DECIMAL(12, 2)) * 1.5, arrow_cast(g, 'Dictionary(Int32, Utf8)') FROM facts WHERE n = 16",
     // In-memory tables live on the scheduler; DML on them runs there.
     "CREATE TABLE m (a BIGINT, b VARCHAR)",
