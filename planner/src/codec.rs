@@ -298,6 +298,7 @@ impl PhysicalExtensionCodec for EmberCodec {
                 Ok(FileWriteExec::from_template(
                     Arc::clone(input),
                     &template,
+                    node.arrow,
                     node.staging_root,
                 )?)
             }
@@ -341,11 +342,13 @@ impl PhysicalExtensionCodec for EmberCodec {
             return put(buf, TAG_READER, &msg);
         }
         if let Some(write) = node.downcast_ref::<FileWriteExec>() {
+            let (template, arrow) = write.template()?;
             let msg = ember_proto::FileWriteNode {
                 template: converter
-                    .execution_plan_to_proto(&write.template(), self)?
+                    .execution_plan_to_proto(&template, self)?
                     .encode_to_vec(),
                 staging_root: write.staging_root().to_string(),
+                arrow,
             };
             return put(buf, TAG_FILE_WRITE, &msg);
         }

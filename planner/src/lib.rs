@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod arrow_write;
 pub mod balance;
 pub mod codec;
 pub mod config;

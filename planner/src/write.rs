@@ -34,6 +34,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::TableParquetOptions;
 use datafusion::common::file_options::csv_writer::CsvWriterOptions;
 use datafusion::common::file_options::json_writer::JsonWriterOptions;
+use datafusion::common::parsers::CompressionTypeVariant;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::file_format::csv::CsvSink;
 use datafusion::datasource::file_format::json::JsonSink;
@@ -56,6 +57,8 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties, SendableRecordBatchStream,
 };
+
+use crate::arrow_write::ArrowSink;
 
 /// Name of the hidden directory task attempts write into.
 pub const STAGING_DIR: &str = ".ember-staging";
@@ -98,6 +101,8 @@ enum Format {
     Parquet(Box<TableParquetOptions>),
     Csv(CsvWriterOptions),
     Json(JsonWriterOptions),
+    /// Arrow IPC files (see `arrow_write`).
+    Arrow,
 }
 
 impl Format {
@@ -114,14 +119,29 @@ impl Format {
         if let Some(s) = sink.downcast_ref::<JsonSink>() {
             return Some((s.config().clone(), Self::Json(s.writer_options().clone())));
         }
+        if let Some(s) = sink.downcast_ref::<ArrowSink>() {
+            return Some((s.config().clone(), Self::Arrow));
+        }
         None
     }
 
-    fn sink(&self, config: FileSinkConfig) -> Arc<dyn DataSink> {
-        match self {
+    fn sink(&self, config: FileSinkConfig) -> Result<Arc<dyn DataSink>> {
+        Ok(match self {
             Self::Parquet(o) => Arc::new(ParquetSink::new(config, o.as_ref().clone())),
             Self::Csv(o) => Arc::new(CsvSink::new(config, o.clone())),
             Self::Json(o) => Arc::new(JsonSink::new(config, o.clone())),
+            Self::Arrow => Arc::new(ArrowSink::try_new(config)?),
+        })
+    }
+
+    /// A sink datafusion-proto can encode that carries where and how this
+    /// format writes: the sink itself, or for Arrow (which datafusion-proto
+    /// cannot encode) a JSON sink of the same configuration.
+    fn encodable_sink(&self, config: FileSinkConfig) -> Result<Arc<dyn DataSink>> {
+        match self {
+            Self::Arrow => Self::Json(JsonWriterOptions::new(CompressionTypeVariant::UNCOMPRESSED))
+                .sink(config),
+            other => other.sink(config),
         }
     }
 }
@@ -134,13 +154,16 @@ pub fn distribute_write(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Executio
     };
     let Some((config, _)) = Format::of(sink_exec.sink()) else {
         // DataFusion does not export `MemSink` (the sink of in-memory tables).
-        let what = if format!("{:?}", sink_exec.sink()).starts_with("MemSink") {
+        let debug = format!("{:?}", sink_exec.sink());
+        let what = if debug.starts_with("MemSink") {
             "INSERT INTO an in-memory table".to_string()
+        } else if debug.starts_with("StreamWrite") {
+            "INSERT INTO an UNBOUNDED table (a stream)".to_string()
         } else {
             format!("writing to {:?}", sink_exec.sink())
         };
         return Err(DataFusionError::NotImplemented(format!(
-            "{what} (Ember writes Parquet, CSV and JSON files: COPY TO, INSERT INTO an \
+            "{what} (Ember writes Parquet, CSV, JSON and Arrow files: COPY TO, INSERT INTO an \
              external table)"
         )));
     };
@@ -218,7 +241,7 @@ pub struct FileWriteExec {
 }
 
 impl FileWriteExec {
-    /// A writer for `sink`'s files (Parquet, CSV or JSON), staged under
+    /// A writer for `sink`'s files (Parquet, CSV, JSON or Arrow), staged under
     /// `staging_root`.
     pub fn try_new(
         input: Arc<dyn ExecutionPlan>,
@@ -263,25 +286,34 @@ impl FileWriteExec {
     }
 
     /// DataFusion's sink writing where the plan said (for serialization:
-    /// datafusion-proto knows how to encode it).
-    pub fn template(&self) -> Arc<dyn ExecutionPlan> {
-        Arc::new(DataSinkExec::new(
+    /// datafusion-proto knows how to encode it), and whether the files are
+    /// Arrow files after all (the template then being a JSON sink, see
+    /// [`Format::encodable_sink`]).
+    pub fn template(&self) -> Result<(Arc<dyn ExecutionPlan>, bool)> {
+        let template = Arc::new(DataSinkExec::new(
             Arc::new(EmptyExec::new(self.input.schema())),
-            self.format.sink(self.config.clone()),
+            self.format.encodable_sink(self.config.clone())?,
             None,
-        ))
+        ));
+        Ok((template, matches!(self.format, Format::Arrow)))
     }
 
     /// Rebuilds the writer from a decoded [`template`](Self::template).
     pub fn from_template(
         input: Arc<dyn ExecutionPlan>,
         template: &Arc<dyn ExecutionPlan>,
+        arrow: bool,
         staging_root: String,
     ) -> Result<Arc<Self>> {
         let sink = template
             .downcast_ref::<DataSinkExec>()
             .ok_or_else(|| DataFusionError::Plan("file writer template is not a sink".into()))?;
-        Self::try_new(input, sink.sink(), staging_root)
+        if !arrow {
+            return Self::try_new(input, sink.sink(), staging_root);
+        }
+        let (config, _) = Format::of(sink.sink())
+            .ok_or_else(|| DataFusionError::Plan("file writer template of no format".into()))?;
+        Self::try_new(input, &ArrowSink::try_new(config)?, staging_root)
     }
 
     /// The sink for one task attempt: same format and options, writing into
@@ -303,7 +335,7 @@ impl FileWriteExec {
             file_output_mode: mode,
             ..self.config.clone()
         };
-        Ok(self.format.sink(config))
+        self.format.sink(config)
     }
 }
 
@@ -322,6 +354,7 @@ impl DisplayAs for FileWriteExec {
             Format::Parquet(_) => "parquet",
             Format::Csv(_) => "csv",
             Format::Json(_) => "json",
+            Format::Arrow => "arrow",
         };
         write!(
             f,
@@ -361,7 +394,7 @@ impl ExecutionPlan for FileWriteExec {
                 "FileWriteExec takes exactly one child".into(),
             ));
         }
-        let sink = self.format.sink(self.config.clone());
+        let sink = self.format.sink(self.config.clone())?;
         Ok(Self::try_new(
             children.swap_remove(0),
             sink.as_ref(),

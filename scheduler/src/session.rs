@@ -77,6 +77,11 @@ impl Session {
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(config, runtime);
         functions.register_in(&ctx);
+        // Arrow files are written through a sink Ember can distribute.
+        ctx.state_ref().write().register_file_format(
+            Arc::new(ember_planner::arrow_write::ArrowWriteFactory),
+            true,
+        )?;
         Ok(Self {
             id,
             ctx,

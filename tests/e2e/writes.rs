@@ -113,6 +113,7 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
         ("JSON", ""),
         ("CSV", "gzip"),
         ("JSON", "zstd"),
+        ("ARROW", ""),
     ] {
         let label = format!("{}{compression}", format.to_lowercase());
         let dir = out.path().join(&label);
@@ -206,22 +207,30 @@ async fn copy_insert_and_dataframe_writes_round_trip_on_processes() {
     assert_same("COPY to one file", back, in_order, true);
 
     // CREATE EXTERNAL TABLE + INSERT INTO, twice: appended, both copies there.
-    let table = out.path().join("appended");
-    std::fs::create_dir(&table).unwrap();
-    ctx.run_sql(&format!(
-        "CREATE EXTERNAL TABLE appended (o_orderkey BIGINT, o_custkey BIGINT, \
-         o_totalprice DOUBLE, o_orderpriority VARCHAR) STORED AS PARQUET LOCATION '{}/'",
-        table.display()
-    ))
-    .await
-    .unwrap();
-    for _ in 0..2 {
-        let n = count_written(&ctx, &format!("INSERT INTO appended {BIG_ORDERS}")).await;
-        assert_eq!(n as usize, expected.len());
+    for format in ["PARQUET", "ARROW"] {
+        let name = format!("appended_{}", format.to_lowercase());
+        let table = out.path().join(&name);
+        std::fs::create_dir(&table).unwrap();
+        ctx.run_sql(&format!(
+            "CREATE EXTERNAL TABLE {name} (o_orderkey BIGINT, o_custkey BIGINT, \
+             o_totalprice DOUBLE, o_orderpriority VARCHAR) STORED AS {format} LOCATION '{}/'",
+            table.display()
+        ))
+        .await
+        .unwrap();
+        for _ in 0..2 {
+            let n = count_written(&ctx, &format!("INSERT INTO {name} {BIG_ORDERS}")).await;
+            assert_eq!(n as usize, expected.len());
+        }
+        let back = rows(
+            &ctx.run_sql(&format!("SELECT * FROM {name}"))
+                .await
+                .unwrap()
+                .batches,
+        );
+        let twice: Vec<_> = expected.iter().chain(expected.iter()).cloned().collect();
+        assert_same(&format!("INSERT INTO twice ({format})"), back, twice, false);
     }
-    let back = rows(&ctx.run_sql("SELECT * FROM appended").await.unwrap().batches);
-    let twice: Vec<_> = expected.iter().chain(expected.iter()).cloned().collect();
-    assert_same("INSERT INTO twice", back, twice, false);
 
     // A NULL for a NOT NULL column fails the write, as in DataFusion (the
     // Parquet writer would store a zero), and publishes nothing.
