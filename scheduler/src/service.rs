@@ -236,6 +236,10 @@ impl Api {
                 ));
             }
         };
+        // What DataFusion answers a query with scalar subqueries says
+        // nullable where their values, substituted, would not.
+        let declared = crate::subqueries::next_scalar_subquery(&plan)
+            .and_then(|_| session.datafusion_schema(&plan));
         let plan = self
             .run_scalar_subqueries(&session, plan, &description)
             .await?;
@@ -250,6 +254,10 @@ impl Api {
                 schema,
                 settings,
             } => {
+                let schema = match declared {
+                    Some(declared) => crate::subqueries::nullable_as(&schema, &declared),
+                    None => schema,
+                };
                 let id = self.submit_job(&session, &dag, settings, description)?;
                 Ok(ExecuteResponse {
                     result: Some(execute_response::Result::Job(JobAccepted {

@@ -90,6 +90,20 @@ impl Session {
         })
     }
 
+    /// The schema single-process DataFusion gives `plan` (`None` if it
+    /// cannot optimize it): its nullability depends on how uncorrelated
+    /// scalar subqueries run, which Ember does differently (see `config`).
+    pub fn datafusion_schema(&self, plan: &LogicalPlan) -> Option<SchemaRef> {
+        let mut state = self.ctx.state();
+        state
+            .config_mut()
+            .options_mut()
+            .optimizer
+            .enable_physical_uncorrelated_scalar_subquery = true;
+        let optimized = state.optimize(plan).ok()?;
+        Some(Arc::new(optimized.schema().as_arrow().clone()))
+    }
+
     /// Decodes a logical plan a client built (e.g. with the DataFrame API):
     /// its tables are named, and resolved here in this session's catalog.
     pub async fn decode_plan(&self, bytes: &[u8]) -> Result<LogicalPlan> {

@@ -3,16 +3,20 @@
 //! As Spark does: before a query is planned into stages, each uncorrelated
 //! scalar subquery (`x > (SELECT avg(y) FROM t)`) runs as a job, the
 //! scheduler fetches its one value from the executor holding it, and the
-//! query is planned with that value as a literal. The answer, its type and
-//! its nullability are then DataFusion's (which also runs such subqueries
-//! first), a subquery may stand anywhere an expression may (an aggregate's
+//! query is planned with that value as a literal. The answer and its type
+//! are then DataFusion's (which also runs such subqueries first); so is its
+//! nullability, which clients are told from DataFusion's plan of the query
+//! ([`nullable_as`]: a substituted value is never NULL, the subquery's
+//! column may be), a subquery may stand anywhere an expression may (an aggregate's
 //! argument, `ORDER BY`, a join condition, DML), and its value reaches the
 //! scans as a filter. Innermost subqueries run first; identical ones once.
 //! `EXPLAIN` runs nothing and shows the query as planned without values
 //! (the subqueries as joins).
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::DataType;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, Ticket};
 use datafusion::common::ScalarValue;
@@ -75,6 +79,33 @@ pub fn substitute(
         }
     })
     .map(|t| t.data)
+}
+
+/// `schema` with each field nullable where `declared`'s is (the same
+/// columns by position; `schema` itself if they differ in number).
+pub fn nullable_as(schema: &SchemaRef, declared: &SchemaRef) -> SchemaRef {
+    let relax = schema.fields().len() == declared.fields().len()
+        && schema
+            .fields()
+            .iter()
+            .zip(declared.fields())
+            .any(|(f, d)| d.is_nullable() && !f.is_nullable());
+    if !relax {
+        return Arc::clone(schema);
+    }
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .zip(declared.fields())
+        .map(|(f, d)| {
+            Arc::new(
+                f.as_ref()
+                    .clone()
+                    .with_nullable(f.is_nullable() || d.is_nullable()),
+            )
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// The value of a scalar subquery of type `data_type` from its rows: NULL

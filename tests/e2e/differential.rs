@@ -223,6 +223,10 @@ const SHAPES: &[&str] = &[
     // The recursive term reads no column of the work table (an empty projection).
     "WITH RECURSIVE t AS (SELECT 1 i UNION ALL SELECT g.i FROM generate_series(1, 1) g(i), t) \
      SELECT * FROM t LIMIT 10",
+    // A scalar subquery's value, substituted before planning, is typed as in
+    // DataFusion (nullable where the subquery's column is).
+    "SELECT (SELECT max(k) FROM dims), (SELECT DISTINCT 42 FROM dims)",
+    "SELECT k, n + (SELECT min(k) FROM dims) FROM facts WHERE k < 3",
     // A Parquet scan's virtual row-index column, per file.
     "SELECT file_row_index(), k, n FROM facts WHERE n = 16",
     "SELECT k, file_row_index() + 1 FROM facts WHERE file_row_index() < 3 AND n > 15",
