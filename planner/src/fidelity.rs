@@ -8,9 +8,12 @@
 //!   `is_reversed`: decoded, `lag(a, 2) OVER (ORDER BY id)` returns what
 //!   `lead(a, 2)` would.
 //! * A window aggregate's `FILTER (WHERE ...)` is not encoded at all, and
-//!   DataFusion does not expose it (`AggregateWindowExpr` is private), so it
-//!   cannot be carried: such a plan is refused with a clear error rather than
-//!   run without its filter (which would count every row).
+//!   DataFusion does not expose it (`AggregateWindowExpr` is private).
+//!   `window_filter` moves it into the arguments where it can, and makes it
+//!   a column of the window's input otherwise: the column's name travels
+//!   (found in the aggregate's `Debug` form) and the decoded aggregate is
+//!   filtered by it again. Any other filter is refused with a clear error
+//!   rather than run without it (which would count every row).
 //! * A file scan's compression is not encoded: decoded, a scan of gzipped
 //!   CSV or JSON files parses the compressed bytes as text.
 //! * A Parquet scan's virtual columns (`file_row_index()`) are not encoded,
@@ -279,24 +282,31 @@ impl EmberConverter {
     /// What encoding `plan` alone would lose, if anything.
     fn lost_parts(&self, plan: &Arc<dyn ExecutionPlan>) -> Result<Option<ember_proto::FixupNode>> {
         if let Some(exprs) = window_exprs(plan) {
-            if let Some(filtered) = exprs.iter().find(|e| has_filter(e)) {
-                return Err(DataFusionError::NotImplemented(format!(
-                    "Ember cannot run a window aggregate with FILTER yet ({}): \
-                     datafusion-proto drops the filter; use CASE WHEN inside the aggregate",
-                    filtered.name()
-                )));
-            }
+            let filters = exprs
+                .iter()
+                .map(|e| match (has_filter(e), filter_column(e)) {
+                    (false, _) => Ok(String::new()),
+                    (true, Some(column)) => Ok(column),
+                    (true, None) => Err(DataFusionError::NotImplemented(format!(
+                        "Ember cannot run this window aggregate with FILTER ({}): \
+                         datafusion-proto drops the filter; use CASE WHEN inside the aggregate",
+                        e.name()
+                    ))),
+                })
+                .collect::<Result<Vec<_>>>()?;
             let ignore_nulls: Vec<bool> = exprs.iter().map(standard_ignores_nulls).collect();
             let reversed: Vec<bool> = exprs.iter().map(standard_is_reversed).collect();
-            return Ok(ignore_nulls
-                .iter()
-                .chain(&reversed)
-                .any(|&flag| flag)
-                .then(|| ember_proto::FixupNode {
-                    window_ignore_nulls: ignore_nulls,
-                    window_reversed: reversed,
-                    ..Default::default()
-                }));
+            let filtered = filters.iter().any(|f| !f.is_empty());
+            return Ok(
+                (filtered || ignore_nulls.iter().chain(&reversed).any(|&flag| flag)).then(|| {
+                    ember_proto::FixupNode {
+                        window_ignore_nulls: ignore_nulls,
+                        window_reversed: reversed,
+                        window_filters: if filtered { filters } else { vec![] },
+                        ..Default::default()
+                    }
+                }),
+            );
         }
         if let Some(config) = file_scan_config(plan) {
             let compressed = config.file_compression_type.is_compressed();
@@ -340,18 +350,67 @@ fn window_exprs(plan: &Arc<dyn ExecutionPlan>) -> Option<&[Arc<dyn WindowExpr>]>
         .map(|w| w.window_expr())
 }
 
-/// Does a window aggregate have a `FILTER`? Its `Debug` form is the one
-/// place it shows.
-fn has_filter(expr: &Arc<dyn WindowExpr>) -> bool {
+/// A window aggregate's `Debug` form, the one place its `FILTER` shows
+/// (`None`: not an aggregate).
+fn aggregate_debug(expr: &Arc<dyn WindowExpr>) -> Option<String> {
     let any = expr.as_any();
-    let debug = if let Some(plain) = any.downcast_ref::<PlainAggregateWindowExpr>() {
-        format!("{plain:?}")
-    } else if let Some(sliding) = any.downcast_ref::<SlidingAggregateWindowExpr>() {
-        format!("{sliding:?}")
+    if let Some(plain) = any.downcast_ref::<PlainAggregateWindowExpr>() {
+        Some(format!("{plain:?}"))
     } else {
-        return false;
-    };
-    !debug.ends_with("filter: None }")
+        any.downcast_ref::<SlidingAggregateWindowExpr>()
+            .map(|sliding| format!("{sliding:?}"))
+    }
+}
+
+/// Does a window aggregate have a `FILTER`?
+fn has_filter(expr: &Arc<dyn WindowExpr>) -> bool {
+    aggregate_debug(expr).is_some_and(|debug| !debug.ends_with("filter: None }"))
+}
+
+/// The column a window aggregate is filtered by, when `window_filter` made
+/// its filter one (`Column { name: "__ember_window_filter_0", .. }`).
+fn filter_column(expr: &Arc<dyn WindowExpr>) -> Option<String> {
+    let debug = aggregate_debug(expr)?;
+    let marker = format!(
+        "filter: Some(Column {{ name: \"{}",
+        crate::window_filter::FILTER_COLUMN
+    );
+    let start = debug.rfind(&marker)? + "filter: Some(Column { name: \"".len();
+    let end = start + debug[start..].find('"')?;
+    Some(debug[start..end].to_string())
+}
+
+/// A window aggregate decoded without its filter, filtered again by the
+/// input column `name` ([`filter_column`]).
+fn rebuild_filtered(
+    expr: &Arc<dyn WindowExpr>,
+    input_schema: &SchemaRef,
+    name: &str,
+) -> Result<Arc<dyn WindowExpr>> {
+    let filter = Arc::new(Column::new(name, input_schema.index_of(name)?)) as _;
+    let any = expr.as_any();
+    if let Some(plain) = any.downcast_ref::<PlainAggregateWindowExpr>() {
+        return Ok(Arc::new(PlainAggregateWindowExpr::new(
+            Arc::new(plain.get_aggregate_expr().clone()),
+            plain.partition_by(),
+            plain.order_by(),
+            Arc::clone(plain.get_window_frame()),
+            Some(filter),
+        )));
+    }
+    if let Some(sliding) = any.downcast_ref::<SlidingAggregateWindowExpr>() {
+        return Ok(Arc::new(SlidingAggregateWindowExpr::new(
+            Arc::new(sliding.get_aggregate_expr().clone()),
+            sliding.partition_by(),
+            sliding.order_by(),
+            Arc::clone(sliding.get_window_frame()),
+            Some(filter),
+        )));
+    }
+    Err(DataFusionError::Plan(format!(
+        "a FILTER for window expression {}, which is no aggregate",
+        expr.name()
+    )))
 }
 
 /// The window function (not an aggregate) of a window expression.
@@ -411,14 +470,24 @@ pub fn decode_fixup(
         if reversed.is_empty() {
             reversed = vec![false; exprs.len()];
         }
-        if exprs.len() != fixup.window_ignore_nulls.len() || exprs.len() != reversed.len() {
+        let mut filters = fixup.window_filters.clone();
+        if filters.is_empty() {
+            filters = vec![String::new(); exprs.len()];
+        }
+        if exprs.len() != fixup.window_ignore_nulls.len()
+            || exprs.len() != reversed.len()
+            || exprs.len() != filters.len()
+        {
             return Err(bad(&"window expression count differs"));
         }
         let rebuilt = exprs
             .iter()
             .zip(fixup.window_ignore_nulls.iter().zip(&reversed))
-            .map(|(expr, (&ignore_nulls, &reversed))| {
-                if reversed {
+            .zip(&filters)
+            .map(|((expr, (&ignore_nulls, &reversed)), filter)| {
+                if !filter.is_empty() {
+                    rebuild_filtered(expr, &input_schema, filter)
+                } else if reversed {
                     rebuild_reversed(expr, &input_schema, ignore_nulls)
                 } else if ignore_nulls {
                     rebuild_window_expr(expr, &input_schema, ignore_nulls)

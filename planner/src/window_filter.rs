@@ -5,14 +5,25 @@
 //! operator (see `fidelity`). For an aggregate that skips NULL inputs,
 //! `agg(x) FILTER (WHERE c)` is `agg(CASE WHEN c THEN x END)`: the rows the
 //! filter drops become NULLs the aggregate skips. [`rewrite_window_filters`]
-//! does that on the logical plan, keeping each expression's name; the
-//! aggregates it does not know to skip NULLs keep their filter and are
-//! refused with a clear error when the stage is encoded.
+//! does that on the logical plan, keeping each expression's name. An
+//! aggregate that keeps NULLs (`array_agg`, `first_value` without `IGNORE
+//! NULLS`) keeps its filter, evaluated below the window into a column of its
+//! own ([`FILTER_COLUMN`]`<n>`): a filter that is a named column is
+//! something the encoding can carry (`fidelity` finds it by that name).
+
+use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, TableReference};
 use datafusion::error::Result;
-use datafusion::logical_expr::expr::{Alias, NullTreatment};
-use datafusion::logical_expr::{Expr, LogicalPlan, Window, WindowFunctionDefinition, when};
+use datafusion::logical_expr::expr::{Alias, NullTreatment, WindowFunction};
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, LogicalPlanBuilder, Window, WindowFunctionDefinition, when,
+};
+
+/// The name prefix of the columns that hold the filters of window
+/// aggregates that keep NULLs.
+pub const FILTER_COLUMN: &str = "__ember_window_filter_";
 
 /// Aggregates whose result ignores rows where any argument is NULL.
 const SKIP_NULLS: &[&str] = &[
@@ -47,43 +58,121 @@ const SKIP_NULLS: &[&str] = &[
 const SKIP_NULLS_WHEN_IGNORING: &[&str] = &["first_value", "last_value"];
 
 /// `plan` with every window aggregate `FILTER` that can be expressed in the
-/// aggregate's arguments moved there.
+/// aggregate's arguments moved there, and every other one made a column.
 pub fn rewrite_window_filters(plan: LogicalPlan) -> Result<LogicalPlan> {
+    let mut columns = 0;
     plan.transform_up(|node| {
         let LogicalPlan::Window(window) = node else {
             return Ok(Transformed::no(node));
         };
-        if !window.window_expr.iter().any(rewritable) {
+        if !window.window_expr.iter().any(|e| filter_of(e).is_some()) {
             return Ok(Transformed::no(LogicalPlan::Window(window)));
         }
+        let schema = Arc::clone(&window.schema);
+        let mut filters = vec![];
         let exprs = window
             .window_expr
             .into_iter()
             .map(|expr| {
                 if rewritable(&expr) {
                     without_filter(expr)
+                } else if let Some(filter) = filter_of(&expr) {
+                    let name = format!("{FILTER_COLUMN}{columns}");
+                    columns += 1;
+                    filters.push(filter.clone().alias(&name));
+                    with_filter(expr, Expr::Column(Column::from_name(name)))
                 } else {
                     expr
                 }
             })
             .collect();
-        Ok(Transformed::yes(LogicalPlan::Window(Window::try_new(
-            exprs,
-            window.input,
-        )?)))
+        if filters.is_empty() {
+            return Ok(Transformed::yes(LogicalPlan::Window(Window::try_new(
+                exprs,
+                window.input,
+            )?)));
+        }
+        // The filters as columns below the window, dropped again above it.
+        let input = window
+            .input
+            .schema()
+            .columns()
+            .into_iter()
+            .map(Expr::Column);
+        let input = LogicalPlanBuilder::from(window.input.as_ref().clone())
+            .project(input.chain(filters))?
+            .build()?;
+        let window = LogicalPlan::Window(Window::try_new(exprs, Arc::new(input))?);
+        let plan = LogicalPlanBuilder::from(window)
+            .project(schema.columns().into_iter().map(Expr::Column))?
+            .build()?;
+        Ok(Transformed::yes(plan))
     })
     .map(|t| t.data)
 }
 
+/// The window function of `expr` (itself or under an alias).
+fn window_function(expr: &Expr) -> Option<&WindowFunction> {
+    match expr {
+        Expr::WindowFunction(f) => Some(f),
+        Expr::Alias(Alias { expr, .. }) => match expr.as_ref() {
+            Expr::WindowFunction(f) => Some(f),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The filter of a window aggregate, if it has one.
+fn filter_of(expr: &Expr) -> Option<&Expr> {
+    let function = window_function(expr)?;
+    if !matches!(function.fun, WindowFunctionDefinition::AggregateUDF(_)) {
+        return None;
+    }
+    function.params.filter.as_deref()
+}
+
+/// `expr` (a window aggregate with a filter) filtered by `filter` instead,
+/// under its old name.
+fn with_filter(expr: Expr, filter: Expr) -> Expr {
+    let name = expr.schema_name().to_string();
+    let (mut function, alias) = split_alias(expr);
+    function.params.filter = Some(Box::new(filter));
+    rename(Expr::WindowFunction(function), alias, name)
+}
+
+/// The alias over a window function (its qualifier and name), if any.
+type AliasOf = Option<(Option<TableReference>, String)>;
+
+/// A window function expression and the alias over it.
+fn split_alias(expr: Expr) -> (Box<WindowFunction>, AliasOf) {
+    match expr {
+        Expr::WindowFunction(f) => (f, None),
+        Expr::Alias(Alias {
+            expr,
+            relation,
+            name,
+            ..
+        }) => match *expr {
+            Expr::WindowFunction(f) => (f, Some((relation, name))),
+            _ => unreachable!("only window functions are rewritten"),
+        },
+        _ => unreachable!("only window functions are rewritten"),
+    }
+}
+
+/// `expr` named as before its rewrite: its alias, or its old name.
+fn rename(expr: Expr, alias: AliasOf, name: String) -> Expr {
+    match alias {
+        Some((relation, name)) => expr.alias_qualified(relation, name),
+        None => expr.alias(name),
+    }
+}
+
 /// Is `expr` a window aggregate with a filter this module can move?
 fn rewritable(expr: &Expr) -> bool {
-    let function = match expr {
-        Expr::WindowFunction(f) => f,
-        Expr::Alias(Alias { expr, .. }) => match expr.as_ref() {
-            Expr::WindowFunction(f) => f,
-            _ => return false,
-        },
-        _ => return false,
+    let Some(function) = window_function(expr) else {
+        return false;
     };
     let WindowFunctionDefinition::AggregateUDF(udaf) = &function.fun else {
         return false;
@@ -102,19 +191,7 @@ fn rewritable(expr: &Expr) -> bool {
 /// under its old name.
 fn without_filter(expr: Expr) -> Expr {
     let name = expr.schema_name().to_string();
-    let (mut function, alias) = match expr {
-        Expr::WindowFunction(f) => (f, None),
-        Expr::Alias(Alias {
-            expr,
-            relation,
-            name,
-            ..
-        }) => match *expr {
-            Expr::WindowFunction(f) => (f, Some((relation, name))),
-            _ => unreachable!("rewritable() accepts only window functions"),
-        },
-        _ => unreachable!("rewritable() accepts only window functions"),
-    };
+    let (mut function, alias) = split_alias(expr);
     let filter = function
         .params
         .filter
@@ -128,11 +205,7 @@ fn without_filter(expr: Expr) -> Expr {
                 .expect("CASE with one WHEN and no ELSE")
         })
         .collect();
-    let rewritten = Expr::WindowFunction(function);
-    match alias {
-        Some((relation, name)) => rewritten.alias_qualified(relation, name),
-        None => rewritten.alias(name),
-    }
+    rename(Expr::WindowFunction(function), alias, name)
 }
 
 #[cfg(test)]
@@ -175,6 +248,12 @@ mod tests {
             })
             .unwrap();
         assert_eq!(filters, 1, "only array_agg keeps its filter:\n{rewritten}");
+        assert!(
+            rewritten
+                .to_string()
+                .contains(&format!("FILTER (WHERE {FILTER_COLUMN}0)")),
+            "array_agg's filter is a column:\n{rewritten}"
+        );
 
         let got = ctx
             .execute_logical_plan(rewritten)
