@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
@@ -322,19 +323,65 @@ fn classify_failure(e: &DataFusionError) -> TaskFailure {
             )),
         };
     }
-    // Errors about the query itself fail the same way on every attempt.
-    let retryable = !matches!(
-        e.find_root(),
+    // Errors about the query itself, or about the values it computes (a
+    // cast that cannot be made, a division by zero), fail the same way on
+    // every attempt. I/O, memory and external errors may not.
+    let retryable = match e.find_root() {
         DataFusionError::Plan(_)
-            | DataFusionError::SQL(..)
-            | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_)
-            | DataFusionError::Configuration(_)
-    );
+        | DataFusionError::SQL(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_) => false,
+        DataFusionError::ArrowError(arrow, _) => !matches!(
+            arrow.as_ref(),
+            ArrowError::CastError(_)
+                | ArrowError::DivideByZero
+                | ArrowError::ArithmeticOverflow(_)
+                | ArrowError::InvalidArgumentError(_)
+                | ArrowError::ParseError(_)
+                | ArrowError::SchemaError(_)
+                | ArrowError::NotYetImplemented(_)
+        ),
+        _ => true,
+    };
     TaskFailure {
         message,
         reason: Some(task_failure::Reason::Execution(
             ember_proto::ExecutionError { retryable },
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retryable(e: DataFusionError) -> bool {
+        match classify_failure(&e).reason {
+            Some(task_failure::Reason::Execution(x)) => x.retryable,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_of_the_values_are_not_retried_errors_of_the_place_are() {
+        let arrow = |e| DataFusionError::ArrowError(Box::new(e), None);
+        // The same on every attempt: a cast that cannot be made, a division
+        // by zero, a plan error (also when wrapped).
+        assert!(!retryable(arrow(ArrowError::CastError("no".into()))));
+        assert!(!retryable(arrow(ArrowError::DivideByZero)));
+        assert!(!retryable(DataFusionError::Context(
+            "in a task".into(),
+            Box::new(DataFusionError::Plan("no such column".into()))
+        )));
+        // Perhaps not: I/O, memory, the operators' own execution errors.
+        assert!(retryable(arrow(ArrowError::IoError(
+            "read".into(),
+            std::io::Error::other("reset")
+        ))));
+        assert!(retryable(DataFusionError::ResourcesExhausted(
+            "pool".into()
+        )));
+        assert!(retryable(DataFusionError::Execution("injected".into())));
     }
 }

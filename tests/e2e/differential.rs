@@ -312,6 +312,15 @@ async fn ember_shapes_agree() {
         err.contains("Scalar subquery returned more than one row"),
         "{sql}: {err}"
     );
+    // A value that cannot be cast fails as in DataFusion, and at once: the
+    // task would fail the same way on every attempt.
+    let sql = "SELECT k, CAST(g AS INT) FROM facts";
+    assert_eq!(engines.check(sql).await, Verdict::BothFailed, "{sql}");
+    let err = engines.ember.run_sql(sql).await.unwrap_err().to_string();
+    assert!(
+        err.contains("Cast error") && !err.contains("failed 4 times"),
+        "{sql}: {err}"
+    );
     // Settings a distributed plan depends on keep their value, with a reason,
     // and the session goes on.
     let sql = "SET datafusion.execution.enable_file_stream_work_stealing = true";
