@@ -36,7 +36,7 @@ pub fn encode(
     let messages = batches
         .map(move |batch| {
             let batch = match batch.and_then(|b| {
-                ember_planner::ipc_types::sendable_batch(b, &schema).map_err(FlightError::Arrow)
+                ember_planner::ipc_types::sendable_batch(b).map_err(FlightError::Arrow)
             }) {
                 Ok(batch) => batch,
                 Err(e) => return vec![Err(e)],

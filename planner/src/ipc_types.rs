@@ -64,12 +64,14 @@ pub fn sendable_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-/// `batch` with the schema [`sendable_schema`] gave (`sent`).
-pub fn sendable_batch(batch: RecordBatch, sent: &SchemaRef) -> Result<RecordBatch> {
-    if Arc::ptr_eq(batch.schema_ref(), sent) || batch.schema_ref() == sent {
+/// `batch` as IPC can write it: itself unless a column's type cannot be
+/// written (its own schema decides, nullability included).
+pub fn sendable_batch(batch: RecordBatch) -> Result<RecordBatch> {
+    let sent = sendable_schema(batch.schema_ref());
+    if Arc::ptr_eq(&sent, batch.schema_ref()) {
         return Ok(batch);
     }
-    cast_columns(&batch, sent)
+    cast_columns(&batch, &sent)
 }
 
 /// The schema that was sent as `received`, metadata of ours removed.
@@ -153,7 +155,7 @@ pub fn write_stream<'a>(
     let mut buf = Vec::new();
     let mut writer = StreamWriter::try_new(&mut buf, &sent)?;
     for batch in batches {
-        writer.write(&sendable_batch(batch.clone(), &sent)?)?;
+        writer.write(&sendable_batch(batch.clone())?)?;
     }
     writer.finish()?;
     drop(writer);

@@ -237,7 +237,9 @@ impl Api {
             }
         };
         // What DataFusion answers a query with scalar subqueries says
-        // nullable where their values, substituted, would not.
+        // nullable where their values, substituted, would not. Its
+        // optimized plan says so (constant folding can make a subquery's
+        // column NOT NULL): a second optimization, for such statements only.
         let declared = crate::subqueries::next_scalar_subquery(&plan)
             .and_then(|_| session.datafusion_schema(&plan));
         let plan = self
