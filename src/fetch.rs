@@ -503,7 +503,6 @@ pub(crate) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBa
     if batch.schema_ref() == schema {
         return Ok(batch);
     }
-    let rows = batch.num_rows();
     let misfit = |e: arrow::error::ArrowError| {
         EmberError::Internal(format!(
             "a result batch does not fit the query's schema ({e}): batch {:?}, query {:?}",
@@ -511,23 +510,5 @@ pub(crate) fn conform(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBa
             schema
         ))
     };
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(column, field)| {
-            if column.data_type() == field.data_type() {
-                Ok(Arc::clone(column))
-            } else {
-                arrow::compute::cast(column, field.data_type())
-            }
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(misfit)?;
-    RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        columns,
-        &arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
-    )
-    .map_err(misfit)
+    ember_planner::ipc_types::cast_to_schema(&batch, schema).map_err(misfit)
 }

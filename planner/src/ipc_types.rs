@@ -21,7 +21,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
-use arrow::error::{ArrowError, Result};
+use arrow::error::Result;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -71,7 +71,7 @@ pub fn sendable_batch(batch: RecordBatch) -> Result<RecordBatch> {
     if Arc::ptr_eq(&sent, batch.schema_ref()) {
         return Ok(batch);
     }
-    cast_columns(&batch, &sent)
+    cast_to_schema(&batch, &sent)
 }
 
 /// The schema that was sent as `received`, metadata of ours removed.
@@ -143,7 +143,7 @@ pub fn restored_batch(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBa
         fields,
         batch.schema_ref().metadata().clone(),
     ));
-    cast_columns(&batch, &target)
+    cast_to_schema(&batch, &target)
 }
 
 /// An IPC stream of `batches`, written as [`sendable_schema`] says.
@@ -214,7 +214,7 @@ pub fn sendable_memory_scan(
                         Some(projection) => batch.project(projection)?,
                         None => batch.clone(),
                     };
-                    cast_columns(&batch, &sent)
+                    cast_to_schema(&batch, &sent)
                 })
                 .collect::<Result<Vec<_>>>()
         })
@@ -271,8 +271,9 @@ fn retyped(field: &FieldRef, data_type: DataType) -> FieldRef {
     Arc::new(field.as_ref().clone().with_data_type(data_type))
 }
 
-/// `batch`'s columns cast to the types of `schema`, which it then has.
-fn cast_columns(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+/// `batch`'s columns cast to the types of `schema`, which it then has
+/// (names, nullability and metadata included; the client's `conform` too).
+pub fn cast_to_schema(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     let columns = batch
         .columns()
         .iter()
@@ -290,7 +291,6 @@ fn cast_columns(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> 
         columns,
         &RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
     )
-    .map_err(|e| ArrowError::InvalidArgumentError(format!("cannot send or restore a batch: {e}")))
 }
 
 #[cfg(test)]
