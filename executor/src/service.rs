@@ -35,7 +35,6 @@ use crate::memory::ExecutorPool;
 use crate::shuffle::PeerChannels;
 use crate::store::{ShuffleStore, is_valid_id};
 use crate::task::{Launch, run_and_report};
-use ember_planner::Functions;
 
 /// State shared by the gRPC services, the control stream and the tasks.
 #[derive(Debug)]
@@ -63,8 +62,8 @@ pub(crate) struct Inner {
     /// starved heartbeat would get the executor declared lost).
     pub cpu: tokio::runtime::Handle,
     pub faults: Arc<Faults>,
-    /// User-defined functions tasks may call.
-    pub functions: Functions,
+    /// The functions tasks may call, user-defined ones included.
+    pub functions: crate::task::TaskFunctions,
     pub metrics: crate::metrics::Metrics,
     /// Attached to a scheduler (its control stream is up).
     pub attached: std::sync::atomic::AtomicBool,
@@ -208,7 +207,7 @@ impl Executor {
             task_slots: Arc::new(Semaphore::new(config.slots)),
             cpu: cpu_runtime.handle(),
             faults: Arc::clone(&faults),
-            functions: config.functions.clone(),
+            functions: crate::task::TaskFunctions::new(&config.functions),
             metrics: Default::default(),
             attached: Default::default(),
         });

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 
 use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use ember_planner::Functions;
 use ember_planner::config::{EmberOptions, ember_options};
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
 use ember_planner::{
@@ -224,14 +226,13 @@ async fn run_task(
         job_id: launch.job_id.clone(),
         attempt,
     };
-    let session = task_session(
+    let task_ctx = Arc::new(task_context(
         &launch.settings,
+        &inner.functions,
         Arc::clone(&inner.runtime),
         shuffle,
         identity,
-    )?;
-    inner.functions.register_in(&session);
-    let task_ctx = session.task_ctx();
+    )?);
     let plan = codec::decode_plan(&launch.plan, &task_ctx).map_err(|e| {
         match find_missing_function(&e) {
             // The same on every attempt here: fail the job, saying what to do.
@@ -281,16 +282,32 @@ async fn inject(
     }
 }
 
-/// Builds the session a task runs in: the job's settings, this executor's
-/// runtime (memory pool, spill dirs, object stores), the task's shuffle
-/// service and its identity (file writers name their staging directory
-/// after it).
-pub fn task_session(
+/// The functions a task can call: DataFusion's built-ins and the ones this
+/// executor was built with, gathered once. (A DataFusion session builds and
+/// registers several hundred functions when it is created: measurable per
+/// task, so tasks get a bare [`TaskContext`] holding these instead.)
+#[derive(Debug)]
+pub struct TaskFunctions(Arc<TaskContext>);
+
+impl TaskFunctions {
+    pub fn new(functions: &Functions) -> Self {
+        let session = SessionContext::new();
+        functions.register_in(&session);
+        Self(session.task_ctx())
+    }
+}
+
+/// The context a task runs in: the job's settings, this executor's runtime
+/// (memory pool, spill dirs, object stores), its functions, the task's
+/// shuffle service and its identity (file writers name their staging
+/// directory after it).
+pub fn task_context(
     settings: &HashMap<String, String>,
+    functions: &TaskFunctions,
     runtime: Arc<RuntimeEnv>,
     shuffle: Arc<TaskShuffle>,
     identity: TaskIdentity,
-) -> datafusion::error::Result<SessionContext> {
+) -> datafusion::error::Result<TaskContext> {
     let mut config = SessionConfig::new().with_option_extension(EmberOptions::default());
     for (key, value) in settings {
         config.options_mut().set(key, value)?;
@@ -300,10 +317,21 @@ pub fn task_session(
     let runtime = RuntimeEnvBuilder::from_runtime_env(&runtime)
         .with_object_store_registry(Arc::new(stores))
         .build_arc()?;
+    let session_id = identity.job_id.clone();
     let config = config
         .with_extension(Arc::new(ShuffleContext(shuffle)))
         .with_extension(Arc::new(identity));
-    Ok(SessionContext::new_with_config_rt(config, runtime))
+    let functions = &functions.0;
+    Ok(TaskContext::new(
+        None,
+        session_id,
+        config,
+        functions.scalar_functions().clone(),
+        functions.higher_order_functions().clone(),
+        functions.aggregate_functions().clone(),
+        functions.window_functions().clone(),
+        runtime,
+    ))
 }
 
 /// Turns a task error into the typed failure the scheduler acts on.
