@@ -18,6 +18,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, WindowUDF};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ember_planner::Functions;
@@ -287,13 +288,24 @@ async fn inject(
 /// registers several hundred functions when it is created: measurable per
 /// task, so tasks get a bare [`TaskContext`] holding these instead.)
 #[derive(Debug)]
-pub struct TaskFunctions(Arc<TaskContext>);
+pub struct TaskFunctions {
+    scalar: HashMap<String, Arc<ScalarUDF>>,
+    higher_order: HashMap<String, Arc<HigherOrderUDF>>,
+    aggregate: HashMap<String, Arc<AggregateUDF>>,
+    window: HashMap<String, Arc<WindowUDF>>,
+}
 
 impl TaskFunctions {
     pub fn new(functions: &Functions) -> Self {
         let session = SessionContext::new();
         functions.register_in(&session);
-        Self(session.task_ctx())
+        let all = session.task_ctx();
+        Self {
+            scalar: all.scalar_functions().clone(),
+            higher_order: all.higher_order_functions().clone(),
+            aggregate: all.aggregate_functions().clone(),
+            window: all.window_functions().clone(),
+        }
     }
 }
 
@@ -321,15 +333,14 @@ pub fn task_context(
     let config = config
         .with_extension(Arc::new(ShuffleContext(shuffle)))
         .with_extension(Arc::new(identity));
-    let functions = &functions.0;
     Ok(TaskContext::new(
         None,
         session_id,
         config,
-        functions.scalar_functions().clone(),
-        functions.higher_order_functions().clone(),
-        functions.aggregate_functions().clone(),
-        functions.window_functions().clone(),
+        functions.scalar.clone(),
+        functions.higher_order.clone(),
+        functions.aggregate.clone(),
+        functions.window.clone(),
         runtime,
     ))
 }
