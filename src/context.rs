@@ -68,6 +68,8 @@ pub struct RunningJob {
     pub job_id: String,
     /// The schema its result will have.
     pub schema: SchemaRef,
+    /// Set when the client merges the sorted result partitions.
+    pub(crate) merge: Option<ember_planner::ResultMerge>,
 }
 
 /// Shape of an embedded cluster.
@@ -440,11 +442,15 @@ impl EmberContext {
         let result = self.fetcher.collect(&job.job_id, &mut progress).await;
         // Free the job's data on the executors whatever happened.
         self.fetcher.release(&job.job_id).await;
-        let (status, batches) = result?;
-        let batches = batches
-            .into_iter()
-            .map(|b| crate::fetch::conform(b, &job.schema))
-            .collect::<Result<_>>()?;
+        let (status, partitions) = result?;
+        let batches = match &job.merge {
+            Some(merge) => crate::fetch::merge_partitions(merge, &job.schema, partitions).await?,
+            None => partitions
+                .into_iter()
+                .flatten()
+                .map(|b| crate::fetch::conform(b, &job.schema))
+                .collect::<Result<_>>()?,
+        };
         Ok(QueryResult {
             schema: job.schema,
             batches,
@@ -475,7 +481,7 @@ impl EmberContext {
 
     /// Streams the result of a submitted job (see [`sql_stream`](Self::sql_stream)).
     pub fn stream(&self, job: RunningJob) -> ResultStream {
-        ResultStream::job(self.fetcher.clone(), job.job_id, job.schema)
+        ResultStream::job(self.fetcher.clone(), job)
     }
 
     /// Follows `job` until it succeeds (calling `progress` with every

@@ -184,7 +184,7 @@ impl ExecutionPlan for ClusterExec {
                 .map_err(external)?;
             let stream = match submitted {
                 Submitted::Done(r) => ResultStream::ready(r.schema, r.batches),
-                Submitted::Job(job) => ResultStream::job(fetcher, job.job_id, job.schema),
+                Submitted::Job(job) => ResultStream::job(fetcher, job),
             };
             Ok::<_, DataFusionError>(stream.map_err(external))
         })

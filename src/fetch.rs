@@ -29,6 +29,12 @@ use ember_proto::{
 use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
+use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::{MemoryPool, UnboundedMemoryPool};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use ember_planner::ResultMerge;
+
 use crate::context::{QueryResult, RunningJob, Submitted};
 use crate::error::{EmberError, Result};
 
@@ -88,9 +94,15 @@ impl Fetcher {
             Some(execute_response::Result::Job(job)) => {
                 let schema = ember_planner::codec::schema_from_bytes(&job.schema)
                     .map_err(|e| EmberError::Internal(e.to_string()))?;
+                let merge = job
+                    .merge
+                    .map(|m| ResultMerge::from_proto(&m, &schema))
+                    .transpose()
+                    .map_err(|e| EmberError::Internal(e.to_string()))?;
                 Ok(Submitted::Job(RunningJob {
                     job_id: job.job_id,
                     schema,
+                    merge,
                 }))
             }
             None => Err(EmberError::Internal(
@@ -133,13 +145,13 @@ impl Fetcher {
         )))
     }
 
-    /// Follows the job and collects its whole result, recovering lost
-    /// partitions.
+    /// Follows the job and collects its whole result, partition by
+    /// partition, recovering lost partitions.
     pub async fn collect(
         &self,
         job_id: &str,
         progress: &mut impl FnMut(&JobStatus),
-    ) -> Result<(JobStatus, Vec<RecordBatch>)> {
+    ) -> Result<(JobStatus, Vec<Vec<RecordBatch>>)> {
         let mut status = self.wait(job_id, progress).await?;
         let mut batches = vec![];
         let mut next = 0;
@@ -168,7 +180,7 @@ impl Fetcher {
         &self,
         status: &JobStatus,
         from: u32,
-        batches: &mut Vec<RecordBatch>,
+        batches: &mut Vec<Vec<RecordBatch>>,
     ) -> Result<(), (u32, EmberError)> {
         for r in sorted_results(status, from) {
             let part = async {
@@ -179,7 +191,7 @@ impl Fetcher {
                     .map_err(|e| fetch_error(&r, e.to_string()))
             };
             match part.await {
-                Ok(part) => batches.extend(part.into_iter().filter(|b| b.num_rows() > 0)),
+                Ok(part) => batches.push(part.into_iter().filter(|b| b.num_rows() > 0).collect()),
                 Err(e) => {
                     self.forget_channel(&r.flight_address);
                     return Err((r.partition, e));
@@ -343,24 +355,47 @@ impl ResultStream {
         }
     }
 
-    /// Follows job `job_id` and streams its result.
-    pub(crate) fn job(fetcher: Fetcher, job_id: String, schema: SchemaRef) -> Self {
+    /// Follows `job` and streams its result.
+    pub(crate) fn job(fetcher: Fetcher, job: RunningJob) -> Self {
+        let RunningJob {
+            job_id,
+            schema,
+            merge,
+        } = job;
         let finished = Arc::new(AtomicBool::new(false));
-        let state = StreamState {
+        let recovery = Recovery {
             fetcher: fetcher.clone(),
             job_id: job_id.clone(),
             status: None,
-            next: 0,
-            current: None,
-            delivered: 0,
             recoveries: 0,
-            finished: Arc::clone(&finished),
-            schema: Arc::clone(&schema),
         };
-        let inner = futures::stream::try_unfold(state, StreamState::next_batch);
+        let inner: Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>> = match merge {
+            None => Box::pin(futures::stream::try_unfold(
+                StreamState {
+                    recovery,
+                    next: 0,
+                    current: None,
+                    delivered: 0,
+                    finished: Arc::clone(&finished),
+                    schema: Arc::clone(&schema),
+                },
+                StreamState::next_batch,
+            )),
+            Some(merge) => Box::pin(futures::stream::try_unfold(
+                MergeState {
+                    recovery,
+                    merge,
+                    merged: None,
+                    delivered: 0,
+                    finished: Arc::clone(&finished),
+                    schema: Arc::clone(&schema),
+                },
+                MergeState::next_batch,
+            )),
+        };
         Self {
             schema,
-            inner: Box::pin(inner),
+            inner,
             _job: Some(JobGuard {
                 fetcher,
                 job_id,
@@ -402,16 +437,55 @@ impl Drop for JobGuard {
     }
 }
 
-struct StreamState {
+/// What a result stream needs to have a lost partition recomputed: the
+/// job's last status, and how many times it already did.
+struct Recovery {
     fetcher: Fetcher,
     job_id: String,
     status: Option<JobStatus>,
+    recoveries: usize,
+}
+
+impl Recovery {
+    /// The job's status once it succeeded (waited for the first time).
+    async fn status(&mut self) -> Result<&JobStatus> {
+        if self.status.is_none() {
+            let status = self.fetcher.wait(&self.job_id, &mut |_| {}).await?;
+            self.status = Some(status);
+        }
+        self.status
+            .as_ref()
+            .ok_or_else(|| EmberError::Internal("no job status".into()))
+    }
+
+    /// Partition `partition` could not be fetched (`error`): has it
+    /// recomputed, within the bound on recoveries.
+    async fn recover(&mut self, partition: u32, error: EmberError) -> Result<()> {
+        self.recoveries += 1;
+        let Some(status) = self
+            .status
+            .as_ref()
+            .filter(|_| self.recoveries <= MAX_RESULT_RECOVERIES)
+        else {
+            return Err(error);
+        };
+        let status = self
+            .fetcher
+            .recover(&self.job_id, status, partition, error, &mut |_| {})
+            .await?;
+        self.status = Some(status);
+        Ok(())
+    }
+}
+
+/// Streams the result partitions one after the other.
+struct StreamState {
+    recovery: Recovery,
     /// The partition being read (or to open next).
     next: u32,
     current: Option<(ResultLocation, FlightRecordBatchStream)>,
     /// Rows of the current partition already handed out.
     delivered: usize,
-    recoveries: usize,
     finished: Arc<AtomicBool>,
     /// The schema the client was told; every batch is given it.
     schema: SchemaRef,
@@ -431,19 +505,13 @@ impl StreamState {
                     Some(Err(e)) => {
                         let location = location.clone();
                         self.current = None;
-                        self.fetcher.forget_channel(&location.flight_address);
+                        let fetcher = &self.recovery.fetcher;
+                        fetcher.forget_channel(&location.flight_address);
                         let error = fetch_error(&location, e.to_string());
                         if self.delivered > 0 {
-                            return Err(EmberError::Fetch {
-                                executor: location.executor_id,
-                                message: format!(
-                                    "result partition {} was lost after {} of its rows were delivered; \
-                                     a stream cannot resume it exactly, run the query again ({e})",
-                                    location.partition, self.delivered
-                                ),
-                            });
+                            return Err(cannot_resume(&location, self.delivered, &e));
                         }
-                        self.recover(location.partition, error).await?;
+                        self.recovery.recover(location.partition, error).await?;
                         continue;
                     }
                     None => {
@@ -453,44 +521,203 @@ impl StreamState {
                     }
                 }
             }
-            let status = match &self.status {
-                Some(s) => s,
-                None => {
-                    let status = self.fetcher.wait(&self.job_id, &mut |_| {}).await?;
-                    self.status.insert(status)
-                }
-            };
+            let status = self.recovery.status().await?;
             let Some(location) = sorted_results(status, self.next).into_iter().next() else {
                 self.finished.store(true, Ordering::SeqCst);
                 return Ok(None);
             };
             self.next = location.partition;
             self.delivered = 0;
-            match self.fetcher.open(&location).await {
+            match self.recovery.fetcher.open(&location).await {
                 Ok(stream) => self.current = Some((location, stream)),
                 Err(e) => {
-                    self.fetcher.forget_channel(&location.flight_address);
-                    self.recover(location.partition, e).await?;
+                    self.recovery
+                        .fetcher
+                        .forget_channel(&location.flight_address);
+                    self.recovery.recover(location.partition, e).await?;
                 }
             }
         }
     }
+}
 
-    async fn recover(&mut self, partition: u32, error: EmberError) -> Result<()> {
-        self.recoveries += 1;
-        let Some(status) = self
-            .status
-            .as_ref()
-            .filter(|_| self.recoveries <= MAX_RESULT_RECOVERIES)
-        else {
-            return Err(error);
+/// Streams the result partitions merged into one sorted stream (see
+/// [`ResultMerge`]): every partition is open at once. A partition lost
+/// before any row was handed out is recomputed and the merge starts over;
+/// past that, as with partitions read in order, the stream cannot resume.
+struct MergeState {
+    recovery: Recovery,
+    merge: ResultMerge,
+    merged: Option<SendableRecordBatchStream>,
+    /// Rows already handed out.
+    delivered: usize,
+    finished: Arc<AtomicBool>,
+    schema: SchemaRef,
+}
+
+/// A result partition that failed while being merged, as the merge's error.
+#[derive(Debug)]
+struct LostPartition {
+    location: ResultLocation,
+    error: EmberError,
+}
+
+impl std::fmt::Display for LostPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "result partition {}: {}",
+            self.location.partition, self.error
+        )
+    }
+}
+
+impl std::error::Error for LostPartition {}
+
+impl MergeState {
+    async fn next_batch(mut self) -> Result<Option<(RecordBatch, Self)>> {
+        loop {
+            if let Some(merged) = &mut self.merged {
+                match merged.next().await {
+                    Some(Ok(batch)) if batch.num_rows() == 0 => continue,
+                    Some(Ok(batch)) => {
+                        self.delivered += batch.num_rows();
+                        return Ok(Some((batch, self)));
+                    }
+                    Some(Err(e)) => {
+                        self.merged = None;
+                        let lost = match e.find_root() {
+                            DataFusionError::External(inner) => {
+                                inner.downcast_ref::<LostPartition>()
+                            }
+                            _ => None,
+                        };
+                        let Some(lost) = lost else {
+                            return Err(EmberError::Internal(format!("merging the result: {e}")));
+                        };
+                        let location = lost.location.clone();
+                        self.recovery
+                            .fetcher
+                            .forget_channel(&location.flight_address);
+                        if self.delivered > 0 {
+                            return Err(cannot_resume(&location, self.delivered, &lost.error));
+                        }
+                        let error = fetch_error(&location, lost.error.to_string());
+                        self.recovery.recover(location.partition, error).await?;
+                        continue;
+                    }
+                    None => {
+                        self.finished.store(true, Ordering::SeqCst);
+                        return Ok(None);
+                    }
+                }
+            }
+            let locations = sorted_results(self.recovery.status().await?, 0);
+            let mut streams = Vec::with_capacity(locations.len());
+            for location in locations {
+                match self.recovery.fetcher.open(&location).await {
+                    Ok(stream) => streams.push(partition_stream(location, stream, &self.schema)),
+                    Err(e) => {
+                        self.recovery
+                            .fetcher
+                            .forget_channel(&location.flight_address);
+                        self.recovery.recover(location.partition, e).await?;
+                        break;
+                    }
+                }
+            }
+            let expected = self.recovery.status().await?.results.len();
+            if streams.len() == expected {
+                let merged = self
+                    .merge
+                    .merge(
+                        Arc::clone(&self.schema),
+                        streams,
+                        MERGE_BATCH_ROWS,
+                        &merge_pool(),
+                    )
+                    .map_err(|e| EmberError::Internal(format!("merging the result: {e}")))?;
+                self.merged = Some(merged);
+            }
+        }
+    }
+}
+
+/// Rows per batch of a merged result.
+const MERGE_BATCH_ROWS: usize = 8192;
+
+/// The memory a client's merge accounts its buffers to: the client holds
+/// a few batches per partition, whatever the result's size.
+fn merge_pool() -> Arc<dyn MemoryPool> {
+    Arc::new(UnboundedMemoryPool::default())
+}
+
+/// One result partition as an input of the merge: its batches given the
+/// announced schema; a failure names the partition.
+fn partition_stream(
+    location: ResultLocation,
+    stream: FlightRecordBatchStream,
+    schema: &SchemaRef,
+) -> SendableRecordBatchStream {
+    let announced = Arc::clone(schema);
+    let batches = stream.map(move |item| {
+        let lost = |error: EmberError| {
+            DataFusionError::External(Box::new(LostPartition {
+                location: location.clone(),
+                error,
+            }))
         };
-        let status = self
-            .fetcher
-            .recover(&self.job_id, status, partition, error, &mut |_| {})
-            .await?;
-        self.status = Some(status);
-        Ok(())
+        match item {
+            Ok(batch) => {
+                conform(batch, &announced).map_err(|e| DataFusionError::External(Box::new(e)))
+            }
+            Err(e) => Err(lost(fetch_error(&location, e.to_string()))),
+        }
+    });
+    Box::pin(RecordBatchStreamAdapter::new(Arc::clone(schema), batches))
+}
+
+/// Whole result partitions merged into one sorted result (see
+/// [`ResultMerge`]), each batch given the announced `schema`.
+pub(crate) async fn merge_partitions(
+    merge: &ResultMerge,
+    schema: &SchemaRef,
+    partitions: Vec<Vec<RecordBatch>>,
+) -> Result<Vec<RecordBatch>> {
+    let streams = partitions
+        .into_iter()
+        .map(|batches| {
+            let announced = Arc::clone(schema);
+            let batches = batches.into_iter().map(move |b| {
+                conform(b, &announced).map_err(|e| DataFusionError::External(Box::new(e)))
+            });
+            Box::pin(RecordBatchStreamAdapter::new(
+                Arc::clone(schema),
+                futures::stream::iter(batches),
+            )) as SendableRecordBatchStream
+        })
+        .collect();
+    let failed = |e: DataFusionError| EmberError::Internal(format!("merging the result: {e}"));
+    merge
+        .merge(Arc::clone(schema), streams, MERGE_BATCH_ROWS, &merge_pool())
+        .map_err(failed)?
+        .try_collect()
+        .await
+        .map_err(failed)
+}
+
+fn cannot_resume(
+    location: &ResultLocation,
+    delivered: usize,
+    e: &dyn std::fmt::Display,
+) -> EmberError {
+    EmberError::Fetch {
+        executor: location.executor_id.clone(),
+        message: format!(
+            "result partition {} was lost after {delivered} rows of the result were delivered; \
+             a stream cannot resume it exactly, run the query again ({e})",
+            location.partition
+        ),
     }
 }
 

@@ -166,6 +166,9 @@ pub struct EmberOptions {
     /// Deal Parquet scans' row groups to partitions by rows
     /// ([`balance_scans`](crate::balance::balance_scans)).
     pub balance_scans: bool,
+    /// Let the client merge a sorted result's partitions instead of a last
+    /// stage on the cluster ([`ResultMerge`](crate::ResultMerge)).
+    pub merge_on_client: bool,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
     /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
@@ -180,6 +183,7 @@ impl Default for EmberOptions {
             stage_max_attempts: 4,
             inline_result_max_rows: 100_000,
             balance_scans: true,
+            merge_on_client: true,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
         }
@@ -233,6 +237,11 @@ impl EmberOptions {
                 "balance_scans".to_string(),
                 Some(self.balance_scans.to_string()),
                 "Split Parquet scans among tasks by rows, in whole row groups, instead of by bytes.",
+            ),
+            (
+                "merge_on_client".to_string(),
+                Some(self.merge_on_client.to_string()),
+                "The client merges a sorted result's partitions, instead of a last stage on the cluster.",
             ),
         ];
         for (field, value) in self.s3.fields(expose) {
@@ -301,6 +310,7 @@ impl ExtensionOptions for EmberOptions {
             "stage_max_attempts" => self.stage_max_attempts = parse(key, value)?,
             "inline_result_max_rows" => self.inline_result_max_rows = parse(key, value)?,
             "balance_scans" => self.balance_scans = parse(key, value)?,
+            "merge_on_client" => self.merge_on_client = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];
                 let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {

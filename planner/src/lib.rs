@@ -33,6 +33,7 @@ pub mod ipc_types;
 pub mod joins;
 pub mod logging;
 pub mod object_stores;
+pub mod result_merge;
 pub mod scalar_subquery;
 pub mod shuffle;
 mod shuffle_reader;
@@ -47,6 +48,7 @@ pub mod write;
 
 pub use error::{FetchFailedError, PlannerError, find_fetch_failure};
 pub use functions::{Functions, MissingFunction, find_missing_function};
+pub use result_merge::ResultMerge;
 pub use shuffle::{
     MapOutputLocation, MapOutputSink, MapOutputStats, ShuffleContext, ShuffleService,
 };

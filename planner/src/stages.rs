@@ -41,6 +41,7 @@ use datafusion::physical_plan::{
 
 use crate::error::Result;
 use crate::joins::distribute_joins;
+use crate::result_merge::ResultMerge;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
 use crate::write::{FileWriteExec, WriteTarget, distribute_write};
@@ -65,6 +66,9 @@ pub struct StageDag {
     stages: Vec<Stage>,
     /// Set when the job writes files (see [`crate::write`]).
     write: Option<WriteTarget>,
+    /// Set when the client merges the final stage's sorted partitions
+    /// (see [`StageDag::merge_on_client`]).
+    result_merge: Option<ResultMerge>,
 }
 
 impl StageDag {
@@ -86,7 +90,43 @@ impl StageDag {
         Ok(Self {
             stages: cutter.stages,
             write,
+            result_merge: None,
         })
+    }
+
+    /// Hands the query's last merge to the client (see [`ResultMerge`]):
+    /// when the final stage only merges the sorted partitions of the stage
+    /// before it, by plain columns, that stage becomes the final one and
+    /// the merge is returned, for the client to do. Otherwise nothing
+    /// changes. Only for jobs whose result a client reads through
+    /// [`ResultMerge::merge`].
+    pub fn merge_on_client(&mut self) -> Option<&ResultMerge> {
+        if self.write.is_some() || self.result_merge.is_some() || self.stages.len() < 2 {
+            return self.result_merge.as_ref();
+        }
+        let last = self.final_stage();
+        let merge = last
+            .plan
+            .children()
+            .first()
+            .and_then(|p| p.downcast_ref::<SortPreservingMergeExec>())?;
+        let reader = merge.input().downcast_ref::<ShuffleReaderExec>()?;
+        let input = &self.stages[self.stages.len() - 2];
+        // The merge reads, pass-through, every partition of the stage just
+        // before it, and nothing else.
+        if reader.hashed() || reader.stage_id() != input.id || input.buckets != 1 {
+            return None;
+        }
+        let result_merge = ResultMerge::of(merge)?;
+        self.stages.pop();
+        self.result_merge = Some(result_merge);
+        self.result_merge.as_ref()
+    }
+
+    /// The merge the client does, if [`merge_on_client`](Self::merge_on_client)
+    /// handed it one.
+    pub fn result_merge(&self) -> Option<&ResultMerge> {
+        self.result_merge.as_ref()
     }
 
     pub fn stages(&self) -> &[Stage] {
@@ -116,6 +156,15 @@ impl StageDag {
         annotate: impl Fn(u32) -> Option<String>,
     ) -> String {
         let mut out = String::new();
+        if let Some(merge) = &self.result_merge {
+            let _ = writeln!(
+                out,
+                "Client: merges the {} sorted partitions of stage {}",
+                self.final_stage().partitions,
+                self.final_stage().id
+            );
+            let _ = writeln!(out, "  {}", merge.display());
+        }
         for stage in self.stages.iter().rev() {
             let reads = if stage.inputs.is_empty() {
                 "reads from: sources".to_string()
@@ -275,5 +324,79 @@ fn collect_reader_stages(plan: &Arc<dyn ExecutionPlan>, out: &mut BTreeSet<u32>)
     }
     for child in plan.children() {
         collect_reader_stages(child, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int32Array, RecordBatch};
+    use datafusion::datasource::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    async fn dag(sql: &str) -> StageDag {
+        let ctx = SessionContext::new_with_config(crate::config::distributed_session_config(2));
+        let batch = |a: Vec<i32>| {
+            RecordBatch::try_from_iter([("a", Arc::new(Int32Array::from(a)) as ArrayRef)]).unwrap()
+        };
+        let t = MemTable::try_new(
+            batch(vec![]).schema(),
+            vec![
+                vec![batch((0..10).collect())],
+                vec![batch((5..20).collect())],
+            ],
+        )
+        .unwrap();
+        ctx.register_table("t", Arc::new(t)).unwrap();
+        let plan = crate::test_util::physical_plan(&ctx, sql).await;
+        StageDag::cut(plan, 2).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_final_merge_by_columns_is_handed_to_the_client_with_its_limit() {
+        let mut dag =
+            dag("SELECT a, count(*) AS c FROM t GROUP BY a ORDER BY c DESC, a LIMIT 3").await;
+        let stages = dag.stages().len();
+        let merge = dag.merge_on_client().cloned().unwrap();
+        assert_eq!(dag.stages().len(), stages - 1);
+        let names: Vec<(&str, bool)> = merge
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.descending))
+            .collect();
+        assert_eq!(names, [("c", true), ("a", false)]);
+        assert_eq!(merge.fetch, Some(3));
+        // The new final stage writes its sorted partitions as they are.
+        assert_eq!(dag.final_stage().buckets, 1);
+        assert_eq!(dag.final_stage().partitions, 2);
+        assert!(
+            dag.display(false)
+                .starts_with("Client: merges the 2 sorted partitions")
+        );
+        // Asking again changes nothing.
+        assert_eq!(dag.merge_on_client(), Some(&merge));
+        assert_eq!(dag.stages().len(), stages - 1);
+    }
+
+    #[tokio::test]
+    async fn other_final_stages_stay_on_the_cluster() {
+        for sql in [
+            "SELECT a, count(*) FROM t GROUP BY a",
+            "SELECT count(*) FROM t",
+            // A sort by an expression: the client evaluates none.
+            "SELECT a FROM t ORDER BY a % 7, a",
+        ] {
+            let mut dag = dag(sql).await;
+            let stages = dag.stages().len();
+            assert!(
+                dag.merge_on_client().is_none(),
+                "{sql}\n{}",
+                dag.display(false)
+            );
+            assert_eq!(dag.stages().len(), stages, "{sql}");
+        }
     }
 }

@@ -162,6 +162,9 @@ pub struct Job {
     pub submitted_at: std::time::SystemTime,
     /// Each stage's physical plan as text (for people).
     pub stage_plans: Vec<String>,
+    /// The rows the client keeps of the final stage's output, when it
+    /// merges a sorted result with a limit (see `ResultMerge`).
+    pub result_limit: Option<u64>,
     events: Vec<JobEvent>,
     events_dropped: u32,
 }
@@ -217,6 +220,7 @@ impl Job {
             description: String::new(),
             submitted_at: std::time::SystemTime::now(),
             stage_plans: vec![],
+            result_limit: None,
             events: vec![],
             events_dropped: 0,
         }
@@ -235,6 +239,7 @@ impl Job {
                     .to_string()
             })
             .collect();
+        self.result_limit = dag.result_merge().and_then(|m| m.fetch).map(|f| f as u64);
         self
     }
 
@@ -939,6 +944,7 @@ mod tests {
             description: String::new(),
             submitted_at: std::time::SystemTime::now(),
             stage_plans: vec![],
+            result_limit: None,
             events: vec![],
             events_dropped: 0,
         }

@@ -194,7 +194,8 @@ impl JobView {
             .collect();
         let state = state_name(status.state);
         let result_rows = if state == "succeeded" {
-            stages.last().map_or(0, |s| s.output_rows)
+            let rows = stages.last().map_or(0, |s| s.output_rows);
+            job.result_limit.map_or(rows, |limit| rows.min(limit))
         } else {
             0
         };

@@ -239,8 +239,10 @@ impl Api {
         // What DataFusion answers a query with scalar subqueries says
         // nullable where their values, substituted, would not. Its
         // optimized plan says so (constant folding can make a subquery's
-        // column NOT NULL): a second optimization, for such statements only.
+        // column NOT NULL): a second optimization, for such statements only,
+        // and only where a subquery's value can reach an output column.
         let declared = crate::subqueries::next_scalar_subquery(&plan)
+            .filter(|_| crate::subqueries::may_reach_outputs(&plan))
             .and_then(|_| session.datafusion_schema(&plan));
         let plan = self
             .run_scalar_subqueries(&session, plan, &description)
@@ -252,7 +254,7 @@ impl Api {
                 batches,
             } => inline_response(has_result_set, &schema, &batches),
             Planned::Job {
-                dag,
+                mut dag,
                 schema,
                 settings,
             } => {
@@ -260,19 +262,31 @@ impl Api {
                     Some(declared) => crate::subqueries::nullable_as(&schema, &declared),
                     None => schema,
                 };
+                // The client reads the result: it does the last merge.
+                let merge = if ember_options(session.ctx.state().config()).merge_on_client {
+                    dag.merge_on_client().map(|m| m.to_proto())
+                } else {
+                    None
+                };
                 let id = self.submit_job(&session, &dag, settings, description)?;
                 Ok(ExecuteResponse {
                     result: Some(execute_response::Result::Job(JobAccepted {
                         job_id: id,
                         schema: schema_to_bytes(&schema)?,
+                        merge,
                     })),
                 })
             }
             Planned::Analyze {
-                dag,
+                mut dag,
                 settings,
                 verbose,
             } => {
+                // As the query would run for a client (whose merge of the
+                // sorted result nobody needs here).
+                if ember_options(session.ctx.state().config()).merge_on_client {
+                    dag.merge_on_client();
+                }
                 let id = self.submit_job(&session, &dag, settings, description)?;
                 let last = self.wait_for_end(&id).await?;
                 // The rows themselves are not wanted: free them now.

@@ -355,7 +355,11 @@ impl Session {
         match &plan {
             LogicalPlan::Explain(explain) => {
                 let physical = self.physical_plan(&explain.plan).await?;
-                let dag = StageDag::cut(physical, self.target_partitions())?;
+                let mut dag = StageDag::cut(physical, self.target_partitions())?;
+                // As it runs for a client.
+                if ember_options(self.ctx.state().config()).merge_on_client {
+                    dag.merge_on_client();
+                }
                 let mut rows = vec![(
                     "logical_plan".to_string(),
                     explain.plan.display_indent().to_string(),

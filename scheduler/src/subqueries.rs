@@ -53,6 +53,35 @@ pub fn next_scalar_subquery(plan: &LogicalPlan) -> Option<Subquery> {
     found
 }
 
+/// Whether substituting values for `plan`'s uncorrelated scalar subqueries
+/// can change what its output columns may hold, and so their nullability:
+/// `false` when every such subquery stands in a filter (`WHERE`, `HAVING`),
+/// whose value never reaches a column. Only then can the second, nullability
+/// only, optimization of the statement be skipped.
+pub fn may_reach_outputs(plan: &LogicalPlan) -> bool {
+    let mut reaches = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if matches!(node, LogicalPlan::Filter(_)) {
+            return Ok(TreeNodeRecursion::Continue);
+        }
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if matches!(e, Expr::ScalarSubquery(s) if s.outer_ref_columns.is_empty()) {
+                    reaches = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })?;
+        Ok(if reaches {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    reaches
+}
+
 /// `plan` with every occurrence of `subquery` replaced by `value`, each
 /// changed expression keeping its name.
 pub fn substitute(
@@ -227,6 +256,34 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(text.contains("| 2 ") && text.contains("| 4 "), "{text}");
+    }
+
+    #[tokio::test]
+    async fn only_subqueries_outside_filters_can_reach_output_columns() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (x BIGINT) AS VALUES (1), (2), (3)")
+            .await
+            .unwrap();
+        let reaches = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move {
+                let plan = ctx.state().create_logical_plan(sql).await.unwrap();
+                may_reach_outputs(&plan)
+            }
+        };
+        assert!(!reaches("SELECT x FROM t WHERE x > (SELECT avg(x) FROM t)").await);
+        assert!(
+            !reaches(
+                "SELECT x, count(*) FROM t GROUP BY x HAVING count(*) > (SELECT min(x) FROM t)"
+            )
+            .await
+        );
+        assert!(reaches("SELECT x + (SELECT max(x) FROM t) FROM t").await);
+        assert!(reaches("SELECT sum(x * (SELECT max(x) FROM t)) FROM t").await);
+        assert!(
+            reaches("SELECT x FROM t WHERE x > (SELECT max(x) + (SELECT min(x) FROM t) FROM t)")
+                .await
+        );
     }
 
     #[test]

@@ -62,6 +62,30 @@ async fn a_streamed_result_equals_the_collected_one() {
         rows(&ctx.run_sql(small).await.unwrap().batches),
         true,
     );
+
+    // A sorted result over several partitions: the client merges them,
+    // streamed and collected alike, with and without a limit.
+    for sorted in [
+        "SELECT l_orderkey, l_linenumber, l_comment FROM lineitem WHERE l_orderkey < 30000 \
+         ORDER BY l_orderkey DESC, l_linenumber",
+        "SELECT o_orderkey, o_totalprice FROM orders ORDER BY o_totalprice DESC, o_orderkey LIMIT 25",
+    ] {
+        let explain = ctx.run_sql(&format!("EXPLAIN {sorted}")).await.unwrap();
+        let plan = rows(&explain.batches).concat().join("\n");
+        assert!(plan.contains("Client: merges the "), "{plan}");
+        let streamed: Vec<_> = ctx
+            .sql_stream(sorted)
+            .await
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
+            .await;
+        let collected = ctx.run_sql(sorted).await.unwrap();
+        let expected = crate::common::oracle_rows(sorted).await;
+        assert!(expected.len() >= 25, "{sorted}: {} rows", expected.len());
+        assert_same(sorted, rows(&streamed), expected.clone(), true);
+        assert_same(sorted, rows(&collected.batches), expected, true);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
