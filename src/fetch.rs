@@ -38,6 +38,9 @@ use ember_planner::ResultMerge;
 use crate::context::{QueryResult, RunningJob, Submitted};
 use crate::error::{EmberError, Result};
 
+/// How many result partitions a collected result fetches at once.
+const CONCURRENT_RESULT_FETCHES: usize = 4;
+
 /// How many times one query's result fetch may lose a partition and wait
 /// for it to be recomputed before the query fails.
 const MAX_RESULT_RECOVERIES: usize = 8;
@@ -182,15 +185,22 @@ impl Fetcher {
         from: u32,
         batches: &mut Vec<Vec<RecordBatch>>,
     ) -> Result<(), (u32, EmberError)> {
-        for r in sorted_results(status, from) {
-            let part = async {
-                self.open(&r)
-                    .await?
-                    .try_collect::<Vec<RecordBatch>>()
-                    .await
-                    .map_err(|e| fetch_error(&r, e.to_string()))
-            };
-            match part.await {
+        // A few partitions are fetched at once (each from its own executor,
+        // most often), and taken in order.
+        let mut parts = futures::stream::iter(sorted_results(status, from))
+            .map(|r| async move {
+                let part = async {
+                    self.open(&r)
+                        .await?
+                        .try_collect::<Vec<RecordBatch>>()
+                        .await
+                        .map_err(|e| fetch_error(&r, e.to_string()))
+                };
+                (part.await, r)
+            })
+            .buffered(CONCURRENT_RESULT_FETCHES);
+        while let Some((part, r)) = parts.next().await {
+            match part {
                 Ok(part) => batches.push(part.into_iter().filter(|b| b.num_rows() > 0).collect()),
                 Err(e) => {
                     self.forget_channel(&r.flight_address);
@@ -613,9 +623,16 @@ impl MergeState {
                 }
             }
             let locations = sorted_results(self.recovery.status().await?, 0);
-            let mut streams = Vec::with_capacity(locations.len());
-            for location in locations {
-                match self.recovery.fetcher.open(&location).await {
+            let fetcher = &self.recovery.fetcher;
+            // Every partition is opened at once: the merge needs them all.
+            let opened = futures::future::join_all(locations.into_iter().map(|location| async {
+                let stream = fetcher.open(&location).await;
+                (stream, location)
+            }))
+            .await;
+            let mut streams = Vec::with_capacity(opened.len());
+            for (stream, location) in opened {
+                match stream {
                     Ok(stream) => streams.push(partition_stream(location, stream, &self.schema)),
                     Err(e) => {
                         self.recovery

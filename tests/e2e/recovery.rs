@@ -138,6 +138,48 @@ async fn executor_killed_after_success_while_the_client_fetches_the_result() {
     queries_survive("kill@serve-result:times=1", &[JobEventKind::ResultLost]).await;
 }
 
+/// A sorted result streamed to the client, which merges its partitions
+/// (all open at once): the executor serving one of them dies before the
+/// first row is handed out. The lost partition is recomputed and the merge
+/// starts over; the client gets every row once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streamed_sorted_result_survives_an_executor_killed_while_serving_it() {
+    use futures::TryStreamExt;
+
+    let mut cluster = ProcessCluster::start(3, "kill@serve-result:times=1", &[]);
+    let ctx = cluster.session(3).await;
+    register_tpch(&ctx).await;
+    let sql = "SELECT o_orderkey, o_custkey, o_totalprice FROM orders \
+               ORDER BY o_totalprice DESC, o_orderkey";
+    let expected = oracle_rows(sql).await;
+    let plan = ctx.run_sql(&format!("EXPLAIN {sql}")).await.unwrap();
+    assert!(
+        rows(&plan.batches)
+            .concat()
+            .join("\n")
+            .contains("Client: merges"),
+        "the client should merge this result"
+    );
+    cluster.reset_faults();
+    let stream = ctx.sql_stream(sql).await.unwrap();
+    let batches: Vec<_> = tokio::time::timeout(Duration::from_secs(120), stream.try_collect())
+        .await
+        .expect("the stream hung after an executor died")
+        .unwrap_or_else(|e| panic!("the stream must survive: {e}"));
+    assert_same("streamed sorted orders", rows(&batches), expected, true);
+    assert_eq!(
+        cluster.replace_dead_executors(),
+        1,
+        "the fault should have killed exactly one executor"
+    );
+    // The merge noticed the loss and had the partition recomputed.
+    let log = cluster.scheduler_log_text();
+    assert!(
+        log.contains("client could not fetch a result partition"),
+        "no lost result partition reported:\n{log}"
+    );
+}
+
 /// An executor cut off from the scheduler (its control stream ends, its
 /// reports are held) is declared lost and its work re-run; when it comes
 /// back, it re-registers and delivers the report of its old attempt late.
