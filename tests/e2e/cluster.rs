@@ -66,6 +66,8 @@ pub struct ProcessCluster {
     /// `RUST_LOG` of every process (default: info for the scheduler, warn
     /// for executors).
     log_level: Option<String>,
+    /// Where the latest scheduler start's output begins in its log.
+    scheduler_log_start: usize,
 }
 
 impl ProcessCluster {
@@ -123,6 +125,7 @@ impl ProcessCluster {
             faults_dir: tempfile::tempdir().unwrap(),
             logs: tempfile::tempdir().unwrap(),
             log_level,
+            scheduler_log_start: 0,
         };
         cluster.start_scheduler();
         for _ in 0..executors {
@@ -138,6 +141,7 @@ impl ProcessCluster {
             .append(true)
             .open(self.scheduler_log())
             .unwrap();
+        self.scheduler_log_start = log.metadata().map_or(0, |m| m.len() as usize);
         let child = self
             .scheduler_program
             .command()
@@ -261,8 +265,10 @@ impl ProcessCluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.scheduler_log_text();
-            // The latest start's line (a restarted scheduler appends).
-            if let Some(url) = log
+            // The latest start's line: a restarted scheduler appends, and its
+            // gRPC port may answer before it prints its HTTP address.
+            let latest = log.get(self.scheduler_log_start..).unwrap_or_default();
+            if let Some(url) = latest
                 .lines()
                 .rev()
                 .find_map(|l| l.split("REST API and metrics on ").nth(1))
