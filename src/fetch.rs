@@ -81,6 +81,7 @@ impl Fetcher {
             .execute(ExecuteRequest {
                 session_id: session_id.to_string(),
                 query: Some(query),
+                merges_results: true,
             })
             .await?
             .into_inner();

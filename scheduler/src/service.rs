@@ -262,8 +262,11 @@ impl Api {
                     Some(declared) => crate::subqueries::nullable_as(&schema, &declared),
                     None => schema,
                 };
-                // The client reads the result: it does the last merge.
-                let merge = if ember_options(session.ctx.state().config()).merge_on_client {
+                // The client reads the result: it does the last merge, if
+                // it can (older clients cannot).
+                let merge = if req.merges_results
+                    && ember_options(session.ctx.state().config()).merge_on_client
+                {
                     dag.merge_on_client().map(|m| m.to_proto())
                 } else {
                     None

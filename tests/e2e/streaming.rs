@@ -177,3 +177,51 @@ async fn a_ten_million_row_stream_keeps_client_memory_bounded() {
         "the client peaked at {peak} MiB for a {result_mib} MiB result"
     );
 }
+
+/// A client that does not say it merges sorted results (an older one) gets
+/// its result merged on the cluster: one partition, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_cannot_merge_gets_a_result_merged_on_the_cluster() {
+    use ember_proto::scheduler_service_client::SchedulerServiceClient;
+    use ember_proto::{CreateSessionRequest, ExecuteRequest, execute_request, execute_response};
+
+    let ctx = tpch_cluster(2).await;
+    let mut scheduler = SchedulerServiceClient::connect(ctx.url().to_string())
+        .await
+        .unwrap();
+    let session_id = scheduler
+        .create_session(CreateSessionRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .session_id;
+    for stmt in ember::tpch::create_table_statements(crate::common::tpch_dir()) {
+        scheduler
+            .execute(ExecuteRequest {
+                session_id: session_id.clone(),
+                query: Some(execute_request::Query::Sql(stmt)),
+                merges_results: false,
+            })
+            .await
+            .unwrap();
+    }
+    let sorted = "SELECT o_orderkey FROM orders ORDER BY o_orderkey DESC";
+    for merges in [false, true] {
+        let response = scheduler
+            .execute(ExecuteRequest {
+                session_id: session_id.clone(),
+                query: Some(execute_request::Query::Sql(sorted.into())),
+                merges_results: merges,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let Some(execute_response::Result::Job(job)) = response.result else {
+            panic!("a job was expected: {response:?}");
+        };
+        assert_eq!(job.merge.is_some(), merges, "merges_results = {merges}");
+        let _ = scheduler
+            .release_job(ember_proto::ReleaseJobRequest { job_id: job.job_id })
+            .await;
+    }
+}
