@@ -632,6 +632,7 @@ impl MergeState {
             }))
             .await;
             let mut streams = Vec::with_capacity(opened.len());
+            let mut recomputed = false;
             for (stream, location) in opened {
                 match stream {
                     Ok(stream) => streams.push(partition_stream(location, stream, &self.schema)),
@@ -640,23 +641,25 @@ impl MergeState {
                             .fetcher
                             .forget_channel(&location.flight_address);
                         self.recovery.recover(location.partition, e).await?;
+                        recomputed = true;
                         break;
                     }
                 }
             }
-            let expected = self.recovery.status().await?.results.len();
-            if streams.len() == expected {
-                let merged = self
-                    .merge
-                    .merge(
-                        Arc::clone(&self.schema),
-                        streams,
-                        MERGE_BATCH_ROWS,
-                        &merge_pool(),
-                    )
-                    .map_err(|e| EmberError::Internal(format!("merging the result: {e}")))?;
-                self.merged = Some(merged);
+            if recomputed {
+                // Open them all again, from the status that has it back.
+                continue;
             }
+            let merged = self
+                .merge
+                .merge(
+                    Arc::clone(&self.schema),
+                    streams,
+                    MERGE_BATCH_ROWS,
+                    &merge_pool(),
+                )
+                .map_err(|e| EmberError::Internal(format!("merging the result: {e}")))?;
+            self.merged = Some(merged);
         }
     }
 }

@@ -128,8 +128,10 @@ impl ResultMerge {
         })
     }
 
-    /// The sort key as DataFusion's ordering.
-    pub fn ordering(&self) -> LexOrdering {
+    /// The sort key as DataFusion's ordering (an error for a merge without
+    /// columns, which [`of`](Self::of) and [`from_proto`](Self::from_proto)
+    /// never build).
+    pub fn ordering(&self) -> Result<LexOrdering> {
         let exprs = self.columns.iter().map(|c| {
             PhysicalSortExpr::new(
                 Arc::new(Column::new(&c.name, c.index)),
@@ -139,8 +141,8 @@ impl ResultMerge {
                 },
             )
         });
-        // `of` and `from_proto` never build a merge without columns.
-        LexOrdering::new(exprs).expect("a result merge has at least one column")
+        LexOrdering::new(exprs)
+            .ok_or_else(|| DataFusionError::Plan("a result merge with no sort column".into()))
     }
 
     /// One sorted stream of `streams` (each sorted by this merge's key, each
@@ -156,7 +158,7 @@ impl ResultMerge {
         StreamingMergeBuilder::new()
             .with_streams(streams)
             .with_schema(schema)
-            .with_expressions(&self.ordering())
+            .with_expressions(&self.ordering()?)
             .with_metrics(BaselineMetrics::new(&metrics, 0))
             .with_batch_size(batch_size)
             .with_fetch(self.fetch)
