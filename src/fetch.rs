@@ -604,7 +604,7 @@ impl MergeState {
                             _ => None,
                         };
                         let Some(lost) = lost else {
-                            return Err(EmberError::Internal(format!("merging the result: {e}")));
+                            return Err(merge_failed(e));
                         };
                         let location = lost.location.clone();
                         self.recovery
@@ -650,16 +650,7 @@ impl MergeState {
                 // Open them all again, from the status that has it back.
                 continue;
             }
-            let merged = self
-                .merge
-                .merge(
-                    Arc::clone(&self.schema),
-                    streams,
-                    MERGE_BATCH_ROWS,
-                    &merge_pool(),
-                )
-                .map_err(|e| EmberError::Internal(format!("merging the result: {e}")))?;
-            self.merged = Some(merged);
+            self.merged = Some(merge_streams(&self.merge, &self.schema, streams)?);
         }
     }
 }
@@ -667,10 +658,27 @@ impl MergeState {
 /// Rows per batch of a merged result.
 const MERGE_BATCH_ROWS: usize = 8192;
 
-/// The memory a client's merge accounts its buffers to: the client holds
+/// `streams` (each sorted, each of `schema`) merged into one sorted stream.
+/// The merge's buffers are accounted to a pool of its own: the client holds
 /// a few batches per partition, whatever the result's size.
-fn merge_pool() -> Arc<dyn MemoryPool> {
-    Arc::new(UnboundedMemoryPool::default())
+fn merge_streams(
+    merge: &ResultMerge,
+    schema: &SchemaRef,
+    streams: Vec<SendableRecordBatchStream>,
+) -> Result<SendableRecordBatchStream> {
+    let pool: Arc<dyn MemoryPool> = Arc::new(UnboundedMemoryPool::default());
+    merge
+        .merge(Arc::clone(schema), streams, MERGE_BATCH_ROWS, &pool)
+        .map_err(merge_failed)
+}
+
+fn merge_failed(e: DataFusionError) -> EmberError {
+    EmberError::Internal(format!("merging the result: {e}"))
+}
+
+/// `batch` given the announced `schema`, as a merge input's item.
+fn conformed(batch: RecordBatch, schema: &SchemaRef) -> datafusion::error::Result<RecordBatch> {
+    conform(batch, schema).map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
 /// One result partition as an input of the merge: its batches given the
@@ -689,9 +697,7 @@ fn partition_stream(
             }))
         };
         match item {
-            Ok(batch) => {
-                conform(batch, &announced).map_err(|e| DataFusionError::External(Box::new(e)))
-            }
+            Ok(batch) => conformed(batch, &announced),
             Err(e) => Err(lost(fetch_error(&location, e.to_string()))),
         }
     });
@@ -709,22 +715,17 @@ pub(crate) async fn merge_partitions(
         .into_iter()
         .map(|batches| {
             let announced = Arc::clone(schema);
-            let batches = batches.into_iter().map(move |b| {
-                conform(b, &announced).map_err(|e| DataFusionError::External(Box::new(e)))
-            });
+            let batches = batches.into_iter().map(move |b| conformed(b, &announced));
             Box::pin(RecordBatchStreamAdapter::new(
                 Arc::clone(schema),
                 futures::stream::iter(batches),
             )) as SendableRecordBatchStream
         })
         .collect();
-    let failed = |e: DataFusionError| EmberError::Internal(format!("merging the result: {e}"));
-    merge
-        .merge(Arc::clone(schema), streams, MERGE_BATCH_ROWS, &merge_pool())
-        .map_err(failed)?
+    merge_streams(merge, schema, streams)?
         .try_collect()
         .await
-        .map_err(failed)
+        .map_err(merge_failed)
 }
 
 fn cannot_resume(
@@ -735,7 +736,7 @@ fn cannot_resume(
     EmberError::Fetch {
         executor: location.executor_id.clone(),
         message: format!(
-            "result partition {} was lost after {delivered} rows of the result were delivered; \
+            "result partition {} was lost after {delivered} rows were delivered; \
              a stream cannot resume it exactly, run the query again ({e})",
             location.partition
         ),

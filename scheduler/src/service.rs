@@ -264,10 +264,8 @@ impl Api {
                 };
                 // The client reads the result: it does the last merge, if
                 // it can (older clients cannot).
-                let merge = if req.merges_results
-                    && ember_options(session.ctx.state().config()).merge_on_client
-                {
-                    dag.merge_on_client().map(|m| m.to_proto())
+                let merge = if req.merges_results {
+                    session.merge_on_client(&mut dag).map(|m| m.to_proto())
                 } else {
                     None
                 };
@@ -287,9 +285,7 @@ impl Api {
             } => {
                 // As the query would run for a client (whose merge of the
                 // sorted result nobody needs here).
-                if ember_options(session.ctx.state().config()).merge_on_client {
-                    dag.merge_on_client();
-                }
+                session.merge_on_client(&mut dag);
                 let id = self.submit_job(&session, &dag, settings, description)?;
                 let last = self.wait_for_end(&id).await?;
                 // The rows themselves are not wanted: free them now.

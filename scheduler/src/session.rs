@@ -16,9 +16,9 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
-use ember_planner::StageDag;
 use ember_planner::config::{distributed_session_config, ember_options};
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
+use ember_planner::{ResultMerge, StageDag};
 
 use crate::error::{Result, SchedulerError};
 
@@ -257,6 +257,17 @@ impl Session {
         self.last_used.lock().elapsed()
     }
 
+    /// Hands `dag`'s last merge to the client (see
+    /// `StageDag::merge_on_client`) unless the session turned that off
+    /// (`ember.merge_on_client`); the merge the client is to do.
+    pub fn merge_on_client<'d>(&self, dag: &'d mut StageDag) -> Option<&'d ResultMerge> {
+        if ember_options(self.ctx.state().config()).merge_on_client {
+            dag.merge_on_client()
+        } else {
+            None
+        }
+    }
+
     fn target_partitions(&self) -> usize {
         self.ctx.state().config().target_partitions()
     }
@@ -357,9 +368,7 @@ impl Session {
                 let physical = self.physical_plan(&explain.plan).await?;
                 let mut dag = StageDag::cut(physical, self.target_partitions())?;
                 // As it runs for a client.
-                if ember_options(self.ctx.state().config()).merge_on_client {
-                    dag.merge_on_client();
-                }
+                self.merge_on_client(&mut dag);
                 let mut rows = vec![(
                     "logical_plan".to_string(),
                     explain.plan.display_indent().to_string(),
