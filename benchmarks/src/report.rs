@@ -56,6 +56,11 @@ pub struct QueryReport {
     /// Every iteration, the first being the cold run.
     pub ember_seconds: Vec<f64>,
     pub datafusion_seconds: Vec<f64>,
+    /// Where each Ember iteration's time went on the scheduler, as its job
+    /// reports it (the rest of `ember_seconds` is the client's round trips
+    /// and fetching the result).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ember_breakdown: Vec<Breakdown>,
     /// `None` when not verified; otherwise whether the answer was right.
     pub verified: Option<bool>,
     pub verify_error: Option<String>,
@@ -64,6 +69,33 @@ pub struct QueryReport {
     /// SIGKILLed (and replaced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kill: Option<KillRun>,
+}
+
+/// One Ember iteration of a query, split as its job reports it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Breakdown {
+    /// Planning the statement on the scheduler (parsing, optimizers, stage
+    /// cutting, plan encoding).
+    pub planning_seconds: f64,
+    /// Running its scalar subqueries first, each as a job of its own.
+    pub subqueries_seconds: f64,
+    /// The job itself, from its start to its last stage's end.
+    pub job_seconds: f64,
+}
+
+impl Breakdown {
+    pub fn of(status: &ember::JobStatus) -> Self {
+        Self {
+            planning_seconds: status.planning_us as f64 / 1e6,
+            subqueries_seconds: status.subqueries_us as f64 / 1e6,
+            job_seconds: status.elapsed_ms as f64 / 1e3,
+        }
+    }
+
+    /// The time before the job started: planning and scalar subqueries.
+    fn before_job(&self) -> f64 {
+        self.planning_seconds + self.subqueries_seconds
+    }
 }
 
 /// One run of a query with an executor killed part-way.
@@ -144,8 +176,8 @@ impl RunReport {
         let mut out = String::new();
         let _ = write!(
             out,
-            "{:>5} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "query", "rows", "cold s", "min s", "median s", "max s"
+            "{:>5} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9}",
+            "query", "rows", "cold s", "min s", "median s", "max s", "planned s"
         );
         if baseline {
             let _ = write!(out, " {:>10} {:>8}", "DF median", "ratio");
@@ -170,6 +202,21 @@ impl RunReport {
                 "{:>8} {cold:>8.3} {min:>8.3} {med:>8.3} {max:>8.3}",
                 q.rows
             );
+            // Median time before the job started (planning, scalar
+            // subqueries), warm iterations only like the other columns.
+            let before: Vec<f64> = q
+                .ember_breakdown
+                .iter()
+                .map(Breakdown::before_job)
+                .collect();
+            match median(&before) {
+                Some(s) => {
+                    let _ = write!(out, " {s:>9.3}");
+                }
+                None => {
+                    let _ = write!(out, " {:>9}", "-");
+                }
+            }
             if baseline {
                 match median(&q.datafusion_seconds) {
                     Some(df) => {

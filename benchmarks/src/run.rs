@@ -9,7 +9,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use ember::{EmberContext, StandaloneOptions};
 
 use crate::cluster::ProcessCluster;
-use crate::report::{Environment, KillRun, QueryReport, RunReport};
+use crate::report::{Breakdown, Environment, KillRun, QueryReport, RunReport};
 
 /// When `--kill-executor-after` kills an executor during a query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -220,6 +220,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
             rows: 0,
             ember_seconds: vec![],
             datafusion_seconds: vec![],
+            ember_breakdown: vec![],
             verified: None,
             verify_error: None,
             error: None,
@@ -237,6 +238,9 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
             match ctx.run_sql(&sql).await {
                 Ok(r) => {
                     report.ember_seconds.push(started.elapsed().as_secs_f64());
+                    report
+                        .ember_breakdown
+                        .extend(r.job.as_ref().map(Breakdown::of));
                     report.rows = r.num_rows();
                     last = Some(r);
                 }

@@ -568,6 +568,7 @@ impl Core {
                 )));
             }
             let id = job.id.clone();
+            self.metrics.job_planned(job.planning.planning);
             state.report.events.record(Event::Submitted {
                 job_id: id.clone(),
                 session: job.session_id.clone(),

@@ -165,8 +165,22 @@ pub struct Job {
     /// The rows the client keeps of the final stage's output, when it
     /// merges a sorted result with a limit (see `ResultMerge`).
     pub result_limit: Option<u64>,
+    /// How long the statement took to plan and to run its scalar subqueries
+    /// before this job started (see `PlanningTime`).
+    pub planning: PlanningTime,
     events: Vec<JobEvent>,
     events_dropped: u32,
+}
+
+/// Where a statement's time went on the scheduler before its job started.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PlanningTime {
+    /// Parsing, DataFusion's optimizers, stage cutting and plan encoding
+    /// (the scalar subqueries' jobs not included).
+    pub planning: Duration,
+    /// Running the statement's uncorrelated scalar subqueries first, each as
+    /// a job of its own, their planning included.
+    pub subqueries: Duration,
 }
 
 /// What a write job tracks to publish its files exactly once.
@@ -221,6 +235,7 @@ impl Job {
             submitted_at: std::time::SystemTime::now(),
             stage_plans: vec![],
             result_limit: None,
+            planning: PlanningTime::default(),
             events: vec![],
             events_dropped: 0,
         }
@@ -240,6 +255,12 @@ impl Job {
             })
             .collect();
         self.result_limit = dag.result_merge().and_then(|m| m.fetch).map(|f| f as u64);
+        self
+    }
+
+    /// Records how long the statement took to plan (see `PlanningTime`).
+    pub fn with_planning(mut self, planning: PlanningTime) -> Self {
+        self.planning = planning;
         self
     }
 
@@ -889,6 +910,8 @@ impl Job {
             error,
             elapsed_ms: self.elapsed().as_millis() as u64,
             events,
+            planning_us: self.planning.planning.as_micros() as u64,
+            subqueries_us: self.planning.subqueries.as_micros() as u64,
         }
     }
 }
@@ -945,6 +968,7 @@ mod tests {
             submitted_at: std::time::SystemTime::now(),
             stage_plans: vec![],
             result_limit: None,
+            planning: PlanningTime::default(),
             events: vec![],
             events_dropped: 0,
         }

@@ -50,6 +50,7 @@ pub struct Metrics {
     pub jobs: Family<StateLabel, Counter>,
     pub tasks: Family<StateLabel, Counter>,
     task_duration: Histogram,
+    planning_duration: Histogram,
     task_output_rows: Counter,
     task_output_bytes: Counter,
     shuffle_fetches: Family<LocalityLabel, Counter>,
@@ -80,6 +81,7 @@ impl Default for Metrics {
         let jobs = Family::<StateLabel, Counter>::default();
         let tasks = Family::<StateLabel, Counter>::default();
         let task_duration = Histogram::new(exponential_buckets(0.005, 2.0, 16));
+        let planning_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let task_output_rows = Counter::default();
         let task_output_bytes = Counter::default();
         let shuffle_fetches = Family::<LocalityLabel, Counter>::default();
@@ -101,6 +103,11 @@ impl Default for Metrics {
             "ember_task_duration_seconds",
             "Run time of succeeded task attempts",
             task_duration.clone(),
+        );
+        registry.register(
+            "ember_job_planning_seconds",
+            "Time the scheduler spent planning each job's statement before it started (its scalar subqueries' jobs not included)",
+            planning_duration.clone(),
         );
         registry.register(
             "ember_task_output_rows",
@@ -150,6 +157,7 @@ impl Default for Metrics {
             jobs,
             tasks,
             task_duration,
+            planning_duration,
             task_output_rows,
             task_output_bytes,
             shuffle_fetches,
@@ -191,6 +199,10 @@ impl Metrics {
     }
 
     /// Counts a task attempt's end (`succeeded`, `failed`, `killed`).
+    pub fn job_planned(&self, planning: std::time::Duration) {
+        self.planning_duration.observe(planning.as_secs_f64());
+    }
+
     pub fn task_ended(&self, state: &'static str) {
         self.tasks.get_or_create(&StateLabel { state }).inc();
     }

@@ -25,6 +25,13 @@ pub struct JobView {
     /// Milliseconds since the Unix epoch.
     pub submitted_at_ms: u64,
     pub elapsed_ms: u64,
+    /// Microseconds spent planning the statement before the job started
+    /// (its scalar subqueries' jobs not included; `elapsed_ms` starts after).
+    #[serde(default)]
+    pub planning_us: u64,
+    /// Microseconds spent first running the statement's scalar subqueries.
+    #[serde(default)]
+    pub subqueries_us: u64,
     /// Rows of the result (the final stage's output) once succeeded.
     pub result_rows: u64,
     pub stages: Vec<StageView>,
@@ -210,6 +217,8 @@ impl JobView {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             elapsed_ms: status.elapsed_ms,
+            planning_us: status.planning_us,
+            subqueries_us: status.subqueries_us,
             result_rows,
             stages,
             events: status

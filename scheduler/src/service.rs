@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use datafusion::logical_expr::LogicalPlan;
 use ember_planner::codec::schema_to_bytes;
@@ -30,7 +31,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::SchedulerConfig;
 use crate::core::Core;
 use crate::error::SchedulerError;
-use crate::job::{Job, JobLimits};
+use crate::job::{Job, JobLimits, PlanningTime};
 use crate::session::{Planned, Session};
 
 /// A running scheduler.
@@ -221,6 +222,7 @@ impl Api {
 
     async fn execute(&self, req: ExecuteRequest) -> Result<ExecuteResponse, SchedulerError> {
         let session = self.session(&req.session_id)?;
+        let received = Instant::now();
         let (plan, description) = match req.query {
             Some(execute_request::Query::Sql(sql)) => {
                 (session.logical_plan(&sql).await?, describe(&sql))
@@ -244,9 +246,13 @@ impl Api {
         let declared = crate::subqueries::next_scalar_subquery(&plan)
             .filter(|_| crate::subqueries::may_reach_outputs(&plan))
             .and_then(|_| session.datafusion_schema(&plan));
-        let plan = self
+        let (plan, subqueries) = self
             .run_scalar_subqueries(&session, plan, &description)
             .await?;
+        let timing = Timing {
+            since: received,
+            subqueries,
+        };
         match session.plan_logical(plan).await? {
             Planned::Inline {
                 has_result_set,
@@ -269,7 +275,7 @@ impl Api {
                 } else {
                     None
                 };
-                let id = self.submit_job(&session, &dag, settings, description)?;
+                let id = self.submit_job(&session, &dag, settings, description, timing)?;
                 Ok(ExecuteResponse {
                     result: Some(execute_response::Result::Job(JobAccepted {
                         job_id: id,
@@ -286,7 +292,7 @@ impl Api {
                 // As the query would run for a client (whose merge of the
                 // sorted result nobody needs here).
                 session.merge_on_client(&mut dag);
-                let id = self.submit_job(&session, &dag, settings, description)?;
+                let id = self.submit_job(&session, &dag, settings, description, timing)?;
                 let last = self.wait_for_end(&id).await?;
                 // The rows themselves are not wanted: free them now.
                 self.core.release_job(&id);
@@ -307,15 +313,16 @@ impl Api {
     }
 
     /// `plan` with each uncorrelated scalar subquery run as a job of its own
-    /// and replaced by its value (see `subqueries`). Only for what runs now:
-    /// `EXPLAIN` runs nothing, and a view (or any catalog statement) keeps
-    /// its subqueries, to be evaluated whenever it is read.
+    /// and replaced by its value (see `subqueries`), and the time that took
+    /// (zero when there were none). Only for what runs now: `EXPLAIN` runs
+    /// nothing, and a view (or any catalog statement) keeps its subqueries,
+    /// to be evaluated whenever it is read.
     async fn run_scalar_subqueries(
         &self,
         session: &Session,
         mut plan: LogicalPlan,
         description: &str,
-    ) -> Result<LogicalPlan, SchedulerError> {
+    ) -> Result<(LogicalPlan, Duration), SchedulerError> {
         if matches!(
             plan,
             LogicalPlan::Explain(_)
@@ -323,16 +330,24 @@ impl Api {
                 | LogicalPlan::Statement(_)
                 | LogicalPlan::DescribeTable(_)
         ) {
-            return Ok(plan);
+            return Ok((plan, Duration::ZERO));
         }
+        let started = Instant::now();
+        let mut ran = false;
         while let Some(subquery) = crate::subqueries::next_scalar_subquery(&plan) {
+            ran = true;
             let query = subquery.subquery.as_ref().clone();
             let data_type = query.schema().field(0).data_type().clone();
+            let since = Instant::now();
             let rows = match session.plan_logical(query).await? {
                 Planned::Inline { batches, .. } => batches,
                 Planned::Job { dag, settings, .. } => {
                     let what = format!("scalar subquery of: {description}");
-                    let id = self.submit_job(session, &dag, settings, what)?;
+                    let timing = Timing {
+                        since,
+                        subqueries: Duration::ZERO,
+                    };
+                    let id = self.submit_job(session, &dag, settings, what, timing)?;
                     // Freed however this ends (a client gone meanwhile included).
                     let _release = ReleaseOnDrop(Arc::clone(&self.core), id.clone());
                     let last = self.wait_for_end(&id).await?;
@@ -350,7 +365,12 @@ impl Api {
             let value = crate::subqueries::scalar_value(&rows, &data_type)?;
             plan = crate::subqueries::substitute(plan, &subquery, &value)?;
         }
-        Ok(plan)
+        let spent = if ran {
+            started.elapsed()
+        } else {
+            Duration::ZERO
+        };
+        Ok((plan, spent))
     }
 
     /// The job's final status.
@@ -374,6 +394,7 @@ impl Api {
         dag: &ember_planner::StageDag,
         settings: Arc<HashMap<String, String>>,
         description: String,
+        timing: Timing,
     ) -> Result<String, SchedulerError> {
         let task_ctx = session.ctx.task_ctx();
         let plans = dag
@@ -396,7 +417,8 @@ impl Api {
                 stage_max_attempts: opts.stage_max_attempts.max(1) as u32,
             },
         )
-        .with_description(description, dag);
+        .with_description(description, dag)
+        .with_planning(timing.finish());
         if let Some(target) = dag.write_target() {
             let store = session
                 .ctx
@@ -410,6 +432,24 @@ impl Api {
         tracing::debug!(job = %id, stages = dag.stages().len(), "job submitted");
         self.core.submit(job)?;
         Ok(id)
+    }
+}
+
+/// When a statement's planning began, and how much of the time since went
+/// to its scalar subqueries' jobs.
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    since: Instant,
+    subqueries: Duration,
+}
+
+impl Timing {
+    /// The split, as the job is handed to the core.
+    fn finish(self) -> PlanningTime {
+        PlanningTime {
+            planning: self.since.elapsed().saturating_sub(self.subqueries),
+            subqueries: self.subqueries,
+        }
     }
 }
 

@@ -511,6 +511,11 @@ impl Session {
 }
 
 /// The text of `EXPLAIN ANALYZE`: the stage DAG with each stage's metrics.
+/// `1234` µs as "1.2 ms".
+fn micros_as_ms(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
 pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bool) -> String {
     let mut text = dag.display_annotated(verbose, |id| {
         let s = status.stages.iter().find(|s| s.stage_id == id)?;
@@ -533,8 +538,14 @@ pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bo
         ))
     });
     text.push_str(&format!(
-        "Job {} took {} ms\n",
-        status.job_id, status.elapsed_ms
+        "Job {} took {} ms, after {} of planning{}\n",
+        status.job_id,
+        status.elapsed_ms,
+        micros_as_ms(status.planning_us),
+        match status.subqueries_us {
+            0 => String::new(),
+            us => format!(" and {} running scalar subqueries", micros_as_ms(us)),
+        }
     ));
     if !status.events.is_empty() {
         text.push_str("Recovery events:\n");

@@ -71,6 +71,16 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
     let result_rows = result.num_rows() as u64;
     let status = result.job.unwrap();
     let tasks: u64 = status.stages.iter().map(|s| s.tasks_total as u64).sum();
+    // Where the statement's time went before its job started: planning,
+    // and (q22) first running its scalar subquery as a job.
+    assert!(status.planning_us > 0, "{status:?}");
+    assert_eq!(status.subqueries_us, 0);
+    let with_subquery = ctx.run_sql(&query_text(22)).await.unwrap().job.unwrap();
+    assert!(with_subquery.planning_us > 0, "{with_subquery:?}");
+    assert!(
+        with_subquery.subqueries_us > with_subquery.planning_us,
+        "a subquery's job is planned and run: {with_subquery:?}"
+    );
 
     assert_eq!(get(&format!("{http}/healthz")), (200, "ok".to_string()));
     assert_eq!(get(&format!("{http}/readyz")).0, 200);
@@ -87,6 +97,7 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
         .unwrap_or_else(|| panic!("job {} not listed: {body}", status.job_id));
     assert_eq!(listed["state"], "succeeded");
     assert_eq!(listed["result_rows"], result_rows);
+    assert_eq!(listed["planning_us"], status.planning_us);
     assert!(listed["description"].as_str().unwrap().contains("n_name"));
     let (code, body) = get(&format!("{http}/api/v1/jobs/{}", status.job_id));
     assert_eq!(code, 200);
@@ -145,11 +156,13 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
     assert!(metric(&text, "ember_tasks_total{state=\"launched\"}") >= tasks as f64);
     assert_eq!(metric(&text, "ember_executors"), 2.0);
     assert!(metric(&text, "ember_task_duration_seconds_count") >= tasks as f64);
+    // q5, q22's subquery and q22.
+    assert!(metric(&text, "ember_job_planning_seconds_count") >= 3.0);
 
     // The same figures from SQL.
     let row = ctx
         .run_sql(&format!(
-            "SELECT state, result_rows, tasks, stages FROM ember.jobs WHERE job_id = '{}'",
+            "SELECT state, result_rows, tasks, stages, planning_us, subqueries_us FROM ember.jobs WHERE job_id = '{}'",
             status.job_id
         ))
         .await
@@ -160,8 +173,21 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
             "succeeded".to_string(),
             result_rows.to_string(),
             tasks.to_string(),
-            status.stages.len().to_string()
+            status.stages.len().to_string(),
+            status.planning_us.to_string(),
+            "0".to_string(),
         ]]
+    );
+    let row = ctx
+        .run_sql(&format!(
+            "SELECT subqueries_us FROM ember.jobs WHERE job_id = '{}'",
+            with_subquery.job_id
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&row.batches),
+        vec![vec![with_subquery.subqueries_us.to_string()]]
     );
     let per_stage = ctx
         .run_sql(&format!(

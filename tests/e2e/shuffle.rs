@@ -157,6 +157,21 @@ async fn explain_analyze_runs_the_query_and_reports_stage_metrics() {
     assert!(text.contains("rows="), "{text}");
     assert!(text.contains("task_time_total="), "{text}");
     assert!(text.contains("fetches(local/remote)="), "{text}");
+    assert!(text.contains("ms of planning"), "{text}");
+    assert!(!text.contains("scalar subqueries"), "{text}");
+    let with_subquery = ctx
+        .run_sql(
+            "EXPLAIN ANALYZE SELECT count(*) FROM nation \
+             WHERE n_regionkey = (SELECT max(r_regionkey) FROM region)",
+        )
+        .await
+        .unwrap()
+        .pretty()
+        .unwrap();
+    assert!(
+        with_subquery.contains("ms running scalar subqueries"),
+        "{with_subquery}"
+    );
     // Its data is gone, and the cluster is idle again.
     assert_eq!(ctx.cluster_info().await.unwrap().running_jobs, 0);
 }
