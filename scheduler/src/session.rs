@@ -510,12 +510,12 @@ impl Session {
     }
 }
 
-/// The text of `EXPLAIN ANALYZE`: the stage DAG with each stage's metrics.
 /// `1234` µs as "1.2 ms".
 fn micros_as_ms(us: u64) -> String {
     format!("{:.1} ms", us as f64 / 1000.0)
 }
 
+/// The text of `EXPLAIN ANALYZE`: the stage DAG with each stage's metrics.
 pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bool) -> String {
     let mut text = dag.display_annotated(verbose, |id| {
         let s = status.stages.iter().find(|s| s.stage_id == id)?;
