@@ -203,13 +203,15 @@ impl RunReport {
                 q.rows
             );
             // Median time before the job started (planning, scalar
-            // subqueries), warm iterations only like the other columns.
+            // subqueries), warm iterations only like the other columns: only
+            // where every iteration ran as a job, so the first is the cold one.
             let before: Vec<f64> = q
                 .ember_breakdown
                 .iter()
                 .map(Breakdown::before_job)
                 .collect();
-            match median(&before) {
+            let aligned = before.len() == q.ember_seconds.len();
+            match median(&before).filter(|_| aligned) {
                 Some(s) => {
                     let _ = write!(out, " {s:>9.3}");
                 }
