@@ -361,6 +361,9 @@ impl ExecutorService for Api {
                 (input.stage_id, locs)
             })
             .collect();
+        let subquery_values =
+            ember_planner::subquery_value::SubqueryValues::decode(&req.subquery_values)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         // A job removed before this launch arrived is not re-created: its
         // tasks are reported killed at once.
         let cancelled = self.0.jobs.admit(&req.job_id);
@@ -380,6 +383,7 @@ impl ExecutorService for Api {
             plan: req.plan,
             inputs,
             settings: req.settings,
+            subquery_values: Arc::new(subquery_values),
         });
         {
             let mut attempts = self.0.attempts.lock();

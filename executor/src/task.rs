@@ -24,6 +24,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use ember_planner::Functions;
 use ember_planner::config::{EmberOptions, ember_options};
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
+use ember_planner::subquery_value::SubqueryValues;
 use ember_planner::{
     MapOutputLocation, ShuffleContext, TaskIdentity, codec, find_fetch_failure,
     find_missing_function, stats_from_batch,
@@ -47,6 +48,8 @@ pub struct Launch {
     pub plan: Vec<u8>,
     pub inputs: HashMap<u32, Vec<MapOutputLocation>>,
     pub settings: HashMap<String, String>,
+    /// The values of the job's scalar subqueries known at launch.
+    pub subquery_values: Arc<SubqueryValues>,
 }
 
 /// Longest pause between two tries of a status report.
@@ -229,6 +232,7 @@ async fn run_task(
     };
     let task_ctx = Arc::new(task_context(
         &launch.settings,
+        Arc::clone(&launch.subquery_values),
         &inner.functions,
         Arc::clone(&inner.runtime),
         shuffle,
@@ -309,12 +313,13 @@ impl TaskFunctions {
     }
 }
 
-/// The context a task runs in: the job's settings, this executor's runtime
-/// (memory pool, spill dirs, object stores), its functions, the task's
-/// shuffle service and its identity (file writers name their staging
-/// directory after it).
+/// The context a task runs in: the job's settings and scalar subquery
+/// values, this executor's runtime (memory pool, spill dirs, object stores),
+/// its functions, the task's shuffle service and its identity (file writers
+/// name their staging directory after it).
 pub fn task_context(
     settings: &HashMap<String, String>,
+    subquery_values: Arc<SubqueryValues>,
     functions: &TaskFunctions,
     runtime: Arc<RuntimeEnv>,
     shuffle: Arc<TaskShuffle>,
@@ -332,7 +337,8 @@ pub fn task_context(
     let session_id = identity.job_id.clone();
     let config = config
         .with_extension(Arc::new(ShuffleContext(shuffle)))
-        .with_extension(Arc::new(identity));
+        .with_extension(Arc::new(identity))
+        .with_extension(subquery_values);
     Ok(TaskContext::new(
         None,
         session_id,

@@ -32,6 +32,7 @@ use crate::fidelity::{EmberConverter, TAG_FIXUP, decode_fixup};
 use crate::functions::MissingFunction;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
+use crate::subquery_value::SubqueryValues;
 use crate::write::FileWriteExec;
 
 const TAG_WRITER: u8 = 1;
@@ -49,17 +50,25 @@ pub fn is_ember_node(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// Encodes and decodes Ember's own operators inside datafusion-proto plans.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct EmberCodec;
+#[derive(Debug, Default, Clone)]
+pub struct EmberCodec {
+    /// Where a decoded plan's scalar subquery values come from (the task's
+    /// config; see `subquery_value`).
+    subquery_values: Option<Arc<SubqueryValues>>,
+}
 
 /// Serializes a stage plan.
 pub fn encode_plan(plan: Arc<dyn ExecutionPlan>) -> Result<Vec<u8>> {
-    Ok(physical_plan_to_bytes_with_proto_converter(plan, &EmberCodec, &EmberConverter)?.to_vec())
+    let codec = EmberCodec::default();
+    Ok(physical_plan_to_bytes_with_proto_converter(plan, &codec, &EmberConverter)?.to_vec())
 }
 
 /// Deserializes a stage plan in the context of the task that will run it.
 pub fn decode_plan(bytes: &[u8], ctx: &TaskContext) -> Result<Arc<dyn ExecutionPlan>> {
-    physical_plan_from_bytes_with_proto_converter(bytes, ctx, &EmberCodec, &EmberConverter)
+    let codec = EmberCodec {
+        subquery_values: SubqueryValues::of(ctx.session_config()),
+    };
+    physical_plan_from_bytes_with_proto_converter(bytes, ctx, &codec, &EmberConverter)
 }
 
 /// Arrow IPC bytes of a schema (a stream with no batches).
@@ -215,12 +224,26 @@ impl PhysicalExtensionCodec for EmberCodec {
     fn try_decode_udf(
         &self,
         name: &str,
-        _buf: &[u8],
+        buf: &[u8],
     ) -> Result<Arc<datafusion::logical_expr::ScalarUDF>> {
         if name == crate::scalar_subquery::SINGLE_ROW {
             return Ok(crate::scalar_subquery::single_row_udf());
         }
+        if name == crate::subquery_value::NAME && !buf.is_empty() {
+            return crate::subquery_value::decode_udf(buf, self.subquery_values.as_deref());
+        }
         Err(MissingFunction::error(name))
+    }
+
+    fn try_encode_udf(
+        &self,
+        node: &datafusion::logical_expr::ScalarUDF,
+        buf: &mut Vec<u8>,
+    ) -> Result<()> {
+        if let Some(bytes) = crate::subquery_value::encode_udf(node)? {
+            buf.extend(bytes);
+        }
+        Ok(())
     }
 
     fn try_decode_udaf(

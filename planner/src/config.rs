@@ -169,6 +169,10 @@ pub struct EmberOptions {
     /// Let the client merge a sorted result's partitions instead of a last
     /// stage on the cluster ([`ResultMerge`](crate::ResultMerge)).
     pub merge_on_client: bool,
+    /// Run an uncorrelated scalar subquery that stands in a filter as a job
+    /// beside the query's own (whose other stages run meanwhile), rather
+    /// than before it ([`subquery_value`](crate::subquery_value)).
+    pub concurrent_subqueries: bool,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
     /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
@@ -184,6 +188,7 @@ impl Default for EmberOptions {
             inline_result_max_rows: 100_000,
             balance_scans: true,
             merge_on_client: true,
+            concurrent_subqueries: true,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
         }
@@ -242,6 +247,11 @@ impl EmberOptions {
                 "merge_on_client".to_string(),
                 Some(self.merge_on_client.to_string()),
                 "The client merges a sorted result's partitions, instead of a last stage on the cluster.",
+            ),
+            (
+                "concurrent_subqueries".to_string(),
+                Some(self.concurrent_subqueries.to_string()),
+                "Run a scalar subquery that filters a query beside the query's job, not before it.",
             ),
         ];
         for (field, value) in self.s3.fields(expose) {
@@ -311,6 +321,7 @@ impl ExtensionOptions for EmberOptions {
             "inline_result_max_rows" => self.inline_result_max_rows = parse(key, value)?,
             "balance_scans" => self.balance_scans = parse(key, value)?,
             "merge_on_client" => self.merge_on_client = parse(key, value)?,
+            "concurrent_subqueries" => self.concurrent_subqueries = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];
                 let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {

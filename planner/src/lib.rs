@@ -39,6 +39,7 @@ pub mod shuffle;
 mod shuffle_reader;
 mod shuffle_writer;
 mod stages;
+pub mod subquery_value;
 pub mod table;
 #[cfg(test)]
 mod test_util;

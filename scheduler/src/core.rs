@@ -930,23 +930,51 @@ impl Core {
             self.executor_lost(executor_id, &format!("task launch failed: {}", e.message()));
             return;
         }
-        let failed = {
+        {
             let mut state = self.state.lock();
-            let why = format!(
-                "executor {executor_id} refused to launch tasks of stage {stage}: {}",
-                e.message()
-            );
             for t in tasks {
                 state.registry.end_attempt(executor_id, t.attempt);
             }
+        }
+        self.fail_job(
+            job_id,
+            format!(
+                "executor {executor_id} refused to launch tasks of stage {stage}: {}",
+                e.message()
+            ),
+        );
+    }
+
+    /// Fails a running job for a reason found outside its tasks (a launch
+    /// refused, a scalar subquery run beside it failed).
+    pub fn fail_job(self: &Arc<Self>, job_id: &str, why: String) {
+        let failed = {
+            let mut state = self.state.lock();
             let Some(entry) = state.jobs.get_mut(job_id) else {
                 return;
             };
+            if !entry.job.is_running() {
+                return;
+            }
             entry.job.finish(JobPhase::Failed(why));
             state.settle(job_id, Transition::JobFailed)
         };
         if let Some(id) = failed {
             self.cleanup_job(&id);
+        }
+        self.dispatch();
+    }
+
+    /// The value of one of a job's scalar subqueries (see
+    /// `Job::on_subquery_value`) arrived: the stages waiting for it may run.
+    pub fn subquery_value(self: &Arc<Self>, job_id: &str, id: u32, value: Vec<u8>, shown: &str) {
+        {
+            let mut state = self.state.lock();
+            let Some(entry) = state.jobs.get_mut(job_id) else {
+                return;
+            };
+            let t = entry.job.on_subquery_value(id, value, shown);
+            state.settle(job_id, t);
         }
         self.dispatch();
     }
@@ -1010,6 +1038,7 @@ impl Core {
                         inputs: job.stage_inputs(stage),
                         tasks,
                         settings: job.settings.as_ref().clone(),
+                        subquery_values: job.subquery_values.clone(),
                     },
                 })
             })

@@ -3,7 +3,9 @@
 //! `stage_finished` (with the stage's figures) for each run of a stage; one
 //! `task` line per succeeded task attempt with its figures; a `recovery`
 //! line per recovery event (executor lost, outputs lost and recomputed,
-//! task retried, result lost); and `finished` with the job's final view. A restarted scheduler reloads the
+//! task retried, result lost); a `subquery_value` line when the value of a
+//! scalar subquery run beside the job arrives; and `finished` with the
+//! job's final view. A restarted scheduler reloads the
 //! finished jobs into its history, so the UI and API still show them; the
 //! oldest files beyond the retention limit are deleted.
 //!
@@ -81,6 +83,12 @@ pub enum Event {
         attempt: u64,
         detail: String,
     },
+    /// The value of a scalar subquery run beside the job arrived (detail:
+    /// which, and the value).
+    SubqueryValue {
+        job_id: String,
+        detail: String,
+    },
     Finished {
         job: Box<JobView>,
     },
@@ -93,7 +101,8 @@ impl Event {
             | Event::Task { job_id, .. }
             | Event::StageStarted { job_id, .. }
             | Event::StageFinished { job_id, .. }
-            | Event::Recovery { job_id, .. } => job_id,
+            | Event::Recovery { job_id, .. }
+            | Event::SubqueryValue { job_id, .. } => job_id,
             Event::Finished { job } => &job.id,
         }
     }
@@ -145,7 +154,7 @@ impl EventLog {
     }
 
     /// Records what `status` shows that `logged` has not (stages started or
-    /// finished), and `fresh`, the job's new recovery events.
+    /// finished), and `fresh`, the job's new events.
     pub fn progress(&self, logged: &mut Logged, status: &JobStatus, fresh: &[JobEvent]) {
         if self.tx.is_none() {
             return;
@@ -181,6 +190,13 @@ impl EventLog {
         }
         for e in fresh {
             let kind = JobEventKind::try_from(e.kind).unwrap_or(JobEventKind::Unspecified);
+            if kind == JobEventKind::SubqueryValue {
+                self.record(Event::SubqueryValue {
+                    job_id: job_id.clone(),
+                    detail: e.detail.clone(),
+                });
+                continue;
+            }
             self.record(Event::Recovery {
                 job_id: job_id.clone(),
                 kind: kind

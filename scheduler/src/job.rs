@@ -23,7 +23,10 @@
 //! recorded as an event. A map output is invalidated only by evidence about
 //! the attempt that produced it.
 //!
-//! A stage is runnable when every stage it reads has all its outputs. Lost
+//! A stage is runnable when every stage it reads has all its outputs, and
+//! the value of every scalar subquery its plan reads is known (those run as
+//! jobs of their own beside this one; see `ember_planner::subquery_value`).
+//! Lost
 //! outputs make their tasks Pending again, so recomputation follows the
 //! lineage on its own: a consumer waits until its inputs are whole again, and
 //! if those inputs' own inputs were lost too, they are recomputed first.
@@ -92,6 +95,8 @@ pub struct StageRun {
     /// Attempts per partition that ended badly (failed, killed, lost with
     /// their executor, vanished); bounded by `task_max_attempts`.
     pub failures: Vec<u32>,
+    /// The scalar subqueries whose values the plan reads.
+    pub awaits: BTreeSet<u32>,
 }
 
 impl StageRun {
@@ -168,6 +173,9 @@ pub struct Job {
     /// How long the statement took to plan and to run its scalar subqueries
     /// before this job started (see `PlanningTime`).
     pub planning: PlanningTime,
+    /// The values of the scalar subqueries running beside this job, as
+    /// they arrive (datafusion-proto bytes, sent with every launch).
+    pub subquery_values: HashMap<u32, Vec<u8>>,
     events: Vec<JobEvent>,
     events_dropped: u32,
 }
@@ -178,8 +186,9 @@ pub struct PlanningTime {
     /// Parsing, DataFusion's optimizers, stage cutting and plan encoding
     /// (the scalar subqueries' jobs not included).
     pub planning: Duration,
-    /// Running the statement's uncorrelated scalar subqueries first, each as
-    /// a job of its own, their planning included.
+    /// The statement's uncorrelated scalar subqueries: running those that
+    /// must run first, each as a job of its own, and planning those that
+    /// run beside this job (see `Job::on_subquery_value`).
     pub subqueries: Duration,
 }
 
@@ -217,6 +226,7 @@ impl Job {
                 attempt: 0,
                 tasks: vec![TaskState::Pending; s.partitions],
                 failures: vec![0; s.partitions],
+                awaits: BTreeSet::new(),
             })
             .collect();
         Self {
@@ -236,6 +246,7 @@ impl Job {
             stage_plans: vec![],
             result_limit: None,
             planning: PlanningTime::default(),
+            subquery_values: HashMap::new(),
             events: vec![],
             events_dropped: 0,
         }
@@ -262,6 +273,33 @@ impl Job {
     pub fn with_planning(mut self, planning: PlanningTime) -> Self {
         self.planning = planning;
         self
+    }
+
+    /// Makes each stage wait for the values of the scalar subqueries its
+    /// plan reads (one set per stage, in order).
+    pub fn with_awaited(mut self, awaits: Vec<BTreeSet<u32>>) -> Self {
+        for (stage, awaits) in self.stages.iter_mut().zip(awaits) {
+            stage.awaits = awaits;
+        }
+        self
+    }
+
+    /// The value of scalar subquery `id` arrived (`shown` is it, for
+    /// people): the stages waiting only for it may run. Progressed only the
+    /// first time, and only while the job runs.
+    pub fn on_subquery_value(&mut self, id: u32, value: Vec<u8>, shown: &str) -> Transition {
+        if !self.is_running() || self.subquery_values.contains_key(&id) {
+            return Transition::Ignored;
+        }
+        self.subquery_values.insert(id, value);
+        self.event(
+            JobEventKind::SubqueryValue,
+            JobEvent {
+                detail: format!("scalar subquery {id} = {shown}"),
+                ..Default::default()
+            },
+        );
+        Transition::Progressed
     }
 
     /// Makes this a write job publishing its files to `output`.
@@ -314,6 +352,10 @@ impl Job {
                 .inputs
                 .iter()
                 .all(|i| self.stages[*i as usize].is_complete())
+                && stage
+                    .awaits
+                    .iter()
+                    .all(|id| self.subquery_values.contains_key(id))
         };
         let started = |stage: &&StageRun| stage.tasks.iter().any(|t| *t != TaskState::Pending);
         let (under_way, fresh): (Vec<&StageRun>, Vec<&StageRun>) =
@@ -953,6 +995,7 @@ mod tests {
                     attempt: 0,
                     tasks: vec![TaskState::Pending; n],
                     failures: vec![0; n],
+                    awaits: BTreeSet::new(),
                 })
                 .collect(),
             phase: JobPhase::Running,
@@ -969,6 +1012,7 @@ mod tests {
             stage_plans: vec![],
             result_limit: None,
             planning: PlanningTime::default(),
+            subquery_values: HashMap::new(),
             events: vec![],
             events_dropped: 0,
         }
@@ -1027,6 +1071,33 @@ mod tests {
         job.on_task_succeeded(0, 0, 1, ok());
         // Stage 2 is under way: its second task goes before stage 1's.
         assert_eq!(job.runnable_tasks(), vec![(2, 1), (1, 0), (1, 1)]);
+    }
+
+    #[test]
+    fn a_stage_reading_a_subquery_value_waits_for_it_and_keeps_it() {
+        // Stage 2 reads files and scalar subquery 0's value; stage 0 does not.
+        let mut job = job_of(vec![
+            (0, BTreeSet::new(), 2),
+            (1, BTreeSet::from([0, 2]), 1),
+            (2, BTreeSet::new(), 1),
+        ])
+        .with_awaited(vec![BTreeSet::new(), BTreeSet::new(), BTreeSet::from([0])]);
+        assert_eq!(job.runnable_tasks(), vec![(0, 0), (0, 1)]);
+        run_stage0(&mut job);
+        assert!(job.runnable_tasks().is_empty());
+        assert_eq!(
+            job.on_subquery_value(0, vec![7], "42"),
+            Transition::Progressed
+        );
+        assert_eq!(job.runnable_tasks(), vec![(2, 0)]);
+        // Said once; a second report changes nothing.
+        assert_eq!(job.on_subquery_value(0, vec![8], "43"), Transition::Ignored);
+        assert_eq!(job.subquery_values[&0], vec![7]);
+        assert_eq!(kinds(&job), [JobEventKind::SubqueryValue]);
+        assert_eq!(job.events()[0].detail, "scalar subquery 0 = 42");
+        // Not once the job has ended.
+        job.finish(JobPhase::Cancelled);
+        assert_eq!(job.on_subquery_value(1, vec![9], "1"), Transition::Ignored);
     }
 
     #[test]

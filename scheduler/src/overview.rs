@@ -35,7 +35,7 @@ pub struct JobView {
     /// Rows of the result (the final stage's output) once succeeded.
     pub result_rows: u64,
     pub stages: Vec<StageView>,
-    /// Recovery events, as text.
+    /// Job events (recovery, scalar subquery values), as text.
     pub events: Vec<String>,
 }
 

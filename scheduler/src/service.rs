@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::LogicalPlan;
 use ember_planner::codec::schema_to_bytes;
 
@@ -246,12 +248,22 @@ impl Api {
         let declared = crate::subqueries::next_scalar_subquery(&plan)
             .filter(|_| crate::subqueries::may_reach_outputs(&plan))
             .and_then(|_| session.datafusion_schema(&plan));
+        let started = Instant::now();
+        let (plan, beside) = self
+            .start_subqueries_beside(&session, plan, &description)
+            .await?;
+        let started = started.elapsed();
         let (plan, subqueries) = self
             .run_scalar_subqueries(&session, plan, &description)
             .await?;
         let timing = Timing {
             since: received,
-            subqueries,
+            subqueries: subqueries
+                + if beside.is_empty() {
+                    Duration::ZERO
+                } else {
+                    started
+                },
         };
         match session.plan_logical(plan).await? {
             Planned::Inline {
@@ -276,6 +288,7 @@ impl Api {
                     None
                 };
                 let id = self.submit_job(&session, &dag, settings, description, timing)?;
+                self.supply_values(id.clone(), beside);
                 Ok(ExecuteResponse {
                     result: Some(execute_response::Result::Job(JobAccepted {
                         job_id: id,
@@ -293,7 +306,8 @@ impl Api {
                 // sorted result nobody needs here).
                 session.merge_on_client(&mut dag);
                 let id = self.submit_job(&session, &dag, settings, description, timing)?;
-                let last = self.wait_for_end(&id).await?;
+                self.supply_values(id.clone(), beside);
+                let last = wait_for_end(&self.core, &id).await?;
                 // The rows themselves are not wanted: free them now.
                 self.core.release_job(&id);
                 if last.state != JobState::Succeeded as i32 {
@@ -310,6 +324,80 @@ impl Api {
                 inline_response(true, &schema, &[batch])
             }
         }
+    }
+
+    /// `plan` with each uncorrelated scalar subquery that filters it (see
+    /// `subqueries::defer_filter_subqueries`) replaced by a placeholder for
+    /// its value, and those subqueries' jobs, submitted now: they run beside
+    /// the statement's job, whose stages reading a value wait for it
+    /// ([`Self::supply_values`]). None for statements answered here, where
+    /// the session turned this off (`ember.concurrent_subqueries`), and for
+    /// subqueries answered here.
+    async fn start_subqueries_beside(
+        &self,
+        session: &Session,
+        plan: LogicalPlan,
+        description: &str,
+    ) -> Result<(LogicalPlan, Vec<BesideJob>), SchedulerError> {
+        if crate::session::answered_here(&plan)
+            || !ember_options(session.ctx.state().config()).concurrent_subqueries
+        {
+            return Ok((plan, vec![]));
+        }
+        let (plan, subqueries) = crate::subqueries::defer_filter_subqueries(plan, |s| {
+            !crate::session::answered_here(&s.subquery)
+        })?;
+        let mut jobs = vec![];
+        for (id, subquery) in subqueries.into_iter().enumerate() {
+            let since = Instant::now();
+            let query = subquery.subquery.as_ref().clone();
+            let data_type = query.schema().field(0).data_type().clone();
+            let (query, nested) =
+                Box::pin(self.run_scalar_subqueries(session, query, description)).await?;
+            let Planned::Job { dag, settings, .. } = session.plan_logical(query).await? else {
+                return Err(SchedulerError::Internal(
+                    "a scalar subquery run beside its query was not planned as a job".into(),
+                ));
+            };
+            let what = format!("scalar subquery of: {description}");
+            let timing = Timing {
+                since,
+                subqueries: nested,
+            };
+            let job_id = self.submit_job(session, &dag, settings, what, timing)?;
+            jobs.push(BesideJob {
+                id: id as u32,
+                data_type,
+                job: ReleaseOnDrop(Arc::clone(&self.core), job_id),
+            });
+        }
+        Ok((plan, jobs))
+    }
+
+    /// Hands the values of the scalar subqueries running `beside` job
+    /// `job_id` to it as they arrive; fails it if one fails. Their jobs are
+    /// released once their values are in, or when `job_id` ends first.
+    fn supply_values(&self, job_id: String, beside: Vec<BesideJob>) {
+        if beside.is_empty() {
+            return;
+        }
+        let core = Arc::clone(&self.core);
+        tokio::spawn(async move {
+            let values = futures::future::try_join_all(beside.iter().map(|b| async {
+                let value = subquery_result(&core, &b.job.1, &b.data_type).await?;
+                let bytes = ember_planner::subquery_value::encode_value(&value)?;
+                core.subquery_value(&job_id, b.id, bytes, &value.to_string());
+                Ok::<_, SchedulerError>(())
+            }));
+            tokio::select! {
+                result = values => {
+                    if let Err(e) = result {
+                        core.fail_job(&job_id, e.to_string());
+                    }
+                }
+                _ = wait_for_end(&core, &job_id) => {}
+            }
+        });
     }
 
     /// `plan` with each uncorrelated scalar subquery run as a job of its own
@@ -339,8 +427,10 @@ impl Api {
             let query = subquery.subquery.as_ref().clone();
             let data_type = query.schema().field(0).data_type().clone();
             let since = Instant::now();
-            let rows = match session.plan_logical(query).await? {
-                Planned::Inline { batches, .. } => batches,
+            let value = match session.plan_logical(query).await? {
+                Planned::Inline { batches, .. } => {
+                    crate::subqueries::scalar_value(&batches, &data_type)?
+                }
                 Planned::Job { dag, settings, .. } => {
                     let what = format!("scalar subquery of: {description}");
                     let timing = Timing {
@@ -350,11 +440,7 @@ impl Api {
                     let id = self.submit_job(session, &dag, settings, what, timing)?;
                     // Freed however this ends (a client gone meanwhile included).
                     let _release = ReleaseOnDrop(Arc::clone(&self.core), id.clone());
-                    let last = self.wait_for_end(&id).await?;
-                    if last.state != JobState::Succeeded as i32 {
-                        return Err(SchedulerError::InvalidQuery(last.error));
-                    }
-                    crate::subqueries::fetch_rows(&last, self.core.config.max_message_size).await?
+                    subquery_result(&self.core, &id, &data_type).await?
                 }
                 Planned::Analyze { .. } => {
                     return Err(SchedulerError::Internal(
@@ -362,7 +448,6 @@ impl Api {
                     ));
                 }
             };
-            let value = crate::subqueries::scalar_value(&rows, &data_type)?;
             plan = crate::subqueries::substitute(plan, &subquery, &value)?;
         }
         let spent = if ran {
@@ -373,21 +458,8 @@ impl Api {
         Ok((plan, spent))
     }
 
-    /// The job's final status.
-    async fn wait_for_end(&self, job_id: &str) -> Result<JobStatus, SchedulerError> {
-        let mut status = self.core.watch(job_id)?;
-        loop {
-            let current = status.borrow_and_update().clone();
-            if current.state != JobState::Running as i32 {
-                return Ok(current);
-            }
-            if status.changed().await.is_err() {
-                return Ok(status.borrow().clone());
-            }
-        }
-    }
-
-    /// Encodes the DAG's stage plans and hands the job to the core.
+    /// Encodes the DAG's stage plans and hands the job to the core (its
+    /// stages reading scalar subquery values run once those arrive).
     fn submit_job(
         &self,
         session: &Session,
@@ -401,6 +473,11 @@ impl Api {
             .stages()
             .iter()
             .map(|s| ember_planner::fidelity::encode_checked(s.id, &s.plan, &task_ctx))
+            .collect::<Result<Vec<_>, _>>()?;
+        let awaits = dag
+            .stages()
+            .iter()
+            .map(|s| ember_planner::subquery_value::awaited_by(&s.plan))
             .collect::<Result<Vec<_>, _>>()?;
         let opts = ember_options(session.ctx.state().config());
         let id = uuid::Uuid::new_v4().to_string();
@@ -418,6 +495,7 @@ impl Api {
             },
         )
         .with_description(description, dag)
+        .with_awaited(awaits)
         .with_planning(timing.finish());
         if let Some(target) = dag.write_target() {
             let store = session
@@ -433,6 +511,61 @@ impl Api {
         self.core.submit(job)?;
         Ok(id)
     }
+}
+
+/// The final status of job `job_id`.
+async fn wait_for_end(core: &Core, job_id: &str) -> Result<JobStatus, SchedulerError> {
+    let mut status = core.watch(job_id)?;
+    loop {
+        let current = status.borrow_and_update().clone();
+        if current.state != JobState::Running as i32 {
+            return Ok(current);
+        }
+        if status.changed().await.is_err() {
+            return Ok(status.borrow().clone());
+        }
+    }
+}
+
+/// The value of the scalar subquery job `job_id` runs, of `data_type`, once
+/// it has run: its error if it failed. A result partition that cannot be
+/// fetched (its executor died) is reported lost, as a client does, and
+/// fetched again once recomputed.
+async fn subquery_result(
+    core: &Arc<Core>,
+    job_id: &str,
+    data_type: &DataType,
+) -> Result<ScalarValue, SchedulerError> {
+    let mut lost = 0;
+    loop {
+        let last = wait_for_end(core, job_id).await?;
+        if last.state != JobState::Succeeded as i32 {
+            return Err(SchedulerError::InvalidQuery(last.error));
+        }
+        match crate::subqueries::fetch_rows(&last, core.config.max_message_size).await {
+            Ok(rows) => return crate::subqueries::scalar_value(&rows, data_type),
+            // The job bounds its own recomputations (stage_max_attempts);
+            // this bounds reports it ignores (an attempt no longer current).
+            Err(e) if lost < MAX_LOST_RESULTS => {
+                lost += 1;
+                tracing::warn!(job = job_id, partition = e.partition, error = %e.why, "scalar subquery result lost; recomputing it");
+                core.result_lost(job_id, e.partition, e.attempt, &e.why)?;
+            }
+            Err(e) => return Err(SchedulerError::Internal(e.why)),
+        }
+    }
+}
+
+/// Result partitions of a scalar subquery's job reported lost before its
+/// value is given up on.
+const MAX_LOST_RESULTS: u32 = 4;
+
+/// A scalar subquery running as a job beside its statement's: the number
+/// its placeholder reads, its type, and its job (released when dropped).
+struct BesideJob {
+    id: u32,
+    data_type: DataType,
+    job: ReleaseOnDrop,
 }
 
 /// When a statement's planning began, and how much of the time since went

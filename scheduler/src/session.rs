@@ -544,11 +544,11 @@ pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bo
         micros_as_ms(status.planning_us),
         match status.subqueries_us {
             0 => String::new(),
-            us => format!(" and {} running scalar subqueries", micros_as_ms(us)),
+            us => format!(" and {} on scalar subqueries", micros_as_ms(us)),
         }
     ));
     if !status.events.is_empty() {
-        text.push_str("Recovery events:\n");
+        text.push_str("Job events:\n");
         for e in &status.events {
             text.push_str(&format!("  {}\n", event_text(e)));
         }
@@ -579,6 +579,7 @@ pub fn event_text(e: &ember_proto::JobEvent) -> String {
             "result lost: partitions {:?} on {}; recomputing",
             e.partitions, e.executor_id
         ),
+        K::SubqueryValue => "value arrived".to_string(),
         K::Unspecified => "note".to_string(),
     };
     format!("+{}ms {what}: {}", e.at_ms, e.detail)
@@ -604,7 +605,7 @@ pub fn explain_batch(rows: Vec<(String, String)>) -> Result<(SchemaRef, RecordBa
 
 /// Statements the scheduler answers itself (catalog only), rather than
 /// running a job: DDL, SET, SHOW, DESCRIBE, EXPLAIN, `information_schema`.
-fn answered_here(plan: &LogicalPlan) -> bool {
+pub fn answered_here(plan: &LogicalPlan) -> bool {
     matches!(
         plan,
         LogicalPlan::Explain(_)

@@ -12,6 +12,13 @@
 //! scans as a filter. Innermost subqueries run first; identical ones once.
 //! `EXPLAIN` runs nothing and shows the query as planned without values
 //! (the subqueries as joins).
+//!
+//! A subquery that stands in a filter ([`defer_filter_subqueries`]) needs
+//! neither: its value never reaches an output column, and a scan predicate
+//! can take it as late as when a task opens a file. Such a subquery's job
+//! runs *beside* the query's, which is planned with a placeholder for the
+//! value (`ember_planner::subquery_value`): its stages that do not read the
+//! value run meanwhile (`ember.concurrent_subqueries`, on by default).
 
 use arrow::array::RecordBatch;
 use std::sync::Arc;
@@ -23,6 +30,7 @@ use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, LogicalPlan, Subquery};
+use ember_planner::subquery_value::placeholder;
 use ember_proto::JobStatus;
 use futures::TryStreamExt;
 
@@ -51,6 +59,42 @@ pub fn next_scalar_subquery(plan: &LogicalPlan) -> Option<Subquery> {
         })
     });
     found
+}
+
+/// `plan` with each uncorrelated scalar subquery that stands in one of its
+/// filters (`WHERE`, `HAVING`, not inside another subquery) and that `defer`
+/// accepts replaced by a placeholder for its value (see
+/// `ember_planner::subquery_value`), and those subqueries: the placeholder
+/// of the n-th reads value n. Identical subqueries share one.
+pub fn defer_filter_subqueries(
+    plan: LogicalPlan,
+    defer: impl Fn(&Subquery) -> bool,
+) -> datafusion::error::Result<(LogicalPlan, Vec<Subquery>)> {
+    let mut deferred: Vec<Subquery> = vec![];
+    let plan = plan
+        .transform_up(|node| {
+            if !matches!(node, LogicalPlan::Filter(_)) {
+                return Ok(Transformed::no(node));
+            }
+            node.map_expressions(|expr| {
+                expr.transform_up(|e| match e {
+                    Expr::ScalarSubquery(s) if s.outer_ref_columns.is_empty() && defer(&s) => {
+                        let id = match deferred.iter().position(|d| d == &s) {
+                            Some(i) => i,
+                            None => {
+                                deferred.push(s.clone());
+                                deferred.len() - 1
+                            }
+                        };
+                        let data_type = s.subquery.schema().field(0).data_type().clone();
+                        Ok(Transformed::yes(placeholder(id as u32, data_type)))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })?
+        .data;
+    Ok((plan, deferred))
 }
 
 /// Whether substituting values for `plan`'s uncorrelated scalar subqueries
@@ -160,37 +204,43 @@ pub fn scalar_value(
     })
 }
 
-/// Every row of a finished job, fetched from the executors over Flight.
+/// A result partition of a finished job that could not be fetched.
+#[derive(Debug)]
+pub struct LostResult {
+    pub partition: u32,
+    pub attempt: u64,
+    pub why: String,
+}
+
+/// Every row of a finished job, fetched from the executors over Flight; or
+/// the first partition that could not be fetched.
 pub async fn fetch_rows(
     status: &JobStatus,
     max_message_size: usize,
-) -> Result<Vec<RecordBatch>, SchedulerError> {
+) -> Result<Vec<RecordBatch>, LostResult> {
     let mut results = status.results.clone();
     results.sort_by_key(|r| r.partition);
     let mut batches = vec![];
     for r in results {
-        let unreachable = |e: &dyn std::fmt::Display| {
-            SchedulerError::Internal(format!(
+        let lost = |e: &dyn std::fmt::Display| LostResult {
+            partition: r.partition,
+            attempt: r.attempt,
+            why: format!(
                 "cannot fetch a scalar subquery's result from executor {}: {e}",
                 r.executor_id
-            ))
+            ),
         };
         let channel = ember_proto::data_endpoint(&r.flight_address)
-            .map_err(|e| unreachable(&e))?
+            .map_err(|e| lost(&e))?
             .connect()
             .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| lost(&e))?;
         let client = FlightServiceClient::new(channel).max_decoding_message_size(max_message_size);
         let stream = FlightClient::new_from_inner(client)
             .do_get(Ticket::new(r.ticket.clone()))
             .await
-            .map_err(|e| unreachable(&e))?;
-        batches.extend(
-            stream
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(|e| unreachable(&e))?,
-        );
+            .map_err(|e| lost(&e))?;
+        batches.extend(stream.try_collect::<Vec<_>>().await.map_err(|e| lost(&e))?);
     }
     Ok(batches)
 }
@@ -256,6 +306,41 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(text.contains("| 2 ") && text.contains("| 4 "), "{text}");
+    }
+
+    #[tokio::test]
+    async fn filter_subqueries_are_deferred_once_each_and_others_left_in_place() {
+        let ctx = SessionContext::new();
+        ctx.sql("CREATE TABLE t (x BIGINT) AS VALUES (1), (2), (3)")
+            .await
+            .unwrap();
+        let sql = "SELECT x + (SELECT min(x) FROM t) FROM t \
+                   WHERE x > (SELECT avg(x) FROM t) AND x < (SELECT avg(x) FROM t) + 5 \
+                   AND EXISTS (SELECT 1 FROM t u WHERE u.x > (SELECT max(x) FROM t))";
+        let plan = ctx.state().create_logical_plan(sql).await.unwrap();
+        let (deferred_plan, deferred) = defer_filter_subqueries(plan.clone(), |_| true).unwrap();
+        // avg, once; the projection's min and the EXISTS's max stay.
+        assert_eq!(deferred.len(), 1, "{deferred_plan}");
+        assert!(
+            deferred[0]
+                .subquery
+                .display_indent()
+                .to_string()
+                .contains("avg")
+        );
+        let text = deferred_plan.display_indent().to_string();
+        assert_eq!(
+            text.matches("scalar_subquery_value(Int64(0))").count(),
+            2,
+            "{text}"
+        );
+        let left = next_scalar_subquery(&deferred_plan).unwrap();
+        assert!(!left.subquery.display_indent().to_string().contains("avg"));
+        assert_eq!(deferred_plan.schema(), plan.schema());
+        // Refused by the caller: nothing deferred.
+        let (same, none) = defer_filter_subqueries(plan.clone(), |_| false).unwrap();
+        assert!(none.is_empty());
+        assert_eq!(same, plan);
     }
 
     #[tokio::test]

@@ -138,6 +138,42 @@ async fn executor_killed_after_success_while_the_client_fetches_the_result() {
     queries_survive("kill@serve-result:times=1", &[JobEventKind::ResultLost]).await;
 }
 
+/// The first result served is a scalar subquery's value, fetched by the
+/// scheduler (the query's last stage needs it): the executor serving it
+/// dies, and the subquery's job recomputes the value, whether the subquery
+/// runs beside its query or first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn executor_killed_while_the_scheduler_fetches_a_scalar_subquery_value() {
+    let mut cluster = ProcessCluster::start(3, "kill@serve-result:times=1", &[]);
+    let ctx = cluster.session(3).await;
+    register_tpch(&ctx).await;
+    let sql = "SELECT n_name FROM nation \
+               WHERE n_regionkey = (SELECT max(r_regionkey) FROM region) ORDER BY n_name";
+    let expected = oracle_rows(sql).await;
+    for concurrent in [true, false] {
+        ctx.run_sql(&format!("SET ember.concurrent_subqueries = {concurrent}"))
+            .await
+            .unwrap();
+        cluster.reset_faults();
+        let result = tokio::time::timeout(Duration::from_secs(120), ctx.run_sql(sql))
+            .await
+            .unwrap_or_else(|_| panic!("hung after an executor died (beside: {concurrent})"))
+            .unwrap_or_else(|e| panic!("must survive (beside: {concurrent}): {e}"));
+        assert_same(
+            &format!("beside: {concurrent}"),
+            rows(&result.batches),
+            expected.clone(),
+            true,
+        );
+        assert_eq!(
+            cluster.replace_dead_executors(),
+            1,
+            "the fault should have killed exactly one executor (beside: {concurrent})"
+        );
+        wait_for_executors(&ctx, 3, None).await;
+    }
+}
+
 /// A sorted result streamed to the client, which merges its partitions
 /// (all open at once): the executor serving one of them dies before the
 /// first row is handed out. The lost partition is recomputed and the merge

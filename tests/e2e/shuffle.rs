@@ -168,10 +168,84 @@ async fn explain_analyze_runs_the_query_and_reports_stage_metrics() {
         .unwrap()
         .pretty()
         .unwrap();
+    // Its subquery ran beside it and handed it the value.
     assert!(
-        with_subquery.contains("ms running scalar subqueries"),
+        with_subquery.contains("ms on scalar subqueries"),
+        "{with_subquery}"
+    );
+    assert!(
+        with_subquery.contains("value arrived: scalar subquery 0 = 4"),
         "{with_subquery}"
     );
     // Its data is gone, and the cluster is idle again.
+    assert_eq!(ctx.cluster_info().await.unwrap().running_jobs, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_filter_subquery_runs_beside_its_query_and_still_prunes_its_scan() {
+    use ember_proto::JobEventKind;
+    let ctx = EmberContext::standalone(2).await.unwrap();
+    register_tpch(&ctx).await;
+    let value_events = |status: &ember_proto::JobStatus| -> Vec<String> {
+        status
+            .events
+            .iter()
+            .filter(|e| e.kind == JobEventKind::SubqueryValue as i32)
+            .map(|e| e.detail.clone())
+            .collect()
+    };
+    // lineitem's 3 files hold ascending order keys: only the last file's
+    // row groups can hold keys above the value.
+    let sql = "SELECT count(*), sum(l_quantity) FROM lineitem \
+               WHERE l_orderkey > (SELECT max(o_orderkey) - 100 FROM orders)";
+    let all_rows = 60_175;
+    let beside = ctx.run_sql(sql).await.unwrap();
+    assert_same(
+        "beside",
+        rows(&beside.batches),
+        oracle_rows(sql).await,
+        true,
+    );
+    let job = beside.job.unwrap();
+    let max = oracle_rows("SELECT max(o_orderkey) - 100 FROM orders").await[0][0].clone();
+    assert_eq!(
+        value_events(&job),
+        [format!("scalar subquery 0 = {max}")],
+        "{job:?}"
+    );
+    let scanned = job.stages[0].input_rows;
+    assert!(
+        scanned > 0 && scanned < all_rows / 2,
+        "the value pruned the scan: {job:?}"
+    );
+
+    // Run first instead: the same answer, the same pruning.
+    ctx.run_sql("SET ember.concurrent_subqueries = false")
+        .await
+        .unwrap();
+    let first = ctx.run_sql(sql).await.unwrap();
+    assert_eq!(rows(&first.batches), rows(&beside.batches));
+    let job = first.job.unwrap();
+    assert!(value_events(&job).is_empty(), "{job:?}");
+    assert_eq!(job.stages[0].input_rows, scanned);
+    ctx.run_sql("SET ember.concurrent_subqueries = true")
+        .await
+        .unwrap();
+
+    // A subquery of several rows fails its query in DataFusion's words; the
+    // session goes on and nothing is left running.
+    let err = ctx
+        .run_sql("SELECT count(*) FROM nation WHERE n_regionkey > (SELECT r_regionkey FROM region)")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("Scalar subquery returned more than one row"),
+        "{err}"
+    );
+    let sql = "SELECT n_name FROM nation WHERE n_regionkey = (SELECT max(r_regionkey) FROM region) \
+               ORDER BY n_name";
+    let ok = ctx.run_sql(sql).await.unwrap();
+    assert_same("after", rows(&ok.batches), oracle_rows(sql).await, true);
     assert_eq!(ctx.cluster_info().await.unwrap().running_jobs, 0);
 }
