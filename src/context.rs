@@ -440,17 +440,28 @@ impl EmberContext {
         mut progress: impl FnMut(&JobStatus),
     ) -> Result<QueryResult> {
         let result = self.fetcher.collect(&job.job_id, &mut progress).await;
-        // Free the job's data on the executors whatever happened.
-        self.fetcher.release(&job.job_id).await;
-        let (status, partitions) = result?;
-        let batches = match &job.merge {
-            Some(merge) => crate::fetch::merge_partitions(merge, &job.schema, partitions).await?,
-            None => partitions
-                .into_iter()
-                .flatten()
-                .map(|b| crate::fetch::conform(b, &job.schema))
-                .collect::<Result<_>>()?,
+        // Free the job's data on the executors whatever happened; the
+        // partitions are merged meanwhile.
+        let release = self.fetcher.release(&job.job_id);
+        let (status, partitions) = match result {
+            Ok(fetched) => fetched,
+            Err(e) => {
+                release.await;
+                return Err(e);
+            }
         };
+        let batches = async {
+            match &job.merge {
+                Some(merge) => crate::fetch::merge_partitions(merge, &job.schema, partitions).await,
+                None => partitions
+                    .into_iter()
+                    .flatten()
+                    .map(|b| crate::fetch::conform(b, &job.schema))
+                    .collect::<Result<_>>(),
+            }
+        };
+        let ((), batches) = tokio::join!(release, batches);
+        let batches = batches?;
         Ok(QueryResult {
             schema: job.schema,
             batches,
