@@ -950,14 +950,15 @@ impl Core {
     pub fn fail_job(self: &Arc<Self>, job_id: &str, why: String) {
         let failed = {
             let mut state = self.state.lock();
-            let Some(entry) = state.jobs.get_mut(job_id) else {
-                return;
-            };
-            if !entry.job.is_running() {
-                return;
+            match state.jobs.get_mut(job_id) {
+                Some(entry) if entry.job.is_running() => {
+                    entry.job.finish(JobPhase::Failed(why));
+                    state.settle(job_id, Transition::JobFailed)
+                }
+                // Ended meanwhile (or gone): nothing to fail, but slots may
+                // have been freed.
+                _ => None,
             }
-            entry.job.finish(JobPhase::Failed(why));
-            state.settle(job_id, Transition::JobFailed)
         };
         if let Some(id) = failed {
             self.cleanup_job(&id);
