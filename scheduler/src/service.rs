@@ -359,16 +359,14 @@ impl Api {
                     "a scalar subquery run beside its query was not planned as a job".into(),
                 ));
             };
-            let what = format!("scalar subquery of: {description}");
             let timing = Timing {
                 since,
                 subqueries: nested,
             };
-            let job_id = self.submit_job(session, &dag, settings, what, timing)?;
             jobs.push(BesideJob {
                 id: id as u32,
                 data_type,
-                job: ReleaseOnDrop(Arc::clone(&self.core), job_id),
+                job: self.submit_subquery(session, &dag, settings, description, timing)?,
             });
         }
         Ok((plan, jobs))
@@ -432,15 +430,13 @@ impl Api {
                     crate::subqueries::scalar_value(&batches, &data_type)?
                 }
                 Planned::Job { dag, settings, .. } => {
-                    let what = format!("scalar subquery of: {description}");
                     let timing = Timing {
                         since,
                         subqueries: Duration::ZERO,
                     };
-                    let id = self.submit_job(session, &dag, settings, what, timing)?;
                     // Freed however this ends (a client gone meanwhile included).
-                    let _release = ReleaseOnDrop(Arc::clone(&self.core), id.clone());
-                    subquery_result(&self.core, &id, &data_type).await?
+                    let job = self.submit_subquery(session, &dag, settings, description, timing)?;
+                    subquery_result(&self.core, &job.1, &data_type).await?
                 }
                 Planned::Analyze { .. } => {
                     return Err(SchedulerError::Internal(
@@ -456,6 +452,21 @@ impl Api {
             Duration::ZERO
         };
         Ok((plan, spent))
+    }
+
+    /// Submits the job of a scalar subquery of statement `description`,
+    /// released when the returned guard is dropped.
+    fn submit_subquery(
+        &self,
+        session: &Session,
+        dag: &ember_planner::StageDag,
+        settings: Arc<HashMap<String, String>>,
+        description: &str,
+        timing: Timing,
+    ) -> Result<ReleaseOnDrop, SchedulerError> {
+        let what = format!("scalar subquery of: {description}");
+        let id = self.submit_job(session, dag, settings, what, timing)?;
+        Ok(ReleaseOnDrop(Arc::clone(&self.core), id))
     }
 
     /// Encodes the DAG's stage plans and hands the job to the core (its
