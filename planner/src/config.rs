@@ -173,6 +173,10 @@ pub struct EmberOptions {
     /// beside the query's own (whose other stages run meanwhile), rather
     /// than before it ([`subquery_value`](crate::subquery_value)).
     pub concurrent_subqueries: bool,
+    /// Semi and anti joins with a small build side find their matches
+    /// where the probe side is, instead of shuffling it
+    /// ([`semi_reduction`](crate::semi_reduction)).
+    pub reduce_semi_joins: bool,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
     /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
@@ -189,6 +193,7 @@ impl Default for EmberOptions {
             balance_scans: true,
             merge_on_client: true,
             concurrent_subqueries: true,
+            reduce_semi_joins: true,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
         }
@@ -252,6 +257,11 @@ impl EmberOptions {
                 "concurrent_subqueries".to_string(),
                 Some(self.concurrent_subqueries.to_string()),
                 "Run a scalar subquery that filters a query beside the query's job, not before it.",
+            ),
+            (
+                "reduce_semi_joins".to_string(),
+                Some(self.reduce_semi_joins.to_string()),
+                "Semi and anti joins with a small build side match where the probe side is, instead of shuffling it.",
             ),
         ];
         for (field, value) in self.s3.fields(expose) {
@@ -322,6 +332,7 @@ impl ExtensionOptions for EmberOptions {
             "balance_scans" => self.balance_scans = parse(key, value)?,
             "merge_on_client" => self.merge_on_client = parse(key, value)?,
             "concurrent_subqueries" => self.concurrent_subqueries = parse(key, value)?,
+            "reduce_semi_joins" => self.reduce_semi_joins = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];
                 let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {

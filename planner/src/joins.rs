@@ -74,7 +74,7 @@ fn unmerged(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
 /// `plan` split into `partitions` by the hash of `keys`: as it is when it
 /// already is (e.g. an aggregate's output grouped by the keys), otherwise
 /// through a repartition, which becomes a shuffle.
-fn hash_partitioned(
+pub(crate) fn hash_partitioned(
     plan: Arc<dyn ExecutionPlan>,
     keys: Vec<Arc<dyn PhysicalExpr>>,
     partitions: usize,
@@ -93,17 +93,39 @@ fn hash_partitioned(
     )?))
 }
 
+/// How [`distribute_joins`] distributes joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// The session's target partition count: how many ways the shuffles
+    /// joins need split their inputs.
+    pub partitions: usize,
+    /// Semi and anti joins with a small build side find their matches
+    /// where the probe side is, instead of shuffling it
+    /// ([`crate::semi_reduction`]).
+    pub reduce_semi_joins: bool,
+}
+
+impl From<usize> for JoinOptions {
+    /// `partitions` with every rewrite on.
+    fn from(partitions: usize) -> Self {
+        Self {
+            partitions,
+            reduce_semi_joins: true,
+        }
+    }
+}
+
 /// Rewrites every join whose build-side output would be wrong when its probe
-/// partitions run as separate tasks. `partitions` is the session's target
-/// partition count.
+/// partitions run as separate tasks.
 pub fn distribute_joins(
     plan: Arc<dyn ExecutionPlan>,
-    partitions: usize,
+    options: impl Into<JoinOptions>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let partitions = partitions.max(1);
+    let mut options = options.into();
+    options.partitions = options.partitions.max(1);
     plan.transform_up(|node| {
         let rewritten = if let Some(join) = node.downcast_ref::<HashJoinExec>() {
-            rewrite_hash_join(join, partitions)?
+            rewrite_hash_join(join, options)?
         } else if let Some((join_type, left, right)) = collecting_join(&node)
             && emits_build_rows(&join_type)
             && right.output_partitioning().partition_count() > 1
@@ -201,19 +223,29 @@ fn broadcast_pays(build: Size, probe: Size, partitions: usize) -> bool {
 
 fn rewrite_hash_join(
     join: &HashJoinExec,
-    partitions: usize,
+    options: JoinOptions,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let partitions = options.partitions;
     if *join.partition_mode() != PartitionMode::CollectLeft
         || join.right().output_partitioning().partition_count() <= 1
     {
         return Ok(None);
     }
-    if !emits_build_rows(join.join_type()) {
+    let reducible = options.reduce_semi_joins
+        && matches!(join.join_type(), JoinType::LeftSemi | JoinType::LeftAnti);
+    if !emits_build_rows(join.join_type()) || reducible {
         let stats = StatisticsContext::new();
         let build = Size::of(join.left(), &stats)?;
         let probe = Size::of(join.right(), &stats)?;
         if broadcast_pays(build, probe, partitions) {
-            return Ok(None);
+            if !reducible {
+                return Ok(None);
+            }
+            if let Some(reduced) =
+                crate::semi_reduction::reduce(join, unmerged(join.left()), partitions)?
+            {
+                return Ok(Some(reduced));
+            }
         }
     }
     let builder = if join.null_aware {

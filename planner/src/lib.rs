@@ -35,6 +35,7 @@ pub mod logging;
 pub mod object_stores;
 pub mod result_merge;
 pub mod scalar_subquery;
+pub mod semi_reduction;
 pub mod shuffle;
 mod shuffle_reader;
 mod shuffle_writer;

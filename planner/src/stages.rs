@@ -40,7 +40,7 @@ use datafusion::physical_plan::{
 };
 
 use crate::error::Result;
-use crate::joins::distribute_joins;
+use crate::joins::{JoinOptions, distribute_joins};
 use crate::result_merge::ResultMerge;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
@@ -74,13 +74,16 @@ pub struct StageDag {
 impl StageDag {
     /// Cuts `plan` into stages. Stage ids are 0.. in dependency order; the
     /// last stage is the final one. Joins that cannot run split into tasks are
-    /// first rewritten (see [`distribute_joins`]) with `partitions` (the
-    /// session's target partitions) for the shuffles they need.
+    /// first rewritten (see [`distribute_joins`]) as `joins` says (with the
+    /// session's target partitions for the shuffles they need).
     /// A file write becomes a write stage first (see [`distribute_write`]).
-    pub fn cut(plan: Arc<dyn ExecutionPlan>, partitions: usize) -> Result<Self> {
+    pub fn cut(plan: Arc<dyn ExecutionPlan>, joins: impl Into<JoinOptions>) -> Result<Self> {
         let plan = distribute_write(plan)?;
-        let plan = distribute_joins(plan, partitions)?;
-        let mut cutter = Cutter { stages: vec![] };
+        let plan = distribute_joins(plan, joins)?;
+        let mut cutter = Cutter {
+            stages: vec![],
+            cut: vec![],
+        };
         let root = cutter.visit(plan)?;
         cutter.add_stage(root, None)?;
         let write = cutter
@@ -200,6 +203,11 @@ impl StageDag {
 
 struct Cutter {
     stages: Vec<Stage>,
+    /// Each exchange already cut, kept (so no other node takes its
+    /// address), with the reader that replaced it: an exchange that stands
+    /// in two places of the plan (`semi_reduction` reads one both hashed
+    /// and whole) is one stage.
+    cut: Vec<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>,
 }
 
 impl Cutter {
@@ -212,6 +220,10 @@ impl Cutter {
         if plan.downcast_ref::<RecursiveQueryExec>().is_some() {
             return Ok(plan);
         }
+        if let Some((_, reader)) = self.cut.iter().find(|(e, _)| Arc::ptr_eq(e, &plan)) {
+            return Ok(Arc::clone(reader));
+        }
+        let original = Arc::clone(&plan);
         let children = plan
             .children()
             .into_iter()
@@ -236,7 +248,7 @@ impl Cutter {
                 .flatten();
             let constants = trusted_constants(&input);
             let stage_id = self.add_stage(input, Some(partitioning))?;
-            return Ok(Arc::new(ShuffleReaderExec::try_new(
+            let reader: Arc<dyn ExecutionPlan> = Arc::new(ShuffleReaderExec::try_new(
                 stage_id,
                 schema,
                 true,
@@ -244,7 +256,9 @@ impl Cutter {
                 declared,
                 ordering,
                 constants,
-            )?));
+            )?);
+            self.cut.push((original, Arc::clone(&reader)));
+            return Ok(reader);
         }
 
         let is_merge = plan.downcast_ref::<CoalescePartitionsExec>().is_some()
@@ -252,7 +266,9 @@ impl Cutter {
         if is_merge {
             let input = Arc::clone(plan.children()[0]);
             let map_partitions = input.output_partitioning().partition_count();
-            if map_partitions > 1 {
+            // A merge straight over an exchange reads all of it in its task.
+            let over_reader = input.downcast_ref::<ShuffleReaderExec>().is_some();
+            if map_partitions > 1 && !over_reader {
                 let schema = input.schema();
                 let ordering = input.output_ordering().cloned();
                 let constants = trusted_constants(&input);

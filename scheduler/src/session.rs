@@ -17,6 +17,7 @@ use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use ember_planner::config::{distributed_session_config, ember_options};
+use ember_planner::joins::JoinOptions;
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
 use ember_planner::{ResultMerge, StageDag};
 
@@ -268,8 +269,13 @@ impl Session {
         }
     }
 
-    fn target_partitions(&self) -> usize {
-        self.ctx.state().config().target_partitions()
+    /// How the session's plans distribute their joins.
+    fn join_options(&self) -> JoinOptions {
+        let state = self.ctx.state();
+        JoinOptions {
+            partitions: state.config().target_partitions(),
+            reduce_semi_joins: ember_options(state.config()).reduce_semi_joins,
+        }
     }
 
     /// The session's settings, as shipped to executors with every task.
@@ -366,7 +372,7 @@ impl Session {
         match &plan {
             LogicalPlan::Explain(explain) => {
                 let physical = self.physical_plan(&explain.plan).await?;
-                let mut dag = StageDag::cut(physical, self.target_partitions())?;
+                let mut dag = StageDag::cut(physical, self.join_options())?;
                 // As it runs for a client.
                 self.merge_on_client(&mut dag);
                 let mut rows = vec![(
@@ -384,7 +390,7 @@ impl Session {
             LogicalPlan::Analyze(analyze) => {
                 let physical = self.physical_plan(&analyze.input).await?;
                 Ok(Planned::Analyze {
-                    dag: StageDag::cut(physical, self.target_partitions())?,
+                    dag: StageDag::cut(physical, self.join_options())?,
                     settings: Arc::new(self.settings()),
                     verbose: analyze.verbose,
                 })
@@ -453,7 +459,7 @@ impl Session {
                 // differ from the logical one in nullability: clients are
                 // told what they will receive.
                 let schema = physical.schema();
-                let dag = StageDag::cut(physical, self.target_partitions())?;
+                let dag = StageDag::cut(physical, self.join_options())?;
                 Ok(Planned::Job {
                     dag,
                     schema,

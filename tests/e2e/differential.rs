@@ -141,6 +141,11 @@ const SHAPES: &[&str] = &[
     "SELECT * FROM dims WHERE k NOT IN (SELECT k FROM facts WHERE k IS NOT NULL)",
     "SELECT * FROM dims d WHERE EXISTS (SELECT 1 FROM facts f WHERE f.k = d.k AND f.v > 500)",
     "SELECT * FROM dims d WHERE NOT EXISTS (SELECT 1 FROM facts f WHERE f.k = d.k)",
+    // Semi and anti joins reduced where `facts` is (two keys, one an
+    // expression; NULL keys on both sides).
+    "SELECT * FROM dims d WHERE EXISTS (SELECT 1 FROM facts f WHERE f.k = d.k AND f.n = d.k % 17)",
+    "SELECT * FROM dims d WHERE NOT EXISTS (SELECT 1 FROM facts f WHERE f.n = d.k % 17 AND f.k = d.k)",
+    "SELECT d.name, count(*) FROM dims d WHERE d.k IN (SELECT n FROM facts) GROUP BY d.name",
     "SELECT d.k, (SELECT max(f.v) FROM facts f WHERE f.k = d.k) FROM dims d",
     "SELECT k, n + (SELECT k FROM dims WHERE k = 4) FROM facts WHERE n = 2",
     "SELECT k, n + (SELECT k FROM dims WHERE k = 1000) FROM facts WHERE n = 2",

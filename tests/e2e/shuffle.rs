@@ -249,3 +249,61 @@ async fn a_filter_subquery_runs_beside_its_query_and_still_prunes_its_scan() {
     assert_same("after", rows(&ok.batches), oracle_rows(sql).await, true);
     assert_eq!(ctx.cluster_info().await.unwrap().running_jobs, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_semi_join_with_a_small_side_sends_on_matched_keys_not_its_large_side() {
+    let ctx = EmberContext::standalone(2).await.unwrap();
+    register_tpch(&ctx).await;
+    // TPC-H q4's shape: a quarter's orders that have a late line item.
+    let late = "SELECT l_orderkey FROM lineitem WHERE l_commitdate < l_receiptdate";
+    let late_rows = oracle_rows(&format!("SELECT count(*) FROM ({late})")).await[0][0]
+        .parse::<u64>()
+        .unwrap();
+    let quarter = "o_orderdate >= DATE '1993-07-01' AND o_orderdate < DATE '1993-10-01'";
+    let queries = [
+        format!(
+            "SELECT o_orderpriority, count(*) FROM orders WHERE {quarter} AND EXISTS \
+             (SELECT * FROM lineitem WHERE l_orderkey = o_orderkey AND l_commitdate < l_receiptdate) \
+             GROUP BY o_orderpriority ORDER BY o_orderpriority"
+        ),
+        format!(
+            "SELECT o_orderpriority, count(*) FROM orders WHERE {quarter} AND NOT EXISTS \
+             (SELECT * FROM lineitem WHERE l_orderkey = o_orderkey AND l_commitdate < l_receiptdate) \
+             GROUP BY o_orderpriority ORDER BY o_orderpriority"
+        ),
+        format!(
+            "SELECT o_orderkey, o_custkey FROM orders WHERE {quarter} AND o_orderkey IN ({late})"
+        ),
+    ];
+    let most_sent =
+        |job: &ember_proto::JobStatus| job.stages.iter().map(|s| s.output_rows).max().unwrap_or(0);
+    for sql in &queries {
+        let reduced = ctx.run_sql(sql).await.unwrap();
+        let ordered = sql.contains("ORDER BY");
+        assert_same(sql, rows(&reduced.batches), oracle_rows(sql).await, ordered);
+        // No stage sends on the late line items themselves: only the keys
+        // of the quarter's orders that they match.
+        let job = reduced.job.unwrap();
+        assert!(
+            most_sent(&job) < late_rows / 4,
+            "{sql}: {late_rows} late line items, a stage sent {}: {job:?}",
+            most_sent(&job)
+        );
+
+        // Off: the line items are shuffled to the join, with the same answer.
+        ctx.run_sql("SET ember.reduce_semi_joins = false")
+            .await
+            .unwrap();
+        let shuffled = ctx.run_sql(sql).await.unwrap();
+        ctx.run_sql("SET ember.reduce_semi_joins = true")
+            .await
+            .unwrap();
+        assert_same(
+            sql,
+            rows(&shuffled.batches),
+            rows(&reduced.batches),
+            ordered,
+        );
+        assert_eq!(most_sent(&shuffled.job.unwrap()), late_rows, "{sql}");
+    }
+}
