@@ -348,23 +348,11 @@ mod tests {
             2,
             "{text}"
         );
-        let rows = |plan| {
-            let ctx = ctx.clone();
-            async move {
-                let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
-                    .await
-                    .unwrap();
-                let mut lines: Vec<String> = arrow::util::pretty::pretty_format_batches(&batches)
-                    .unwrap()
-                    .to_string()
-                    .lines()
-                    .map(str::to_string)
-                    .collect();
-                lines.sort();
-                lines
-            }
-        };
         // Against a fresh plan: the shipped one shares the original's operators.
-        assert_eq!(rows(shipped).await, rows(physical().await).await);
+        let rows = crate::test_util::sorted_rows;
+        assert_eq!(
+            rows(&ctx, shipped).await,
+            rows(&ctx, physical().await).await
+        );
     }
 }

@@ -145,6 +145,7 @@ mod tests {
 
     use crate::StageDag;
     use crate::joins::{JoinOptions, distribute_joins};
+    use crate::test_util::sorted_rows as rows;
 
     use super::*;
 
@@ -173,20 +174,6 @@ mod tests {
         ctx.register_table("big", big).unwrap();
         ctx.register_table("small", small).unwrap();
         ctx
-    }
-
-    async fn rows(ctx: &SessionContext, plan: Arc<dyn ExecutionPlan>) -> Vec<String> {
-        let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
-            .await
-            .unwrap();
-        let mut lines: Vec<String> = arrow::util::pretty::pretty_format_batches(&batches)
-            .unwrap()
-            .to_string()
-            .lines()
-            .map(str::to_string)
-            .collect();
-        lines.sort();
-        lines
     }
 
     #[tokio::test]
