@@ -231,8 +231,7 @@ fn rewrite_hash_join(
     {
         return Ok(None);
     }
-    let reducible = options.reduce_semi_joins
-        && matches!(join.join_type(), JoinType::LeftSemi | JoinType::LeftAnti);
+    let reducible = options.reduce_semi_joins && crate::semi_reduction::applies(join);
     if !emits_build_rows(join.join_type()) || reducible {
         let stats = StatisticsContext::new();
         let build = Size::of(join.left(), &stats)?;

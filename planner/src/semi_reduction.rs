@@ -45,22 +45,24 @@ use datafusion::physical_plan::{ExecutionPlan, Partitioning};
 
 use crate::joins::hash_partitioned;
 
-/// The reduced form of `join` (see the module), or `None` where it does
-/// not apply: only `CollectLeft` semi and anti joins without a filter,
-/// not null-aware, whose build side must be shuffled to meet the probe
-/// side. The caller decides whether the build side is small enough.
+/// Can `join` be reduced (see the module)? Only `CollectLeft` semi and
+/// anti joins without a filter, not null-aware.
+pub fn applies(join: &HashJoinExec) -> bool {
+    matches!(join.join_type(), JoinType::LeftSemi | JoinType::LeftAnti)
+        && join.filter().is_none()
+        && !join.null_aware
+        && *join.partition_mode() == PartitionMode::CollectLeft
+}
+
+/// The reduced form of `join`, one that [`applies`], with `build` its
+/// build side without the merge DataFusion put on it; `None` where the
+/// build side need not be shuffled to meet the probe side. The caller
+/// decides whether the build side is small enough.
 pub fn reduce(
     join: &HashJoinExec,
     build: Arc<dyn ExecutionPlan>,
     partitions: usize,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    if !matches!(join.join_type(), JoinType::LeftSemi | JoinType::LeftAnti)
-        || join.filter().is_some()
-        || join.null_aware
-        || *join.partition_mode() != PartitionMode::CollectLeft
-    {
-        return Ok(None);
-    }
     let left_keys: Vec<Arc<dyn PhysicalExpr>> =
         join.on().iter().map(|(l, _)| Arc::clone(l)).collect();
     let shared = hash_partitioned(build, left_keys.clone(), partitions)?;
@@ -70,7 +72,12 @@ pub fn reduce(
         // what is left to save, and the partitioned join does no more.
         return Ok(None);
     }
+    // The broadcast keys and the matched keys alike are columns
+    // `__ember_key_<i>`, the i-th of their schema.
     let key = |i: usize| format!("__ember_key_{i}");
+    let key_columns: Vec<Arc<dyn PhysicalExpr>> = (0..left_keys.len())
+        .map(|i| Arc::new(Column::new(&key(i), i)) as Arc<dyn PhysicalExpr>)
+        .collect();
 
     // A broadcast of the build side's keys.
     let keys = ProjectionExec::try_new(
@@ -84,15 +91,10 @@ pub fn reduce(
     let matching = HashJoinExec::try_new(
         Arc::new(keys),
         Arc::clone(join.right()),
-        join.on()
+        key_columns
             .iter()
-            .enumerate()
-            .map(|(i, (_, r))| {
-                (
-                    Arc::new(Column::new(&key(i), i)) as Arc<dyn PhysicalExpr>,
-                    Arc::clone(r),
-                )
-            })
+            .zip(join.on())
+            .map(|(k, (_, r))| (Arc::clone(k), Arc::clone(r)))
             .collect(),
         None,
         &JoinType::RightSemi,
@@ -117,17 +119,14 @@ pub fn reduce(
         Arc::clone(&matching),
         matching.schema(),
     )?;
-    let matched_keys: Vec<Arc<dyn PhysicalExpr>> = (0..left_keys.len())
-        .map(|i| Arc::new(Column::new(&key(i), i)) as Arc<dyn PhysicalExpr>)
-        .collect();
     let matched = Arc::new(RepartitionExec::try_new(
         Arc::new(matched),
-        Partitioning::Hash(matched_keys.clone(), partitions),
+        Partitioning::Hash(key_columns.clone(), partitions),
     )?);
     let reduced = join
         .builder()
         .with_partition_mode(PartitionMode::Partitioned)
-        .with_on(left_keys.into_iter().zip(matched_keys).collect())
+        .with_on(left_keys.into_iter().zip(key_columns).collect())
         .with_new_children(vec![shared, matched])?
         .recompute_properties()
         .build_exec()?;
