@@ -11,7 +11,6 @@ use ember_planner::codec::schema_to_bytes;
 
 use crate::commit::Output;
 use crate::overview::describe;
-use ember_planner::config::ember_options;
 use ember_proto::scheduler_service_server::{SchedulerService, SchedulerServiceServer};
 use ember_proto::{
     CancelJobRequest, CancelJobResponse, CloseSessionRequest, CloseSessionResponse, ClusterInfo,
@@ -339,9 +338,7 @@ impl Api {
         plan: LogicalPlan,
         description: &str,
     ) -> Result<(LogicalPlan, Vec<BesideJob>), SchedulerError> {
-        if crate::session::answered_here(&plan)
-            || !ember_options(session.ctx.state().config()).concurrent_subqueries
-        {
+        if crate::session::answered_here(&plan) || !session.options().concurrent_subqueries {
             return Ok((plan, vec![]));
         }
         let (plan, subqueries) = crate::subqueries::defer_filter_subqueries(plan, |s| {
@@ -490,7 +487,7 @@ impl Api {
             .iter()
             .map(|s| ember_planner::subquery_value::awaited_by(&s.plan))
             .collect::<Result<Vec<_>, _>>()?;
-        let opts = ember_options(session.ctx.state().config());
+        let opts = session.options();
         let id = uuid::Uuid::new_v4().to_string();
         let token = uuid::Uuid::new_v4().simple().to_string();
         let mut job = Job::new(

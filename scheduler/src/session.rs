@@ -15,8 +15,9 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
 use datafusion::prelude::SessionContext;
-use ember_planner::config::{distributed_session_config, ember_options};
+use ember_planner::config::{EmberOptions, distributed_session_config, ember_options};
 use ember_planner::joins::JoinOptions;
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
 use ember_planner::{ResultMerge, StageDag};
@@ -245,8 +246,19 @@ impl Session {
     /// Points the session's object stores at its current `ember.s3.*`
     /// settings (a `SET` may have changed them).
     fn sync_stores(&self) {
-        self.stores
-            .set_settings(S3Config::of(&ember_options(self.ctx.state().config())));
+        self.stores.set_settings(S3Config::of(&self.options()));
+    }
+
+    /// Reads the session's configuration where it lies.
+    /// (`SessionContext::state` clones the whole state, function registries
+    /// included: a query paid for that several times over here.)
+    pub fn with_config<T>(&self, read: impl FnOnce(&SessionConfig) -> T) -> T {
+        read(self.ctx.state_ref().read().config())
+    }
+
+    /// The session's `ember.*` settings.
+    pub fn options(&self) -> EmberOptions {
+        self.with_config(ember_options)
     }
 
     /// Marks the session used now (it is closed after a long idle time).
@@ -262,7 +274,7 @@ impl Session {
     /// `StageDag::merge_on_client`) unless the session turned that off
     /// (`ember.merge_on_client`); the merge the client is to do.
     pub fn merge_on_client<'d>(&self, dag: &'d mut StageDag) -> Option<&'d ResultMerge> {
-        if ember_options(self.ctx.state().config()).merge_on_client {
+        if self.options().merge_on_client {
             dag.merge_on_client()
         } else {
             None
@@ -271,27 +283,27 @@ impl Session {
 
     /// How the session's plans distribute their joins.
     fn join_options(&self) -> JoinOptions {
-        let state = self.ctx.state();
-        JoinOptions {
-            partitions: state.config().target_partitions(),
-            reduce_semi_joins: ember_options(state.config()).reduce_semi_joins,
-        }
+        self.with_config(|config| JoinOptions {
+            partitions: config.target_partitions(),
+            reduce_semi_joins: ember_options(config).reduce_semi_joins,
+        })
     }
 
     /// The session's settings, as shipped to executors with every task.
     pub fn settings(&self) -> HashMap<String, String> {
-        let state = self.ctx.state();
-        let options = state.config().options();
-        // Ember's own keys with their real values (secrets included: the
-        // executors need them; they are never logged or shown).
-        let ember = ember_options(state.config()).exposed_entries();
-        options
-            .entries()
-            .into_iter()
-            .filter(|e| e.key.starts_with("datafusion."))
-            .filter_map(|e| e.value.map(|v| (e.key, v)))
-            .chain(ember)
-            .collect()
+        self.with_config(|config| {
+            // Ember's own keys with their real values (secrets included:
+            // the executors need them; they are never logged or shown).
+            let ember = ember_options(config).exposed_entries();
+            config
+                .options()
+                .entries()
+                .into_iter()
+                .filter(|e| e.key.starts_with("datafusion."))
+                .filter_map(|e| e.value.map(|v| (e.key, v)))
+                .chain(ember)
+                .collect()
+        })
     }
 
     /// Plans one SQL statement for a client's DataFrame: the logical plan,
@@ -500,7 +512,7 @@ impl Session {
     async fn run_here(&self, plan: LogicalPlan, has_result_set: bool) -> Result<Planned> {
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let max_rows = ember_options(self.ctx.state().config()).inline_result_max_rows;
+        let max_rows = self.options().inline_result_max_rows;
         let batches = df.limit(0, Some(max_rows + 1))?.collect().await?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         if rows > max_rows {
