@@ -175,6 +175,11 @@ mod tests {
         ctx
     }
 
+    /// `plan`'s operators, one per line.
+    fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
+        displayable(plan.as_ref()).indent(false).to_string()
+    }
+
     #[tokio::test]
     async fn semi_and_anti_joins_match_where_the_probe_side_is_and_answer_the_same() {
         let ctx = context();
@@ -186,7 +191,7 @@ mod tests {
             let physical = || crate::test_util::physical_plan(&ctx, sql);
             let original = physical().await;
             let shipped = distribute_joins(Arc::clone(&original), 2).unwrap();
-            let text = displayable(shipped.as_ref()).indent(false).to_string();
+            let text = shown(&shipped);
             assert!(
                 text.contains("mode=CollectLeft, join_type=RightSemi")
                     && text.contains("mode=Partitioned, join_type=Left"),
@@ -219,9 +224,7 @@ mod tests {
                 partitions: 2,
                 reduce_semi_joins: false,
             };
-            let text = displayable(distribute_joins(physical().await, off).unwrap().as_ref())
-                .indent(false)
-                .to_string();
+            let text = shown(&distribute_joins(physical().await, off).unwrap());
             assert!(!text.contains("RightSemi"), "{sql}\n{text}");
         }
     }
@@ -236,7 +239,7 @@ mod tests {
         ] {
             let original = crate::test_util::physical_plan(&ctx, sql).await;
             let shipped = distribute_joins(Arc::clone(&original), 2).unwrap();
-            let text = displayable(shipped.as_ref()).indent(false).to_string();
+            let text = shown(&shipped);
             assert!(!text.contains("RightSemi"), "{sql}\n{text}");
             assert_eq!(
                 rows(&ctx, shipped).await,

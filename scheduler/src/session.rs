@@ -15,8 +15,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::SessionConfig;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use ember_planner::config::{EmberOptions, distributed_session_config, ember_options};
 use ember_planner::joins::JoinOptions;
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
@@ -124,15 +123,12 @@ impl Session {
     async fn catalog_tables(
         &self,
     ) -> Result<HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>> {
-        let state = self.ctx.state();
-        let options = state.config().options();
-        let catalog = &options.catalog;
+        let (catalog, schema) = self.with_config(|config| {
+            let names = &config.options().catalog;
+            (names.default_catalog.clone(), names.default_schema.clone())
+        });
         let mut tables = HashMap::new();
-        if let Some(schema) = self
-            .ctx
-            .catalog(&catalog.default_catalog)
-            .and_then(|c| c.schema(&catalog.default_schema))
-        {
+        if let Some(schema) = self.ctx.catalog(&catalog).and_then(|c| c.schema(&schema)) {
             for name in schema.table_names() {
                 if let Some(table) = schema.table(&name).await? {
                     tables.insert(name, table);
@@ -230,11 +226,11 @@ impl Session {
         core: Arc<crate::core::Core>,
         sessions: crate::system_tables::SessionLister,
     ) -> Result<()> {
-        let state = self.ctx.state();
-        let catalog_name = &state.config().options().catalog.default_catalog;
+        let catalog_name =
+            self.with_config(|config| config.options().catalog.default_catalog.clone());
         let catalog = self
             .ctx
-            .catalog(catalog_name)
+            .catalog(&catalog_name)
             .ok_or_else(|| SchedulerError::Internal(format!("no catalog {catalog_name}")))?;
         catalog.register_schema(
             crate::system_tables::SCHEMA,
