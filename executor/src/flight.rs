@@ -71,15 +71,13 @@ impl FlightService for ShuffleFlightService {
         if !is_valid_id(&ticket.job_id) {
             return Err(Status::invalid_argument("malformed ticket: invalid job id"));
         }
-        // The attempt may still be running here (a stage started early).
         let output = self
             .store
-            .open_when_written(
+            .open_job(
                 &ticket.job_id,
                 &ticket.job_token,
                 (ticket.stage_id, ticket.map_partition, ticket.attempt),
             )
-            .await
             .map_err(store_status)?;
         let batches = output.stream(ticket.bucket).map_err(store_status)?;
         let schema = batches.schema();

@@ -389,12 +389,6 @@ impl ExecutorService for Api {
             let mut attempts = self.0.attempts.lock();
             for t in &req.tasks {
                 attempts.insert(t.attempt, req.job_id.clone());
-                if cancelled.is_some() {
-                    // Readers of a stage started early may ask for it now.
-                    self.0
-                        .store
-                        .expect_output(&req.job_id, (req.stage_id, t.partition, t.attempt));
-                }
             }
         }
         for t in req.tasks {

@@ -147,22 +147,18 @@ impl ShuffleService for TaskShuffle {
 
         if location.executor_id == self.executor_id {
             self.counters.local.fetch_add(1, Ordering::Relaxed);
-            let store = Arc::clone(&self.store);
-            let (job, token) = (self.job_id.clone(), self.job_token.clone());
-            // The attempt may still be running here (a stage started early):
-            // the stream waits for its output.
-            let stream = futures::stream::once(async move {
-                store
-                    .open_when_written(&job, &token, (stage_id, map_partition, map_attempt))
-                    .await
-                    .and_then(|output| output.stream(bucket))
-                    .map_err(|e| DataFusionError::from(failed(e.to_string(), false)))
-            })
-            .try_flatten();
-            return Ok(counted(
-                Box::pin(RecordBatchStreamAdapter::new(schema, stream)),
-                &self.counters.local_bytes,
-            ));
+            let output = self
+                .store
+                .open_job(
+                    &self.job_id,
+                    &self.job_token,
+                    (stage_id, map_partition, map_attempt),
+                )
+                .map_err(|e| DataFusionError::from(failed(e.to_string(), false)))?;
+            return output
+                .stream(bucket)
+                .map(|s| counted(s, &self.counters.local_bytes))
+                .map_err(|e| DataFusionError::from(failed(e.to_string(), false)));
         }
 
         self.counters.remote.fetch_add(1, Ordering::Relaxed);

@@ -22,16 +22,8 @@
 //! Jobs are registered with a secret token when their first task arrives;
 //! [`ShuffleStore::open_job`] refuses a token that does not match, so the
 //! Flight port serves a job's data only to the job's own tasks and client.
-//!
-//! A stage may start before the stages it reads are done
-//! (`ember.early_stage_start`): its readers ask for the output of an attempt
-//! still running here. [`ShuffleStore::open_when_written`] waits for it until
-//! the attempt ends, and serves it only if the attempt succeeded: an attempt
-//! that fails after writing (or is killed) has its output discarded, so no
-//! reader ever sees the output of an attempt the scheduler does not accept.
-//! Any other unknown output is missing at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter};
 use std::path::PathBuf;
@@ -48,7 +40,6 @@ use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use ember_planner::{MapOutputSink, MapOutputStats};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 /// Why a bucket could not be served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,9 +154,6 @@ fn spilled_stream(
 struct JobData {
     token: String,
     outputs: HashMap<OutputKey, Arc<MapOutput>>,
-    /// Map attempts running here (their outputs, if published, are not
-    /// served until they end).
-    writing: HashSet<OutputKey>,
 }
 
 /// All map outputs of this executor.
@@ -178,9 +166,6 @@ pub struct ShuffleStore {
     reservation: Mutex<MemoryReservation>,
     spilled_bytes: AtomicU64,
     jobs: Mutex<HashMap<String, JobData>>,
-    /// Woken whenever an output is published, an attempt ends or a job
-    /// goes: readers waiting for a running attempt look again.
-    changed: Notify,
 }
 
 impl ShuffleStore {
@@ -195,7 +180,6 @@ impl ShuffleStore {
             reservation: Mutex::new(reservation),
             spilled_bytes: AtomicU64::new(0),
             jobs: Mutex::new(HashMap::new()),
-            changed: Notify::new(),
         }
     }
 
@@ -221,60 +205,11 @@ impl ShuffleStore {
         let entry = jobs.entry(job.to_string()).or_insert_with(|| JobData {
             token: token.to_string(),
             outputs: HashMap::new(),
-            writing: HashSet::new(),
         });
         if entry.token != token {
             return Err(StoreError::WrongToken(job.to_string()));
         }
         Ok(())
-    }
-
-    /// Attempt `key` of (registered) `job` runs here and will write its
-    /// output: readers may wait for it.
-    pub fn expect_output(&self, job: &str, key: OutputKey) {
-        if let Some(data) = self.jobs.lock().get_mut(job) {
-            data.writing.insert(key);
-        }
-    }
-
-    /// Attempt `key` of `job` ended; the output it may have published is
-    /// discarded unless it `succeeded`.
-    pub fn attempt_ended(&self, job: &str, key: OutputKey, succeeded: bool) {
-        let discarded = {
-            let mut jobs = self.jobs.lock();
-            jobs.get_mut(job).and_then(|data| {
-                data.writing.remove(&key);
-                if succeeded {
-                    None
-                } else {
-                    data.outputs.remove(&key)
-                }
-            })
-        };
-        if let Some(output) = discarded {
-            self.release(output.memory_bytes);
-        }
-        self.changed.notify_waiters();
-    }
-
-    /// Like [`Self::open_job`], but an output whose attempt is still running
-    /// here is waited for, until the attempt ends.
-    pub async fn open_when_written(
-        &self,
-        job: &str,
-        token: &str,
-        key: OutputKey,
-    ) -> Result<Arc<MapOutput>, StoreError> {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            // Registered before looking, so no change is missed between.
-            changed.as_mut().enable();
-            match self.lookup(job, token, key)? {
-                Some(output) => return Ok(output),
-                None => changed.await,
-            }
-        }
     }
 
     /// Looks up a finished map output, checking the job's token.
@@ -284,23 +219,6 @@ impl ShuffleStore {
         token: &str,
         key: OutputKey,
     ) -> Result<Arc<MapOutput>, StoreError> {
-        let (stage, map, attempt) = key;
-        self.lookup(job, token, key)?
-            .ok_or(StoreError::MissingOutput {
-                job: job.to_string(),
-                stage,
-                map,
-                attempt,
-            })
-    }
-
-    /// A map output, `None` while its attempt still runs here.
-    fn lookup(
-        &self,
-        job: &str,
-        token: &str,
-        key: OutputKey,
-    ) -> Result<Option<Arc<MapOutput>>, StoreError> {
         let jobs = self.jobs.lock();
         let data = jobs
             .get(job)
@@ -309,18 +227,15 @@ impl ShuffleStore {
             return Err(StoreError::WrongToken(job.to_string()));
         }
         let (stage, map, attempt) = key;
-        if data.writing.contains(&key) {
-            return Ok(None);
-        }
-        match data.outputs.get(&key) {
-            Some(output) => Ok(Some(Arc::clone(output))),
-            None => Err(StoreError::MissingOutput {
+        data.outputs
+            .get(&key)
+            .cloned()
+            .ok_or(StoreError::MissingOutput {
                 job: job.to_string(),
                 stage,
                 map,
                 attempt,
-            }),
-        }
+            })
     }
 
     /// Opens the sink of one map task attempt.
@@ -350,7 +265,6 @@ impl ShuffleStore {
             let freed: u64 = data.outputs.values().map(|o| o.memory_bytes).sum();
             self.release(freed);
         }
-        self.changed.notify_waiters();
         let dir = self.job_dir(job);
         if dir.exists()
             && let Err(e) = std::fs::remove_dir_all(&dir)
@@ -830,67 +744,6 @@ mod tests {
         assert!(matches!(
             store.open_job("j4", "t", (0, 0, 2)),
             Err(StoreError::MissingOutput { attempt: 2, .. })
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_reader_waits_for_a_running_attempt_and_only_for_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(test_store(dir.path(), u64::MAX));
-        store.register_job("j8", "t").unwrap();
-        store.expect_output("j8", (0, 0, 1));
-        store.expect_output("j8", (0, 1, 2));
-        // Attempt 1 publishes while its reader waits.
-        let reader = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.open_when_written("j8", "t", (0, 0, 1)).await })
-        };
-        tokio::task::yield_now().await;
-        assert!(!reader.is_finished());
-        let mut sink = Box::new(store.sink("j8", (0, 0, 1), 1, batch(1).schema()));
-        sink.push(0, batch(5)).unwrap();
-        (sink as Box<dyn MapOutputSink>).finish().unwrap();
-        // Written, but served only once the attempt has ended well.
-        tokio::task::yield_now().await;
-        assert!(!reader.is_finished());
-        store.attempt_ended("j8", (0, 0, 1), true);
-        assert_eq!(rows(&reader.await.unwrap().unwrap(), 0).await, 5);
-        // Attempt 2 writes, then fails: its reader is told the output is
-        // missing, and it is gone.
-        let before = store.memory_used();
-        let reader = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.open_when_written("j8", "t", (0, 1, 2)).await })
-        };
-        let mut sink = Box::new(store.sink("j8", (0, 1, 2), 1, batch(1).schema()));
-        sink.push(0, batch(7)).unwrap();
-        (sink as Box<dyn MapOutputSink>).finish().unwrap();
-        tokio::task::yield_now().await;
-        assert!(!reader.is_finished());
-        store.attempt_ended("j8", (0, 1, 2), false);
-        assert!(matches!(
-            reader.await.unwrap(),
-            Err(StoreError::MissingOutput { attempt: 2, .. })
-        ));
-        assert!(store.open_job("j8", "t", (0, 1, 2)).is_err());
-        assert_eq!(store.memory_used(), before);
-        // An attempt not running here is missing at once, as is a running
-        // one's output for the plain lookup; a removed job ends any wait.
-        assert!(matches!(
-            store.open_when_written("j8", "t", (0, 1, 3)).await,
-            Err(StoreError::MissingOutput { attempt: 3, .. })
-        ));
-        store.expect_output("j8", (1, 0, 4));
-        assert!(store.open_job("j8", "t", (1, 0, 4)).is_err());
-        let reader = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move { store.open_when_written("j8", "t", (1, 0, 4)).await })
-        };
-        tokio::task::yield_now().await;
-        store.remove_job("j8");
-        assert!(matches!(
-            reader.await.unwrap(),
-            Err(StoreError::UnknownJob(_))
         ));
     }
 

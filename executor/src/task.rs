@@ -103,13 +103,6 @@ pub async fn run_and_report(
             result
         }
     };
-    // Readers waiting for this attempt's output get it now, or learn that
-    // there is none (a failed or killed attempt's output is discarded).
-    inner.store.attempt_ended(
-        &launch.job_id,
-        (launch.stage_id, partition, attempt),
-        result.is_ok(),
-    );
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let outcome = match result {
         Ok((stats, plan)) => task_status_update::Outcome::Succeeded(TaskSucceeded {

@@ -177,11 +177,6 @@ pub struct EmberOptions {
     /// where the probe side is, instead of shuffling it
     /// ([`semi_reduction`](crate::semi_reduction)).
     pub reduce_semi_joins: bool,
-    /// Launch a stage's tasks on free slots once every task of the stages
-    /// it reads is running or done, instead of once all are done: its
-    /// readers take the finished map outputs and wait for the rest. Off by
-    /// default: on the 2-core benchmark machine it gained nothing (README).
-    pub early_stage_start: bool,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
     /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
@@ -199,7 +194,6 @@ impl Default for EmberOptions {
             merge_on_client: true,
             concurrent_subqueries: true,
             reduce_semi_joins: true,
-            early_stage_start: false,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
         }
@@ -268,11 +262,6 @@ impl EmberOptions {
                 "reduce_semi_joins".to_string(),
                 Some(self.reduce_semi_joins.to_string()),
                 "Semi and anti joins with a small build side match where the probe side is, instead of shuffling it.",
-            ),
-            (
-                "early_stage_start".to_string(),
-                Some(self.early_stage_start.to_string()),
-                "Start a stage on free slots once the stages it reads are all running or done; its readers wait for the last map outputs.",
             ),
         ];
         for (field, value) in self.s3.fields(expose) {
@@ -344,7 +333,6 @@ impl ExtensionOptions for EmberOptions {
             "merge_on_client" => self.merge_on_client = parse(key, value)?,
             "concurrent_subqueries" => self.concurrent_subqueries = parse(key, value)?,
             "reduce_semi_joins" => self.reduce_semi_joins = parse(key, value)?,
-            "early_stage_start" => self.early_stage_start = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];
                 let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {

@@ -128,9 +128,6 @@ pub enum JobPhase {
 pub struct JobLimits {
     pub task_max_attempts: u32,
     pub stage_max_attempts: u32,
-    /// Stages may start before the stages they read are done
-    /// (`ember.early_stage_start`, see [`Job::runnable_tasks`]).
-    pub early_stage_start: bool,
 }
 
 /// What an event did to its job.
@@ -179,11 +176,6 @@ pub struct Job {
     /// The values of the scalar subqueries running beside this job, as
     /// they arrive (datafusion-proto bytes, sent with every launch).
     pub subquery_values: HashMap<u32, Vec<u8>>,
-    /// Attempts that ended, or will end, without an output: failed or lost
-    /// ones, and running ones a reader started early found ended without
-    /// one (their own report is on its way). No stage starts early on them,
-    /// and a reader that waited for one is not blamed for it.
-    no_output: BTreeSet<u64>,
     events: Vec<JobEvent>,
     events_dropped: u32,
 }
@@ -255,7 +247,6 @@ impl Job {
             result_limit: None,
             planning: PlanningTime::default(),
             subquery_values: HashMap::new(),
-            no_output: BTreeSet::new(),
             events: vec![],
             events_dropped: 0,
         }
@@ -352,61 +343,19 @@ impl Job {
     /// started stage before opening another: TPC-H q17 at SF 10 left one
     /// executor idle for 2.4 s when the other ran a newly ready stage's two
     /// short tasks ahead of the started stage's long one.
-    ///
-    /// Last, with `ember.early_stage_start`, the tasks of stages whose
-    /// inputs are not all done yet but no longer need a slot (every task of
-    /// the stages they read is running or done, one at least done): a slot
-    /// nothing else wants starts reading the finished map outputs instead
-    /// of idling at the stage barrier, and waits for the others where they
-    /// are being written (the executor serves a running attempt's output
-    /// once it is complete, or fails the fetch if the attempt ends without
-    /// one). Since no map task is left waiting for a slot, a reader holding
-    /// one cannot starve the tasks it waits for. Only where nothing else of
-    /// the job could want that slot before the stage's inputs are done:
-    /// every stage not done is one it reads, it, or one that reads it
-    /// (directly or not). A reader waiting in a slot another branch of the
-    /// plan then needed made TPC-H q5 and q21 slower at SF 10.
     pub fn runnable_tasks(&self) -> Vec<(u32, u32)> {
         if !self.is_running() {
             return vec![];
         }
-        let has_values = |stage: &StageRun| {
-            stage
-                .awaits
-                .iter()
-                .all(|id| self.subquery_values.contains_key(id))
-        };
         let ready = |stage: &&StageRun| {
             stage
                 .inputs
                 .iter()
                 .all(|i| self.stages[*i as usize].is_complete())
-                && has_values(stage)
-        };
-        let early = |stage: &&StageRun| {
-            let inputs = || stage.inputs.iter().map(|i| &self.stages[*i as usize]);
-            self.limits.early_stage_start
-                && !stage.inputs.is_empty()
-                && has_values(stage)
-                && inputs().all(|s| {
-                    s.tasks.iter().all(|t| match t {
-                        TaskState::Pending => false,
-                        TaskState::Running { attempt, .. } => !self.no_output.contains(attempt),
-                        TaskState::Succeeded { .. } => true,
-                    })
-                })
-                && inputs().any(|s| {
-                    s.tasks
-                        .iter()
-                        .any(|t| matches!(t, TaskState::Succeeded { .. }))
-                })
-                && !ready(stage)
-                && self.stages.iter().all(|other| {
-                    other.is_complete()
-                        || other.id == stage.id
-                        || stage.inputs.contains(&other.id)
-                        || self.reads_from(other.id, stage.id)
-                })
+                && stage
+                    .awaits
+                    .iter()
+                    .all(|id| self.subquery_values.contains_key(id))
         };
         let started = |stage: &&StageRun| stage.tasks.iter().any(|t| *t != TaskState::Pending);
         let (under_way, fresh): (Vec<&StageRun>, Vec<&StageRun>) =
@@ -414,7 +363,6 @@ impl Job {
         under_way
             .into_iter()
             .chain(fresh)
-            .chain(self.stages.iter().filter(early))
             .flat_map(|stage| {
                 stage
                     .tasks
@@ -424,13 +372,6 @@ impl Job {
                     .map(|(p, _)| (stage.id, p as u32))
             })
             .collect()
-    }
-
-    /// Does stage `consumer` read `producer`'s output, directly or through
-    /// other stages?
-    fn reads_from(&self, consumer: u32, producer: u32) -> bool {
-        let inputs = &self.stages[consumer as usize].inputs;
-        inputs.contains(&producer) || inputs.iter().any(|i| self.reads_from(*i, producer))
     }
 
     pub fn mark_running(
@@ -465,32 +406,14 @@ impl Job {
             .collect()
     }
 
-    /// The inputs a task of `stage` needs to know about: where each map
-    /// output is, or, for a stage started early, where the attempt that
-    /// will write it runs.
+    /// The inputs a task of `stage` needs to know about.
     pub fn stage_inputs(&self, stage: u32) -> Vec<StageInput> {
         self.stages[stage as usize]
             .inputs
             .iter()
             .map(|i| StageInput {
                 stage_id: *i,
-                locations: self.stages[*i as usize]
-                    .tasks
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(p, t)| match t {
-                        TaskState::Succeeded {
-                            executor, attempt, ..
-                        }
-                        | TaskState::Running { executor, attempt } => Some(MapOutputLocation {
-                            map_partition: p as u32,
-                            executor_id: executor.id.clone(),
-                            address: executor.address.clone(),
-                            attempt: *attempt,
-                        }),
-                        TaskState::Pending => None,
-                    })
-                    .collect(),
+                locations: self.locations(*i),
             })
             .collect()
     }
@@ -626,29 +549,6 @@ impl Job {
                     )));
                     return Transition::JobFailed;
                 }
-                // Only a reader started early is told of an attempt that is
-                // running or failed (others read succeeded ones only): it
-                // waited for an output that never came. Not its fault: it
-                // runs again once that map task has run again, uncounted.
-                let running = self.is_running_attempt(f.map_stage, f.map_partition, f.map_attempt);
-                if running || self.no_output.contains(&f.map_attempt) {
-                    self.no_output.insert(f.map_attempt);
-                    self.event(
-                        JobEventKind::TaskRetried,
-                        JobEvent {
-                            executor_id: executor,
-                            stage_id: stage,
-                            partitions: vec![partition],
-                            attempt,
-                            detail: format!(
-                                "started early, its input (stage {} partition {} attempt {}) ended without an output; runs again once that is rerun",
-                                f.map_stage, f.map_partition, f.map_attempt
-                            ),
-                            ..Default::default()
-                        },
-                    );
-                    return Transition::Progressed;
-                }
                 let lost = self.lose_output(
                     f.map_stage,
                     f.map_partition,
@@ -720,7 +620,6 @@ impl Job {
         executor: &str,
         why: &str,
     ) -> Transition {
-        self.no_output.insert(attempt);
         let failures = {
             let f = &mut self.stages[stage as usize].failures[partition as usize];
             *f += 1;
@@ -745,14 +644,6 @@ impl Job {
             },
         );
         Transition::Progressed
-    }
-
-    /// Is `attempt` the one running task (`stage`, `partition`) now?
-    fn is_running_attempt(&self, stage: u32, partition: u32, attempt: u64) -> bool {
-        self.stages
-            .get(stage as usize)
-            .and_then(|s| s.tasks.get(partition as usize))
-            .is_some_and(|t| matches!(t, TaskState::Running { attempt: a, .. } if *a == attempt))
     }
 
     /// Invalidates map output (`stage`, `partition`) if `attempt` produced
@@ -1111,7 +1002,6 @@ mod tests {
             limits: JobLimits {
                 task_max_attempts: 2,
                 stage_max_attempts: 3,
-                early_stage_start: false,
             },
             started: Instant::now(),
             finished: None,
@@ -1123,7 +1013,6 @@ mod tests {
             result_limit: None,
             planning: PlanningTime::default(),
             subquery_values: HashMap::new(),
-            no_output: BTreeSet::new(),
             events: vec![],
             events_dropped: 0,
         }
@@ -1182,93 +1071,6 @@ mod tests {
         job.on_task_succeeded(0, 0, 1, ok());
         // Stage 2 is under way: its second task goes before stage 1's.
         assert_eq!(job.runnable_tasks(), vec![(2, 1), (1, 0), (1, 1)]);
-    }
-
-    #[test]
-    fn a_stage_starts_early_once_the_stages_it_reads_need_no_slot() {
-        // Stage 2 reads stages 0 (2 tasks) and 1 (1 task).
-        let mut job = job_of(vec![
-            (0, BTreeSet::new(), 2),
-            (1, BTreeSet::new(), 1),
-            (2, BTreeSet::from([0, 1]), 2),
-        ]);
-        job.limits.early_stage_start = true;
-        job.limits.task_max_attempts = 4;
-        job.mark_running(0, 0, exec("a"), 1);
-        job.mark_running(0, 1, exec("b"), 2);
-        job.on_task_succeeded(0, 0, 1, ok());
-        // Stage 1's task still waits for a slot: it goes first, nothing early.
-        assert_eq!(job.runnable_tasks(), vec![(1, 0)]);
-        job.mark_running(1, 0, exec("a"), 3);
-        // Every input task runs or is done, one is done: stage 2 may start,
-        // told where the running attempts are.
-        assert_eq!(job.runnable_tasks(), vec![(2, 0), (2, 1)]);
-        let inputs = job.stage_inputs(2);
-        let at = |i: usize| {
-            inputs[i]
-                .locations
-                .iter()
-                .map(|l| (l.map_partition, l.executor_id.clone(), l.attempt))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(at(0), [(0, "a".into(), 1), (1, "b".into(), 2)]);
-        assert_eq!(at(1), [(0, "a".into(), 3)]);
-        // A reader started early learns that the attempt it waited for ended
-        // without an output before that attempt's own report arrives: it
-        // runs again (not counted), and nothing starts early on that
-        // attempt again.
-        job.mark_running(2, 0, exec("a"), 4);
-        assert_eq!(
-            job.on_task_failed(2, 0, 4, &fetch_failed("b", 1, 2)),
-            Transition::Progressed
-        );
-        assert_eq!(job.stages[2].failures[0], 0);
-        assert_eq!(kinds(&job), [JobEventKind::TaskRetried]);
-        assert!(job.runnable_tasks().is_empty());
-        // Its report: the map task runs again first, then its readers.
-        let boom = failure(task_failure::Reason::Execution(ExecutionError {
-            retryable: true,
-        }));
-        job.on_task_failed(0, 1, 2, &boom);
-        assert_eq!(job.runnable_tasks(), vec![(0, 1)]);
-        job.mark_running(0, 1, exec("b"), 5);
-        assert_eq!(job.runnable_tasks(), vec![(2, 0), (2, 1)]);
-        // The other order: the map attempt's failure is reported first.
-        job.mark_running(2, 1, exec("a"), 6);
-        job.on_task_failed(0, 1, 5, &boom);
-        assert_eq!(
-            job.on_task_failed(2, 1, 6, &fetch_failed("b", 1, 5)),
-            Transition::Progressed
-        );
-        assert_eq!(job.stages[2].failures[1], 0);
-        job.mark_running(0, 1, exec("b"), 7);
-        // Off: only once every input is done.
-        job.limits.early_stage_start = false;
-        assert!(job.runnable_tasks().is_empty());
-        job.on_task_succeeded(0, 1, 7, ok());
-        job.on_task_succeeded(1, 0, 3, ok());
-        assert_eq!(job.runnable_tasks(), vec![(2, 0), (2, 1)]);
-    }
-
-    #[test]
-    fn no_stage_starts_early_while_another_branch_may_want_the_slot() {
-        // Stage 1 reads stage 0; stage 3 reads stages 1 and 2 (a branch).
-        let mut job = job_of(vec![
-            (0, BTreeSet::new(), 2),
-            (1, BTreeSet::from([0]), 2),
-            (2, BTreeSet::new(), 1),
-            (3, BTreeSet::from([1, 2]), 1),
-        ]);
-        job.limits.early_stage_start = true;
-        job.mark_running(0, 0, exec("a"), 1);
-        job.mark_running(0, 1, exec("b"), 2);
-        job.mark_running(2, 0, exec("c"), 3);
-        job.on_task_succeeded(0, 0, 1, ok());
-        // Stage 2 is not done and stage 1 does not lead to it.
-        assert!(job.runnable_tasks().is_empty());
-        job.on_task_succeeded(2, 0, 3, ok());
-        // Now every stage left is stage 1's input, stage 1 or its reader.
-        assert_eq!(job.runnable_tasks(), vec![(1, 0), (1, 1)]);
     }
 
     #[test]
@@ -1626,7 +1428,6 @@ mod tests {
             JobLimits {
                 task_max_attempts: 1,
                 stage_max_attempts: 1,
-                early_stage_start: true,
             },
         );
         assert_eq!(job.stages.len(), dag.stages().len());

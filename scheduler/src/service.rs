@@ -501,7 +501,6 @@ impl Api {
             JobLimits {
                 task_max_attempts: opts.task_max_attempts.max(1) as u32,
                 stage_max_attempts: opts.stage_max_attempts.max(1) as u32,
-                early_stage_start: opts.early_stage_start,
             },
         )
         .with_description(description, dag)

@@ -267,47 +267,6 @@ async fn late_report_from_an_old_attempt_is_ignored() {
     assert_eq!(again.num_rows(), result.num_rows());
 }
 
-/// A stage started early (`ember.early_stage_start`) reads
-/// the map outputs already written and waits for the one still being
-/// written. Here that attempt is held back, then writes its output and
-/// fails: the waiting reader must not see that output, but learn it is
-/// missing, run again once the map task has run again (not counted as its
-/// own failure), and the answer is exact.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_reader_started_early_never_reads_the_output_of_a_failed_attempt() {
-    let cluster = ProcessCluster::start(
-        2,
-        "hang@task-start:stage=0:partition=1:ms=1500:times=1;fail@task-end:stage=0:partition=1:times=1",
-        &[],
-    );
-    let ctx = cluster.session(2).await;
-    register_tpch(&ctx).await;
-    ctx.run_sql("SET ember.early_stage_start = true")
-        .await
-        .expect("set");
-    let sql = "SELECT l_returnflag, l_linestatus, count(*) AS n, sum(l_quantity) AS q \
-               FROM lineitem GROUP BY l_returnflag, l_linestatus ORDER BY 1, 2";
-    let expected = oracle_rows(sql).await;
-    let result = ctx.run_sql(sql).await.expect("the query survives");
-    assert_same("early readers", rows(&result.batches), expected, true);
-    let events = events(result.job.as_ref().unwrap());
-    for (_, text) in &events {
-        eprintln!("  {text}");
-    }
-    assert!(
-        events.iter().any(|(k, t)| *k == JobEventKind::TaskRetried
-            && t.contains("stage 1")
-            && t.contains("started early")),
-        "a reader of stage 1 should have started early and been told its input failed: {events:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|(k, t)| *k == JobEventKind::TaskRetried && t.contains("stage 0 partition [1]")),
-        "{events:?}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retries_exhausted_fail_the_query_clearly_and_the_next_one_works() {
     // Stage 0 partition 0 fails on every attempt (4 = ember.task_max_attempts).
