@@ -531,7 +531,10 @@ impl Api {
 /// idle meanwhile (5-8 ms on TPC-H q22). Spawned from a thread outside the
 /// workers they go to the runtime's shared queue and start at once.
 /// Dropping the returned future (the client went away) drops `planning` at
-/// its next `await`, as on a worker.
+/// its next `await`, as on a worker. The thread is held for the whole
+/// statement, also while it waits (a scalar subquery run before its query,
+/// `EXPLAIN ANALYZE` waiting for its job): one blocking-pool thread per
+/// statement in flight, parked while it waits.
 async fn off_the_workers<T: Send + 'static>(
     planning: impl Future<Output = Result<T, SchedulerError>> + Send + 'static,
 ) -> Result<T, SchedulerError> {
