@@ -177,6 +177,10 @@ pub struct EmberOptions {
     /// where the probe side is, instead of shuffling it
     /// ([`semi_reduction`](crate::semi_reduction)).
     pub reduce_semi_joins: bool,
+    /// A distinct aggregate over a small input shuffles once, by its outer
+    /// group keys, instead of twice
+    /// ([`distinct_exchange`](crate::distinct_exchange)).
+    pub one_exchange_distinct: bool,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
     /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
@@ -194,6 +198,7 @@ impl Default for EmberOptions {
             merge_on_client: true,
             concurrent_subqueries: true,
             reduce_semi_joins: true,
+            one_exchange_distinct: true,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
         }
@@ -262,6 +267,11 @@ impl EmberOptions {
                 "reduce_semi_joins".to_string(),
                 Some(self.reduce_semi_joins.to_string()),
                 "Semi and anti joins with a small build side match where the probe side is, instead of shuffling it.",
+            ),
+            (
+                "one_exchange_distinct".to_string(),
+                Some(self.one_exchange_distinct.to_string()),
+                "A distinct aggregate (count(DISTINCT x) GROUP BY g) over at most 1 Mi estimated rows shuffles once, by g, instead of twice.",
             ),
         ];
         for (field, value) in self.s3.fields(expose) {
@@ -333,6 +343,7 @@ impl ExtensionOptions for EmberOptions {
             "merge_on_client" => self.merge_on_client = parse(key, value)?,
             "concurrent_subqueries" => self.concurrent_subqueries = parse(key, value)?,
             "reduce_semi_joins" => self.reduce_semi_joins = parse(key, value)?,
+            "one_exchange_distinct" => self.one_exchange_distinct = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];
                 let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {

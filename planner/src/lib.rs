@@ -26,6 +26,7 @@ pub mod balance;
 pub mod codec;
 pub mod config;
 mod df_nodes;
+pub mod distinct_exchange;
 pub mod error;
 pub mod fidelity;
 pub mod functions;
@@ -56,6 +57,6 @@ pub use shuffle::{
 };
 pub use shuffle_reader::ShuffleReaderExec;
 pub use shuffle_writer::{ShuffleWriterExec, stats_from_batch, stats_schema};
-pub use stages::{Stage, StageDag};
+pub use stages::{CutOptions, Stage, StageDag};
 pub use table::{ClusterTable, ClusterTableCodec};
 pub use write::{FileWriteExec, TaskIdentity, WriteTarget};

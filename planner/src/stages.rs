@@ -39,6 +39,7 @@ use datafusion::physical_plan::{
     replace_children_if_necessary,
 };
 
+use crate::distinct_exchange::one_exchange_distinct;
 use crate::error::Result;
 use crate::joins::{JoinOptions, distribute_joins};
 use crate::result_merge::ResultMerge;
@@ -60,6 +61,25 @@ pub struct Stage {
     pub inputs: BTreeSet<u32>,
 }
 
+/// How [`StageDag::cut`] distributes a plan before cutting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CutOptions {
+    pub joins: JoinOptions,
+    /// Distinct aggregates over small inputs planned with one exchange
+    /// instead of two ([`crate::distinct_exchange`]).
+    pub one_exchange_distinct: bool,
+}
+
+impl From<usize> for CutOptions {
+    /// `partitions` with every rewrite on.
+    fn from(partitions: usize) -> Self {
+        Self {
+            joins: partitions.into(),
+            one_exchange_distinct: true,
+        }
+    }
+}
+
 /// The stages of one query, inputs before the stages that read them.
 #[derive(Debug, Clone)]
 pub struct StageDag {
@@ -74,12 +94,20 @@ pub struct StageDag {
 impl StageDag {
     /// Cuts `plan` into stages. Stage ids are 0.. in dependency order; the
     /// last stage is the final one. Joins that cannot run split into tasks are
-    /// first rewritten (see [`distribute_joins`]) as `joins` says (with the
-    /// session's target partitions for the shuffles they need).
+    /// first rewritten (see [`distribute_joins`]) as `options.joins` says
+    /// (with the session's target partitions for the shuffles they need),
+    /// then small distinct aggregates given one exchange where
+    /// `options` allows (see [`one_exchange_distinct`]).
     /// A file write becomes a write stage first (see [`distribute_write`]).
-    pub fn cut(plan: Arc<dyn ExecutionPlan>, joins: impl Into<JoinOptions>) -> Result<Self> {
+    pub fn cut(plan: Arc<dyn ExecutionPlan>, options: impl Into<CutOptions>) -> Result<Self> {
         let plan = distribute_write(plan)?;
-        let plan = distribute_joins(plan, joins)?;
+        let options = options.into();
+        let plan = distribute_joins(plan, options.joins)?;
+        let plan = if options.one_exchange_distinct {
+            one_exchange_distinct(plan)?
+        } else {
+            plan
+        };
         let mut cutter = Cutter {
             stages: vec![],
             cut: vec![],

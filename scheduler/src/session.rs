@@ -16,6 +16,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use ember_planner::CutOptions;
 use ember_planner::config::{EmberOptions, distributed_session_config, ember_options};
 use ember_planner::joins::JoinOptions;
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
@@ -277,11 +278,17 @@ impl Session {
         }
     }
 
-    /// How the session's plans distribute their joins.
-    fn join_options(&self) -> JoinOptions {
-        self.with_config(|config| JoinOptions {
-            partitions: config.target_partitions(),
-            reduce_semi_joins: ember_options(config).reduce_semi_joins,
+    /// How the session's plans are distributed before they are cut.
+    fn cut_options(&self) -> CutOptions {
+        self.with_config(|config| {
+            let ember = ember_options(config);
+            CutOptions {
+                joins: JoinOptions {
+                    partitions: config.target_partitions(),
+                    reduce_semi_joins: ember.reduce_semi_joins,
+                },
+                one_exchange_distinct: ember.one_exchange_distinct,
+            }
         })
     }
 
@@ -380,7 +387,7 @@ impl Session {
         match &plan {
             LogicalPlan::Explain(explain) => {
                 let physical = self.physical_plan(&explain.plan).await?;
-                let mut dag = StageDag::cut(physical, self.join_options())?;
+                let mut dag = StageDag::cut(physical, self.cut_options())?;
                 // As it runs for a client.
                 self.merge_on_client(&mut dag);
                 let mut rows = vec![(
@@ -398,7 +405,7 @@ impl Session {
             LogicalPlan::Analyze(analyze) => {
                 let physical = self.physical_plan(&analyze.input).await?;
                 Ok(Planned::Analyze {
-                    dag: StageDag::cut(physical, self.join_options())?,
+                    dag: StageDag::cut(physical, self.cut_options())?,
                     settings: Arc::new(self.settings()),
                     verbose: analyze.verbose,
                 })
@@ -467,7 +474,7 @@ impl Session {
                 // differ from the logical one in nullability: clients are
                 // told what they will receive.
                 let schema = physical.schema();
-                let dag = StageDag::cut(physical, self.join_options())?;
+                let dag = StageDag::cut(physical, self.cut_options())?;
                 Ok(Planned::Job {
                     dag,
                     schema,
