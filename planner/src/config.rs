@@ -181,6 +181,10 @@ pub struct EmberOptions {
     /// group keys, instead of twice
     /// ([`distinct_exchange`](crate::distinct_exchange)).
     pub one_exchange_distinct: bool,
+    /// A small file scan (no filter) that every task of a stage reads whole
+    /// is read by each of them instead of by a stage of its own
+    /// ([`small_scans`](crate::small_scans)).
+    pub small_scans_in_task: bool,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
     /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
@@ -199,6 +203,7 @@ impl Default for EmberOptions {
             concurrent_subqueries: true,
             reduce_semi_joins: true,
             one_exchange_distinct: true,
+            small_scans_in_task: true,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
         }
@@ -273,6 +278,11 @@ impl EmberOptions {
                 Some(self.one_exchange_distinct.to_string()),
                 "A distinct aggregate (count(DISTINCT x) GROUP BY g) over at most 1 Mi estimated rows shuffles once, by g, instead of twice.",
             ),
+            (
+                "small_scans_in_task".to_string(),
+                Some(self.small_scans_in_task.to_string()),
+                "A small file scan (no filter, at most 128 Ki rows read by all tasks together) that every task reads whole is read by each task, not by a stage of its own.",
+            ),
         ];
         for (field, value) in self.s3.fields(expose) {
             out.push((format!("s3.{field}"), value, s3_description(field)));
@@ -344,6 +354,7 @@ impl ExtensionOptions for EmberOptions {
             "concurrent_subqueries" => self.concurrent_subqueries = parse(key, value)?,
             "reduce_semi_joins" => self.reduce_semi_joins = parse(key, value)?,
             "one_exchange_distinct" => self.one_exchange_distinct = parse(key, value)?,
+            "small_scans_in_task" => self.small_scans_in_task = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];
                 let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {

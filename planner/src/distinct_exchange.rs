@@ -27,7 +27,6 @@
 
 use std::sync::Arc;
 
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
@@ -37,6 +36,8 @@ use datafusion::physical_plan::{
     ExecutionPlan, Partitioning, StatisticsArgs, StatisticsContext, replace_children_if_necessary,
 };
 
+use crate::stages::transform_up_shared;
+
 /// Largest estimated input, in rows, of a distinct aggregate planned with
 /// one exchange.
 pub const MAX_ROWS: usize = 1 << 20;
@@ -45,13 +46,10 @@ pub const MAX_ROWS: usize = 1 << 20;
 /// exchange (see the module).
 pub fn one_exchange_distinct(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     let stats = StatisticsContext::new();
-    plan.transform_up(|node| {
-        Ok(match rewrite(&node, &stats)? {
-            Some(rewritten) => Transformed::yes(rewritten),
-            None => Transformed::no(node),
-        })
-    })
-    .data()
+    transform_up_shared(
+        plan,
+        &mut |node| Ok(rewrite(&node, &stats)?.unwrap_or(node)),
+    )
 }
 
 /// The aggregate with its two exchanges of one if `node` is the outer

@@ -40,6 +40,7 @@ pub mod semi_reduction;
 pub mod shuffle;
 mod shuffle_reader;
 mod shuffle_writer;
+pub mod small_scans;
 mod stages;
 pub mod subquery_value;
 pub mod table;

@@ -45,7 +45,9 @@ use crate::joins::{JoinOptions, distribute_joins};
 use crate::result_merge::ResultMerge;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
+use crate::small_scans::read_small_scans_in_task;
 use crate::write::{FileWriteExec, WriteTarget, distribute_write};
+use datafusion::error::Result as DfResult;
 
 /// One stage of a job.
 #[derive(Debug, Clone)]
@@ -68,6 +70,9 @@ pub struct CutOptions {
     /// Distinct aggregates over small inputs planned with one exchange
     /// instead of two ([`crate::distinct_exchange`]).
     pub one_exchange_distinct: bool,
+    /// Small bare scans that every task of a stage reads whole read by
+    /// each task, not by a stage of their own ([`crate::small_scans`]).
+    pub small_scans_in_task: bool,
 }
 
 impl From<usize> for CutOptions {
@@ -76,6 +81,7 @@ impl From<usize> for CutOptions {
         Self {
             joins: partitions.into(),
             one_exchange_distinct: true,
+            small_scans_in_task: true,
         }
     }
 }
@@ -97,7 +103,9 @@ impl StageDag {
     /// first rewritten (see [`distribute_joins`]) as `options.joins` says
     /// (with the session's target partitions for the shuffles they need),
     /// then small distinct aggregates given one exchange where
-    /// `options` allows (see [`one_exchange_distinct`]).
+    /// `options` allows (see [`one_exchange_distinct`]), and small scans
+    /// every task reads whole read in each task (see
+    /// [`read_small_scans_in_task`]).
     /// A file write becomes a write stage first (see [`distribute_write`]).
     pub fn cut(plan: Arc<dyn ExecutionPlan>, options: impl Into<CutOptions>) -> Result<Self> {
         let plan = distribute_write(plan)?;
@@ -105,6 +113,11 @@ impl StageDag {
         let plan = distribute_joins(plan, options.joins)?;
         let plan = if options.one_exchange_distinct {
             one_exchange_distinct(plan)?
+        } else {
+            plan
+        };
+        let plan = if options.small_scans_in_task {
+            read_small_scans_in_task(plan, options.joins.partitions)?
         } else {
             plan
         };
@@ -227,6 +240,36 @@ impl StageDag {
         }
         out
     }
+}
+
+/// `TreeNode::transform_up` for plans in which one node may stand in
+/// several places (an exchange [`crate::semi_reduction`] reads both whole
+/// and hashed, cut once by pointer): each node is rewritten once, and
+/// what stood in several places still does, as one node.
+pub(crate) fn transform_up_shared(
+    plan: Arc<dyn ExecutionPlan>,
+    rewrite: &mut impl FnMut(Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    type Done = Vec<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>;
+    fn visit(
+        plan: Arc<dyn ExecutionPlan>,
+        rewrite: &mut impl FnMut(Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>>,
+        done: &mut Done,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some((_, out)) = done.iter().find(|(p, _)| Arc::ptr_eq(p, &plan)) {
+            return Ok(Arc::clone(out));
+        }
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|c| visit(Arc::clone(c), rewrite, done))
+            .collect::<DfResult<Vec<_>>>()?;
+        let out = rewrite(replace_children_if_necessary(Arc::clone(&plan), children)?)?;
+        // The original is kept, so no other node takes its address.
+        done.push((plan, Arc::clone(&out)));
+        Ok(out)
+    }
+    visit(plan, rewrite, &mut Done::new())
 }
 
 struct Cutter {

@@ -288,6 +288,7 @@ impl Session {
                     reduce_semi_joins: ember.reduce_semi_joins,
                 },
                 one_exchange_distinct: ember.one_exchange_distinct,
+                small_scans_in_task: ember.small_scans_in_task,
             }
         })
     }
