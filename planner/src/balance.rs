@@ -137,6 +137,13 @@ fn balanceable(node: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
     let (config, _) = node
         .downcast_ref::<DataSourceExec>()?
         .downcast_to_file_source::<ParquetSource>()?;
+    (config.file_groups.len() > 1 && grouping_is_free(config)).then_some(config)
+}
+
+/// Whether a scan's files may be grouped anew: it declares no ordering (of
+/// the scan or a file) and no partitioning (files grouped by partition
+/// value). [`crate::small_scans`] merges such groups into one.
+pub(crate) fn grouping_is_free(config: &FileScanConfig) -> bool {
     let ordered = config.preserve_order
         || !config.output_ordering.is_empty()
         || config
@@ -144,8 +151,7 @@ fn balanceable(node: &dyn ExecutionPlan) -> Option<&FileScanConfig> {
             .iter()
             .flat_map(|g| g.iter())
             .any(|f| f.ordering.is_some());
-    let grouped = config.output_partitioning.is_some();
-    (config.file_groups.len() > 1 && !ordered && !grouped).then_some(config)
+    !ordered && config.output_partitioning.is_none()
 }
 
 /// One row group of one file, as the byte range that selects it alone.

@@ -27,6 +27,7 @@
 
 use std::sync::Arc;
 
+use arrow::datatypes::SchemaRef;
 use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
@@ -58,26 +59,13 @@ fn rewrite(
     node: &Arc<dyn ExecutionPlan>,
     stats: &StatisticsContext,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    let aggregate = |plan: &Arc<dyn ExecutionPlan>, mode: AggregateMode| {
-        plan.downcast_ref::<AggregateExec>()
-            .filter(|a| *a.mode() == mode && a.group_expr().is_single())
-            .cloned()
-    };
-    let hashed = |plan: &Arc<dyn ExecutionPlan>| {
-        plan.downcast_ref::<RepartitionExec>()
-            .and_then(|r| match r.partitioning() {
-                Partitioning::Hash(_, n) => Some((r.clone(), *n)),
-                _ => None,
-            })
-    };
     let Some(outer_final) = aggregate(node, AggregateMode::FinalPartitioned) else {
         return Ok(None);
     };
-    let Some((_, partitions)) = hashed(outer_final.input()) else {
+    let Some((outer_shuffle, partitions)) = hashed(outer_final.input()) else {
         return Ok(None);
     };
-    let outer_shuffle = outer_final.input().children()[0];
-    let Some(outer_partial) = aggregate(outer_shuffle, AggregateMode::Partial) else {
+    let Some(outer_partial) = aggregate(outer_shuffle.input(), AggregateMode::Partial) else {
         return Ok(None);
     };
     let Some(inner_final) = aggregate(outer_partial.input(), AggregateMode::FinalPartitioned)
@@ -135,15 +123,30 @@ fn rewrite(
     )?
     .with_limit_options(outer_final.limit_options());
     // The same columns out, or nothing changes.
-    let same = |a: &Arc<dyn ExecutionPlan>, b: &AggregateExec| {
-        let (a, b) = (a.schema(), b.schema());
-        a.fields().len() == b.fields().len()
-            && a.fields()
-                .iter()
-                .zip(b.fields())
-                .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+    let columns = |schema: SchemaRef| {
+        schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect::<Vec<_>>()
     };
-    Ok(same(node, &single).then(|| Arc::new(single) as Arc<dyn ExecutionPlan>))
+    let same = columns(node.schema()) == columns(single.schema());
+    Ok(same.then(|| Arc::new(single) as Arc<dyn ExecutionPlan>))
+}
+
+/// `plan` as an aggregate in `mode` with one grouping set.
+fn aggregate(plan: &Arc<dyn ExecutionPlan>, mode: AggregateMode) -> Option<&AggregateExec> {
+    plan.downcast_ref::<AggregateExec>()
+        .filter(|a| *a.mode() == mode && a.group_expr().is_single())
+}
+
+/// `plan` as a hash exchange, with its partition count.
+fn hashed(plan: &Arc<dyn ExecutionPlan>) -> Option<(&RepartitionExec, usize)> {
+    let exchange = plan.downcast_ref::<RepartitionExec>()?;
+    match exchange.partitioning() {
+        Partitioning::Hash(_, n) => Some((exchange, *n)),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ use datafusion::physical_plan::{
     replace_children_if_necessary,
 };
 
+use crate::balance::grouping_is_free;
 use crate::stages::transform_up_shared;
 
 /// Most rows a small scan may cost all the tasks that read it together
@@ -57,7 +58,7 @@ pub fn read_small_scans_in_task(
         };
         if scan.output_partitioning().partition_count() < 2
             || config.limit.is_some()
-            || !config.output_ordering.is_empty()
+            || !grouping_is_free(config)
         {
             return Ok(node);
         }
