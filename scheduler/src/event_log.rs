@@ -9,15 +9,17 @@
 //! finished jobs into its history, so the UI and API still show them; the
 //! oldest files beyond the retention limit are deleted.
 //!
-//! Lines are written by a background task, never under the core's lock.
+//! Lines are written by a thread of its own (`Writer`), never under the
+//! core's lock.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
 
 use ember_proto::{JobEvent, JobEventKind, JobStatus};
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::overview::{JobView, now_ms};
 
@@ -119,31 +121,27 @@ struct Line<'a> {
 /// Where events go (nowhere without `--event-log-dir`).
 #[derive(Debug, Clone, Default)]
 pub struct EventLog {
-    tx: Option<mpsc::UnboundedSender<Event>>,
+    tx: Option<std_mpsc::Sender<Event>>,
 }
 
 impl EventLog {
-    /// Starts the writer for `dir`, keeping at most `retention` job files.
+    /// Starts the writer thread for `dir`, keeping at most `retention` job
+    /// files.
     pub fn start(dir: PathBuf, retention: usize) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
-        tokio::spawn(async move {
-            while let Some(event) = rx.recv().await {
-                let dir = dir.clone();
-                let finished = matches!(event, Event::Finished { .. });
-                let written = tokio::task::spawn_blocking(move || {
-                    append(&dir, &event)?;
-                    if finished {
-                        prune(&dir, retention)?;
+        let mut writer = Writer::open(dir, retention)?;
+        let (tx, rx) = std_mpsc::channel::<Event>();
+        std::thread::Builder::new()
+            .name("ember-event-log".into())
+            .spawn(move || {
+                // Whatever arrived while the last batch was written goes in
+                // one write per job file.
+                while let Ok(first) = rx.recv() {
+                    let batch: Vec<Event> = std::iter::once(first).chain(rx.try_iter()).collect();
+                    if let Err(e) = writer.write(&batch) {
+                        tracing::warn!(error = %e, "could not write the event log");
                     }
-                    Ok::<_, std::io::Error>(())
-                })
-                .await;
-                if let Ok(Err(e)) = written {
-                    tracing::warn!(error = %e, "could not write the event log");
                 }
-            }
-        });
+            })?;
         Ok(Self { tx: Some(tx) })
     }
 
@@ -225,18 +223,96 @@ fn file(dir: &Path, job_id: &str) -> PathBuf {
     dir.join(format!("job-{job_id}.jsonl"))
 }
 
-fn append(dir: &Path, event: &Event) -> std::io::Result<()> {
-    let line = serde_json::to_string(&Line {
-        v: VERSION,
-        at_ms: now_ms(),
-        event,
-    })
-    .map_err(std::io::Error::other)?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(file(dir, event.job_id()))?;
-    writeln!(f, "{line}")
+/// Writes batches of events: each job's file is opened once and kept
+/// open until its `finished` line, and the job files are known in the
+/// order they were made (the directory is read once, at start), so neither
+/// a line nor a finished job costs a scan of the directory.
+struct Writer {
+    dir: PathBuf,
+    retention: usize,
+    /// Files of jobs not finished yet, by path.
+    open: HashMap<PathBuf, File>,
+    /// Every job file, oldest first.
+    files: VecDeque<PathBuf>,
+}
+
+impl Writer {
+    fn open(dir: PathBuf, retention: usize) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&dir)?;
+        let files = job_files(&dir)?.into();
+        Ok(Self {
+            dir,
+            retention,
+            open: HashMap::new(),
+            files,
+        })
+    }
+
+    /// Appends `events` (a job's lines in one write) and, if a job finished,
+    /// deletes the oldest files of finished jobs beyond the retention limit.
+    fn write(&mut self, events: &[Event]) -> std::io::Result<()> {
+        let mut lines: Vec<(&str, String)> = Vec::new();
+        let mut finished = Vec::new();
+        for event in events {
+            let job_id = event.job_id();
+            let mut line = serde_json::to_string(&Line {
+                v: VERSION,
+                at_ms: now_ms(),
+                event,
+            })
+            .map_err(std::io::Error::other)?;
+            line.push('\n');
+            match lines.iter_mut().find(|(j, _)| *j == job_id) {
+                Some((_, text)) => text.push_str(&line),
+                None => lines.push((job_id, line)),
+            }
+            if matches!(event, Event::Finished { .. }) {
+                finished.push(job_id);
+            }
+        }
+        for (job_id, text) in lines {
+            let path = file(&self.dir, job_id);
+            if !self.open.contains_key(&path) {
+                let f = OpenOptions::new().create(true).append(true).open(&path)?;
+                if !self.files.contains(&path) {
+                    self.files.push_back(path.clone());
+                }
+                self.open.insert(path.clone(), f);
+            }
+            (&self.open[&path]).write_all(text.as_bytes())?;
+        }
+        if finished.is_empty() {
+            return Ok(());
+        }
+        for job_id in finished {
+            self.open.remove(&file(&self.dir, job_id));
+        }
+        self.prune()
+    }
+
+    /// Deletes the oldest files beyond the retention limit, except those of
+    /// jobs still running.
+    fn prune(&mut self) -> std::io::Result<()> {
+        let mut excess = self.files.len().saturating_sub(self.retention);
+        let mut result = Ok(());
+        let open = &self.open;
+        self.files.retain(|path| {
+            if excess == 0 || result.is_err() || open.contains_key(path) {
+                return true;
+            }
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    result = Err(e);
+                    true
+                }
+                _ => {
+                    excess -= 1;
+                    false
+                }
+            }
+        });
+        result
+    }
 }
 
 /// Job files, oldest first.
@@ -248,14 +324,6 @@ fn job_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files.into_iter().map(|(_, p)| p).collect())
-}
-
-fn prune(dir: &Path, retention: usize) -> std::io::Result<()> {
-    let files = job_files(dir)?;
-    for old in files.iter().take(files.len().saturating_sub(retention)) {
-        std::fs::remove_file(old)?;
-    }
-    Ok(())
 }
 
 /// The finished jobs of an earlier run, oldest first (at most `keep`).
@@ -283,4 +351,95 @@ pub fn load_history(dir: &Path, keep: usize) -> VecDeque<JobView> {
         }
     }
     jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn submitted(job_id: &str) -> Event {
+        Event::Submitted {
+            job_id: job_id.into(),
+            session: "s".into(),
+            description: "SELECT 1".into(),
+            stages: 1,
+        }
+    }
+
+    fn finished(job_id: &str) -> Event {
+        Event::Finished {
+            job: Box::new(JobView {
+                id: job_id.into(),
+                session: "s".into(),
+                description: "SELECT 1".into(),
+                state: "succeeded".into(),
+                error: String::new(),
+                submitted_at_ms: 0,
+                elapsed_ms: 1,
+                planning_us: 0,
+                subqueries_us: 0,
+                result_rows: 1,
+                stages: vec![],
+                events: vec![],
+            }),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn lines_go_to_their_jobs_files_and_old_finished_files_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        // A file of an earlier run, the oldest.
+        std::fs::write(dir.path().join("job-old.jsonl"), "").unwrap();
+        let mut w = Writer::open(dir.path().to_path_buf(), 2).unwrap();
+        // a and b interleaved in one batch; c runs on past the others.
+        w.write(&[submitted("a"), submitted("b"), submitted("c")])
+            .unwrap();
+        w.write(&[finished("a"), finished("b")]).unwrap();
+        // Four files, retention 2: the earlier run's and a's go (oldest
+        // first), c's stays although it is older than b's: c still runs.
+        assert_eq!(names(dir.path()), ["job-b.jsonl", "job-c.jsonl"]);
+        let b = std::fs::read_to_string(dir.path().join("job-b.jsonl")).unwrap();
+        let events: Vec<String> = b
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+            .collect();
+        assert_eq!(events, ["\"submitted\"", "\"finished\""]);
+
+        // A running job's file is kept even past the limit; once it
+        // finishes, the oldest finished file goes.
+        w.write(&[submitted("d")]).unwrap();
+        w.write(&[finished("d")]).unwrap();
+        assert_eq!(names(dir.path()), ["job-c.jsonl", "job-d.jsonl"]);
+        w.write(&[finished("c")]).unwrap();
+        assert_eq!(names(dir.path()), ["job-c.jsonl", "job-d.jsonl"]);
+        let c = std::fs::read_to_string(dir.path().join("job-c.jsonl")).unwrap();
+        assert_eq!(c.lines().count(), 2);
+    }
+
+    #[test]
+    fn the_writer_thread_writes_what_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::start(dir.path().to_path_buf(), 10).unwrap();
+        log.record(submitted("j"));
+        log.record(finished("j"));
+        let path = dir.path().join("job-j.jsonl");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .contains("\"event\":\"finished\"")
+        {
+            assert!(std::time::Instant::now() < deadline, "nothing written");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(load_history(dir.path(), 10).len(), 1);
+    }
 }
