@@ -185,6 +185,10 @@ pub struct EmberOptions {
     /// is read by each of them instead of by a stage of its own
     /// ([`small_scans`](crate::small_scans)).
     pub small_scans_in_task: bool,
+    /// An aggregate under a broadcast join that keeps only matching groups
+    /// aggregates only the rows of groups whose key is broadcast
+    /// ([`aggregate_prefilter`](crate::aggregate_prefilter)).
+    pub prefilter_aggregates: bool,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
     /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
@@ -204,6 +208,7 @@ impl Default for EmberOptions {
             reduce_semi_joins: true,
             one_exchange_distinct: true,
             small_scans_in_task: true,
+            prefilter_aggregates: true,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
         }
@@ -283,6 +288,11 @@ impl EmberOptions {
                 Some(self.small_scans_in_task.to_string()),
                 "A small file scan (no filter, at most 128 Ki rows read by all tasks together) that every task reads whole is read by each task, not by a stage of its own.",
             ),
+            (
+                "prefilter_aggregates".to_string(),
+                Some(self.prefilter_aggregates.to_string()),
+                "An aggregate joined back by its group key to a broadcast at most a quarter of its input (a decorrelated subquery) aggregates only the rows whose key is broadcast.",
+            ),
         ];
         for (field, value) in self.s3.fields(expose) {
             out.push((format!("s3.{field}"), value, s3_description(field)));
@@ -355,6 +365,7 @@ impl ExtensionOptions for EmberOptions {
             "reduce_semi_joins" => self.reduce_semi_joins = parse(key, value)?,
             "one_exchange_distinct" => self.one_exchange_distinct = parse(key, value)?,
             "small_scans_in_task" => self.small_scans_in_task = parse(key, value)?,
+            "prefilter_aggregates" => self.prefilter_aggregates = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];
                 let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {

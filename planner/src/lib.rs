@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod aggregate_prefilter;
 pub mod arrow_write;
 pub mod balance;
 pub mod codec;

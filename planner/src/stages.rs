@@ -39,6 +39,7 @@ use datafusion::physical_plan::{
     replace_children_if_necessary,
 };
 
+use crate::aggregate_prefilter::prefilter_aggregates;
 use crate::distinct_exchange::one_exchange_distinct;
 use crate::error::Result;
 use crate::joins::{JoinOptions, distribute_joins};
@@ -73,6 +74,9 @@ pub struct CutOptions {
     /// Small bare scans that every task of a stage reads whole read by
     /// each task, not by a stage of their own ([`crate::small_scans`]).
     pub small_scans_in_task: bool,
+    /// Aggregates a broadcast join mostly drops fed only the rows of groups
+    /// it can keep ([`crate::aggregate_prefilter`]).
+    pub prefilter_aggregates: bool,
 }
 
 impl From<usize> for CutOptions {
@@ -82,6 +86,7 @@ impl From<usize> for CutOptions {
             joins: partitions.into(),
             one_exchange_distinct: true,
             small_scans_in_task: true,
+            prefilter_aggregates: true,
         }
     }
 }
@@ -105,7 +110,9 @@ impl StageDag {
     /// then small distinct aggregates given one exchange where
     /// `options` allows (see [`one_exchange_distinct`]), and small scans
     /// every task reads whole read in each task (see
-    /// [`read_small_scans_in_task`]).
+    /// [`read_small_scans_in_task`]), and aggregates a broadcast join
+    /// mostly drops fed only the rows it can keep (see
+    /// [`prefilter_aggregates`]).
     /// A file write becomes a write stage first (see [`distribute_write`]).
     pub fn cut(plan: Arc<dyn ExecutionPlan>, options: impl Into<CutOptions>) -> Result<Self> {
         let plan = distribute_write(plan)?;
@@ -118,6 +125,11 @@ impl StageDag {
         };
         let plan = if options.small_scans_in_task {
             read_small_scans_in_task(plan, options.joins.partitions)?
+        } else {
+            plan
+        };
+        let plan = if options.prefilter_aggregates {
+            prefilter_aggregates(plan)?
         } else {
             plan
         };
@@ -274,10 +286,11 @@ pub(crate) fn transform_up_shared(
 
 struct Cutter {
     stages: Vec<Stage>,
-    /// Each exchange already cut, kept (so no other node takes its
-    /// address), with the reader that replaced it: an exchange that stands
-    /// in two places of the plan (`semi_reduction` reads one both hashed
-    /// and whole) is one stage.
+    /// Each exchange or merge already cut, kept (so no other node takes its
+    /// address), with what replaced it: an exchange that stands in two
+    /// places of the plan (`semi_reduction` reads one both hashed and
+    /// whole; `aggregate_prefilter` reads a join's broadcast again) is one
+    /// stage.
     cut: Vec<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>,
 }
 
@@ -353,7 +366,11 @@ impl Cutter {
                     ordering,
                     constants,
                 )?);
-                return Ok(replace_children_if_necessary(plan, vec![reader])?);
+                let merged = replace_children_if_necessary(plan, vec![reader])?;
+                // A merge in two places (a broadcast `aggregate_prefilter`
+                // also reads) is one stage too.
+                self.cut.push((original, Arc::clone(&merged)));
+                return Ok(merged);
             }
         }
         Ok(plan)
