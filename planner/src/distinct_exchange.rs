@@ -151,11 +151,12 @@ fn hashed(plan: &Arc<dyn ExecutionPlan>) -> Option<(&RepartitionExec, usize)> {
 
 #[cfg(test)]
 mod tests {
+    use crate::test_util::shown;
+
     use super::*;
     use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::datasource::MemTable;
-    use datafusion::physical_plan::displayable;
     use datafusion::prelude::SessionContext;
 
     use crate::test_util::{physical_plan, sorted_rows};
@@ -183,10 +184,6 @@ mod tests {
         .unwrap();
         ctx.register_table("t", Arc::new(table)).unwrap();
         ctx
-    }
-
-    fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
-        displayable(plan.as_ref()).indent(false).to_string()
     }
 
     #[tokio::test]

@@ -138,13 +138,14 @@ mod tests {
     use arrow::array::{ArrayRef, Int32Array, RecordBatch};
     use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::datasource::MemTable;
-    use datafusion::physical_plan::displayable;
     use datafusion::physical_plan::execution_plan::reset_plan_states;
     use datafusion::prelude::SessionContext;
 
     use crate::StageDag;
     use crate::joins::{JoinOptions, distribute_joins};
     use crate::test_util::sorted_rows as rows;
+
+    use crate::test_util::shown;
 
     use super::*;
 
@@ -173,11 +174,6 @@ mod tests {
         ctx.register_table("big", big).unwrap();
         ctx.register_table("small", small).unwrap();
         ctx
-    }
-
-    /// `plan`'s operators, one per line.
-    fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
-        displayable(plan.as_ref()).indent(false).to_string()
     }
 
     #[tokio::test]

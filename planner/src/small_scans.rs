@@ -87,8 +87,9 @@ pub fn read_small_scans_in_task(
 mod tests {
     use arrow::array::{Int64Array, RecordBatch, StringArray};
     use datafusion::parquet::arrow::ArrowWriter;
-    use datafusion::physical_plan::displayable;
     use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+    use crate::test_util::shown;
 
     use super::*;
     use crate::config::distributed_session_config;
@@ -125,10 +126,6 @@ mod tests {
                 .unwrap();
         }
         ctx
-    }
-
-    fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
-        displayable(plan.as_ref()).indent(false).to_string()
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
 
 /// `sql` planned by `ctx` into a physical plan.
@@ -28,4 +28,9 @@ pub async fn sorted_rows(ctx: &SessionContext, plan: Arc<dyn ExecutionPlan>) -> 
         .collect();
     lines.sort();
     lines
+}
+
+/// `plan`'s operators, one per line.
+pub fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
+    displayable(plan.as_ref()).indent(false).to_string()
 }
