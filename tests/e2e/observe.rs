@@ -408,7 +408,9 @@ async fn a_finished_job_reloads_from_the_event_log_after_a_restart() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = std::fs::read_to_string(&file).unwrap_or_default();
-        if text.contains("\"event\":\"finished\"") {
+        // The `finished` line is the file's last, written whole; a read
+        // while it is being written sees part of it (no newline yet).
+        if text.contains("\"event\":\"finished\"") && text.ends_with('\n') {
             break text;
         }
         assert!(
