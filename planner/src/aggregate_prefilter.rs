@@ -55,8 +55,9 @@ use crate::stages::transform_up_shared;
 /// Largest share of the aggregate's input rows the broadcast may have.
 const MAX_SHARE: usize = 4;
 
-/// Gives every aggregate a broadcast join above keeps only some groups of
-/// the rows of those groups alone (see the module).
+/// Feeds every aggregate whose groups a join above keeps only when their
+/// key is on the join's small left side the rows of those groups alone
+/// (see the module).
 pub fn prefilter_aggregates(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     let stats = StatisticsContext::new();
     // Found first, on the plan as it is: each aggregate to filter, by
@@ -71,7 +72,8 @@ pub fn prefilter_aggregates(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Exec
         return Ok(plan);
     }
     // Then put in bottom-up; nothing above an aggregate changes before it is
-    // reached, so the pointers found still match.
+    // reached, so the pointers found still match. (An aggregate found above
+    // another one found changes with it and is left as it is.)
     transform_up_shared(plan, &mut |node| {
         let Some(p) = found.iter().find(|p| Arc::ptr_eq(&p.aggregate, &node)) else {
             return Ok(node);
