@@ -40,16 +40,18 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::{HashJoinExec, JoinOn, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{
-    ExecutionPlan, ExecutionPlanProperties, Partitioning, StatisticsArgs, StatisticsContext,
+    ExecutionPlan, ExecutionPlanProperties, Partitioning, StatisticsContext,
     replace_children_if_necessary,
 };
 
 use crate::config::BROADCAST_ROWS;
+use crate::joins::estimated_rows;
+use crate::semi_reduction::rows_matching;
 use crate::stages::transform_up_shared;
 
 /// Largest share of the aggregate's input rows the broadcast may have.
@@ -78,36 +80,9 @@ pub fn prefilter_aggregates(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Exec
         let Some(p) = found.iter().find(|p| Arc::ptr_eq(&p.aggregate, &node)) else {
             return Ok(node);
         };
-        let key = |i: usize| format!("__ember_key_{i}");
-        let keys = ProjectionExec::try_new(
-            p.pairs
-                .iter()
-                .enumerate()
-                .map(|(i, (l, _))| (Arc::clone(l), key(i))),
-            Arc::clone(&p.broadcast),
-        )?;
         let input = Arc::clone(node.children()[0]);
-        let matching = HashJoinExec::try_new(
-            Arc::new(keys),
-            input,
-            p.pairs
-                .iter()
-                .enumerate()
-                .map(|(i, (_, g))| {
-                    (
-                        Arc::new(Column::new(&key(i), i)) as Arc<dyn PhysicalExpr>,
-                        Arc::clone(g),
-                    )
-                })
-                .collect(),
-            None,
-            &JoinType::RightSemi,
-            None,
-            PartitionMode::CollectLeft,
-            p.null_equality,
-            false,
-        )?;
-        replace_children_if_necessary(node, vec![Arc::new(matching)])
+        let matching = rows_matching(Arc::clone(&p.broadcast), &p.pairs, input, p.null_equality)?;
+        replace_children_if_necessary(node, vec![matching])
     })
 }
 
@@ -117,7 +92,7 @@ struct Prefilter {
     /// The join's left side, whole (one partition).
     broadcast: Arc<dyn ExecutionPlan>,
     /// (key over the broadcast, group expression over the aggregate's input)
-    pairs: Vec<(Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>)>,
+    pairs: JoinOn,
     null_equality: datafusion::common::NullEquality,
 }
 
@@ -190,16 +165,10 @@ fn prefilter(join: &HashJoinExec, stats: &StatisticsContext) -> Result<Option<Pr
     let Some(aggregate) = aggregate else {
         return Ok(None);
     };
-    let rows = |plan: &Arc<dyn ExecutionPlan>| -> Result<Option<usize>> {
-        Ok(stats
-            .compute(plan.as_ref(), &StatisticsArgs::new())?
-            .num_rows
-            .get_value()
-            .copied())
-    };
-    let (Some(broadcast_rows), Some(input_rows)) =
-        (rows(join.left())?, rows(aggregate.children()[0])?)
-    else {
+    let (Some(broadcast_rows), Some(input_rows)) = (
+        estimated_rows(join.left(), stats)?,
+        estimated_rows(aggregate.children()[0], stats)?,
+    ) else {
         return Ok(None);
     };
     if broadcast_rows > BROADCAST_ROWS || broadcast_rows.saturating_mul(MAX_SHARE) > input_rows {
@@ -272,17 +241,12 @@ fn contains(plan: &Arc<dyn ExecutionPlan>, node: &Arc<dyn ExecutionPlan>) -> boo
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{ArrayRef, Int32Array, RecordBatch};
-    use arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::datasource::MemTable;
     use datafusion::physical_plan::execution_plan::reset_plan_states;
     use datafusion::prelude::SessionContext;
 
     use crate::StageDag;
     use crate::joins::distribute_joins;
-    use crate::test_util::{physical_plan, sorted_rows as rows};
-
-    use crate::test_util::shown;
+    use crate::test_util::{int_table, physical_plan, shown, sorted_rows as rows};
 
     use super::*;
 
@@ -290,21 +254,13 @@ mod tests {
     /// among them, one absent from `big`, and a NULL.
     fn context() -> SessionContext {
         let ctx = SessionContext::new_with_config(crate::config::distributed_session_config(2));
-        let schema = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int32, true),
-            Field::new("v", DataType::Int32, true),
-        ]));
+        // Each partition as (k, v) rows.
         let table = |partitions: Vec<Vec<(Option<i32>, Option<i32>)>>| {
-            let partitions: Vec<Vec<RecordBatch>> = partitions
-                .into_iter()
-                .map(|rows| {
-                    let (k, v): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
-                    let k = Arc::new(Int32Array::from(k)) as ArrayRef;
-                    let v = Arc::new(Int32Array::from(v)) as ArrayRef;
-                    vec![RecordBatch::try_new(Arc::clone(&schema), vec![k, v]).unwrap()]
-                })
-                .collect();
-            Arc::new(MemTable::try_new(Arc::clone(&schema), partitions).unwrap())
+            let columns = |rows: Vec<(Option<i32>, Option<i32>)>| {
+                let (k, v): (Vec<_>, Vec<_>) = rows.into_iter().unzip();
+                vec![k, v]
+            };
+            int_table(&["k", "v"], partitions.into_iter().map(columns).collect())
         };
         let big = table(vec![
             (0..1000).map(|i| (Some(i % 500), Some(i % 7))).collect(),

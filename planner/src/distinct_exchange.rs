@@ -34,9 +34,10 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{
-    ExecutionPlan, Partitioning, StatisticsArgs, StatisticsContext, replace_children_if_necessary,
+    ExecutionPlan, Partitioning, StatisticsContext, replace_children_if_necessary,
 };
 
+use crate::joins::estimated_rows;
 use crate::stages::transform_up_shared;
 
 /// Largest estimated input, in rows, of a distinct aggregate planned with
@@ -99,11 +100,7 @@ fn rewrite(
     let Some(inner_partial) = shuffled.downcast_ref::<AggregateExec>() else {
         return Ok(None);
     };
-    let rows = stats
-        .compute(inner_partial.input().as_ref(), &StatisticsArgs::new())?
-        .num_rows
-        .get_value()
-        .copied();
+    let rows = estimated_rows(inner_partial.input(), stats)?;
     if rows.is_none_or(|r| r > MAX_ROWS) {
         return Ok(None);
     }
@@ -151,15 +148,13 @@ fn hashed(plan: &Arc<dyn ExecutionPlan>) -> Option<(&RepartitionExec, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use crate::test_util::shown;
-
-    use super::*;
     use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray};
     use arrow::datatypes::{DataType, Field, Schema};
     use datafusion::datasource::MemTable;
     use datafusion::prelude::SessionContext;
 
-    use crate::test_util::{physical_plan, sorted_rows};
+    use super::*;
+    use crate::test_util::{physical_plan, shown, sorted_rows};
 
     fn context() -> SessionContext {
         let ctx = SessionContext::new_with_config(crate::config::distributed_session_config(2));

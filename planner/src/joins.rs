@@ -177,6 +177,18 @@ pub const SMALL_BUILD_BYTES: usize = 32 << 20;
 /// against 60 M) 1.8 s and 3.2 s.
 pub const PROBE_PER_COPY: usize = 4;
 
+/// DataFusion's estimate of the rows `plan` produces, if it has one.
+pub(crate) fn estimated_rows(
+    plan: &Arc<dyn ExecutionPlan>,
+    stats: &StatisticsContext,
+) -> Result<Option<usize>> {
+    Ok(stats
+        .compute(plan.as_ref(), &StatisticsArgs::new())?
+        .num_rows
+        .get_value()
+        .copied())
+}
+
 /// Estimated size of a join input.
 #[derive(Debug, Clone, Copy)]
 struct Size {

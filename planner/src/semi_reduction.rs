@@ -32,13 +32,13 @@
 
 use std::sync::Arc;
 
-use datafusion::common::JoinType;
+use datafusion::common::{JoinType, NullEquality};
 use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
+use datafusion::physical_plan::joins::{HashJoinExec, JoinOnRef, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::{ExecutionPlan, Partitioning};
@@ -74,43 +74,22 @@ pub fn reduce(
     }
     // The broadcast keys and the matched keys alike are columns
     // `__ember_key_<i>`, the i-th of their schema.
-    let key = |i: usize| format!("__ember_key_{i}");
-    let key_columns: Vec<Arc<dyn PhysicalExpr>> = (0..left_keys.len())
-        .map(|i| Arc::new(Column::new(&key(i), i)) as Arc<dyn PhysicalExpr>)
-        .collect();
-
-    // A broadcast of the build side's keys.
-    let keys = ProjectionExec::try_new(
-        left_keys
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (Arc::clone(l), key(i))),
+    let key_columns = key_columns(left_keys.len());
+    // Each probe task: its rows that match a broadcast key, then their
+    // distinct keys.
+    let matching = rows_matching(
         Arc::new(CoalescePartitionsExec::new(Arc::clone(&shared))),
-    )?;
-    // Each probe task: its rows that match a key, then their distinct keys.
-    let matching = HashJoinExec::try_new(
-        Arc::new(keys),
+        join.on(),
         Arc::clone(join.right()),
-        key_columns
-            .iter()
-            .zip(join.on())
-            .map(|(k, (_, r))| (Arc::clone(k), Arc::clone(r)))
-            .collect(),
-        None,
-        &JoinType::RightSemi,
-        None,
-        PartitionMode::CollectLeft,
         join.null_equality(),
-        false,
     )?;
     let group_by = PhysicalGroupBy::new_single(
         join.on()
             .iter()
             .enumerate()
-            .map(|(i, (_, r))| (Arc::clone(r), key(i)))
+            .map(|(i, (_, r))| (Arc::clone(r), key_name(i)))
             .collect(),
     );
-    let matching: Arc<dyn ExecutionPlan> = Arc::new(matching);
     let matched = AggregateExec::try_new(
         AggregateMode::Partial,
         group_by,
@@ -133,34 +112,67 @@ pub fn reduce(
     Ok(Some(reduced))
 }
 
+/// The name of the `i`-th column of a broadcast of join keys.
+fn key_name(i: usize) -> String {
+    format!("__ember_key_{i}")
+}
+
+/// Columns `__ember_key_0..n`, in that order.
+fn key_columns(n: usize) -> Vec<Arc<dyn PhysicalExpr>> {
+    (0..n)
+        .map(|i| Arc::new(Column::new(&key_name(i), i)) as Arc<dyn PhysicalExpr>)
+        .collect()
+}
+
+/// The rows of `probe` that match some row of `broadcast` (one partition)
+/// on `pairs` (expressions over `broadcast`, over `probe`): a right semi
+/// join that collects only the broadcast's keys.
+pub(crate) fn rows_matching(
+    broadcast: Arc<dyn ExecutionPlan>,
+    pairs: JoinOnRef<'_>,
+    probe: Arc<dyn ExecutionPlan>,
+    null_equality: NullEquality,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let keys = ProjectionExec::try_new(
+        pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (l, _))| (Arc::clone(l), key_name(i))),
+        broadcast,
+    )?;
+    let on = key_columns(pairs.len())
+        .into_iter()
+        .zip(pairs)
+        .map(|(k, (_, r))| (k, Arc::clone(r)))
+        .collect();
+    Ok(Arc::new(HashJoinExec::try_new(
+        Arc::new(keys),
+        probe,
+        on,
+        None,
+        &JoinType::RightSemi,
+        None,
+        PartitionMode::CollectLeft,
+        null_equality,
+        false,
+    )?))
+}
+
 #[cfg(test)]
 mod tests {
-    use arrow::array::{ArrayRef, Int32Array, RecordBatch};
-    use arrow::datatypes::{DataType, Field, Schema};
-    use datafusion::datasource::MemTable;
     use datafusion::physical_plan::execution_plan::reset_plan_states;
     use datafusion::prelude::SessionContext;
 
     use crate::StageDag;
     use crate::joins::{JoinOptions, distribute_joins};
-    use crate::test_util::sorted_rows as rows;
-
-    use crate::test_util::shown;
+    use crate::test_util::{int_table, shown, sorted_rows as rows};
 
     use super::*;
 
     fn context() -> SessionContext {
         let ctx = SessionContext::new_with_config(crate::config::distributed_session_config(2));
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int32, true)]));
         let table = |partitions: Vec<Vec<Option<i32>>>| {
-            let partitions: Vec<Vec<RecordBatch>> = partitions
-                .into_iter()
-                .map(|a| {
-                    let a = Arc::new(Int32Array::from(a)) as ArrayRef;
-                    vec![RecordBatch::try_new(Arc::clone(&schema), vec![a]).unwrap()]
-                })
-                .collect();
-            Arc::new(MemTable::try_new(Arc::clone(&schema), partitions).unwrap())
+            int_table(&["a"], partitions.into_iter().map(|a| vec![a]).collect())
         };
         // Probe rows in two partitions, repeated keys and NULLs on both sides.
         let big = table(vec![

@@ -26,11 +26,11 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{
-    ExecutionPlan, ExecutionPlanProperties, StatisticsArgs, StatisticsContext,
-    replace_children_if_necessary,
+    ExecutionPlan, ExecutionPlanProperties, StatisticsContext, replace_children_if_necessary,
 };
 
 use crate::balance::grouping_is_free;
+use crate::joins::estimated_rows;
 use crate::stages::transform_up_shared;
 
 /// Most rows a small scan may cost all the tasks that read it together
@@ -62,11 +62,7 @@ pub fn read_small_scans_in_task(
         {
             return Ok(node);
         }
-        let rows = stats
-            .compute(scan.as_ref(), &StatisticsArgs::new())?
-            .num_rows
-            .get_value()
-            .copied();
+        let rows = estimated_rows(scan, &stats)?;
         if rows.is_none_or(|r| r.saturating_mul(partitions.max(1)) > MAX_ROWS_READ) {
             return Ok(node);
         }
@@ -89,11 +85,9 @@ mod tests {
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-    use crate::test_util::shown;
-
     use super::*;
     use crate::config::distributed_session_config;
-    use crate::test_util::{physical_plan, sorted_rows};
+    use crate::test_util::{physical_plan, shown, sorted_rows};
 
     /// `files` Parquet files of `rows` rows each: `k` (0.. across the
     /// files) and `name`.

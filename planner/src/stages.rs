@@ -48,7 +48,7 @@ use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
 use crate::small_scans::read_small_scans_in_task;
 use crate::write::{FileWriteExec, WriteTarget, distribute_write};
-use datafusion::error::Result as DfResult;
+use datafusion::error::DataFusionError;
 
 /// One stage of a job.
 #[derive(Debug, Clone)]
@@ -133,10 +133,7 @@ impl StageDag {
         } else {
             plan
         };
-        let mut cutter = Cutter {
-            stages: vec![],
-            cut: vec![],
-        };
+        let mut cutter = Cutter { stages: vec![] };
         let root = cutter.visit(plan)?;
         cutter.add_stage(root, None)?;
         let write = cutter
@@ -258,63 +255,72 @@ impl StageDag {
 /// several places (an exchange [`crate::semi_reduction`] reads both whole
 /// and hashed, cut once by pointer): each node is rewritten once, and
 /// what stood in several places still does, as one node.
-pub(crate) fn transform_up_shared(
+pub(crate) fn transform_up_shared<E: From<DataFusionError>>(
     plan: Arc<dyn ExecutionPlan>,
-    rewrite: &mut impl FnMut(Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>>,
-) -> DfResult<Arc<dyn ExecutionPlan>> {
+    rewrite: &mut impl FnMut(Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, E>,
+) -> Result<Arc<dyn ExecutionPlan>, E> {
+    transform_up_shared_within(plan, &|_| true, rewrite)
+}
+
+/// [`transform_up_shared`] that goes below a node only where `descend`
+/// says so (the node itself is still rewritten).
+fn transform_up_shared_within<E: From<DataFusionError>>(
+    plan: Arc<dyn ExecutionPlan>,
+    descend: &impl Fn(&Arc<dyn ExecutionPlan>) -> bool,
+    rewrite: &mut impl FnMut(Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, E>,
+) -> Result<Arc<dyn ExecutionPlan>, E> {
     type Done = Vec<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>;
-    fn visit(
+    fn visit<E: From<DataFusionError>>(
         plan: Arc<dyn ExecutionPlan>,
-        rewrite: &mut impl FnMut(Arc<dyn ExecutionPlan>) -> DfResult<Arc<dyn ExecutionPlan>>,
+        descend: &impl Fn(&Arc<dyn ExecutionPlan>) -> bool,
+        rewrite: &mut impl FnMut(Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, E>,
         done: &mut Done,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+    ) -> Result<Arc<dyn ExecutionPlan>, E> {
         if let Some((_, out)) = done.iter().find(|(p, _)| Arc::ptr_eq(p, &plan)) {
             return Ok(Arc::clone(out));
         }
-        let children = plan
-            .children()
-            .into_iter()
-            .map(|c| visit(Arc::clone(c), rewrite, done))
-            .collect::<DfResult<Vec<_>>>()?;
-        let out = rewrite(replace_children_if_necessary(Arc::clone(&plan), children)?)?;
+        let node = if descend(&plan) {
+            let children = plan
+                .children()
+                .into_iter()
+                .map(|c| visit(Arc::clone(c), descend, rewrite, done))
+                .collect::<Result<Vec<_>, E>>()?;
+            replace_children_if_necessary(Arc::clone(&plan), children)?
+        } else {
+            Arc::clone(&plan)
+        };
+        let out = rewrite(node)?;
         // The original is kept, so no other node takes its address.
         done.push((plan, Arc::clone(&out)));
         Ok(out)
     }
-    visit(plan, rewrite, &mut Done::new())
+    visit(plan, descend, rewrite, &mut Done::new())
 }
 
 struct Cutter {
     stages: Vec<Stage>,
-    /// Each exchange or merge already cut, kept (so no other node takes its
-    /// address), with what replaced it: an exchange that stands in two
-    /// places of the plan (`semi_reduction` reads one both hashed and
-    /// whole; `aggregate_prefilter` reads a join's broadcast again) is one
-    /// stage.
-    cut: Vec<(Arc<dyn ExecutionPlan>, Arc<dyn ExecutionPlan>)>,
 }
 
 impl Cutter {
     /// Rewrites `plan` bottom-up, turning every exchange below it into a
-    /// stage boundary.
+    /// stage boundary. A node that stands in two places of the plan (an
+    /// exchange `semi_reduction` reads both hashed and whole, a broadcast
+    /// `aggregate_prefilter` reads again) is rewritten once: one stage,
+    /// two readers.
     fn visit(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         // A recursive query re-runs its recursive term until it is empty,
         // inside one task: nothing below it becomes a stage (its exchanges
         // run in the task, as in single-process DataFusion).
-        if plan.downcast_ref::<RecursiveQueryExec>().is_some() {
-            return Ok(plan);
-        }
-        if let Some((_, reader)) = self.cut.iter().find(|(e, _)| Arc::ptr_eq(e, &plan)) {
-            return Ok(Arc::clone(reader));
-        }
-        let original = Arc::clone(&plan);
-        let children = plan
-            .children()
-            .into_iter()
-            .map(|c| self.visit(Arc::clone(c)))
-            .collect::<Result<Vec<_>>>()?;
-        let plan = replace_children_if_necessary(plan, children)?;
+        transform_up_shared_within(
+            plan,
+            &|p| p.downcast_ref::<RecursiveQueryExec>().is_none(),
+            &mut |node| self.cut(node),
+        )
+    }
 
+    /// `plan` (its children cut already) as a stage's reader if it is an
+    /// exchange, or as a merge over one if it merges several partitions.
+    fn cut(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
             let input = Arc::clone(repartition.input());
             let partitioning = repartition.partitioning().clone();
@@ -341,7 +347,6 @@ impl Cutter {
                 ordering,
                 constants,
             )?);
-            self.cut.push((original, Arc::clone(&reader)));
             return Ok(reader);
         }
 
@@ -366,11 +371,7 @@ impl Cutter {
                     ordering,
                     constants,
                 )?);
-                let merged = replace_children_if_necessary(plan, vec![reader])?;
-                // A merge in two places (a broadcast `aggregate_prefilter`
-                // also reads) is one stage too.
-                self.cut.push((original, Arc::clone(&merged)));
-                return Ok(merged);
+                return Ok(replace_children_if_necessary(plan, vec![reader])?);
             }
         }
         Ok(plan)

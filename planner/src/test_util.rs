@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use arrow::array::{ArrayRef, Int32Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::datasource::MemTable;
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionContext;
 
@@ -33,4 +36,26 @@ pub async fn sorted_rows(ctx: &SessionContext, plan: Arc<dyn ExecutionPlan>) -> 
 /// `plan`'s operators, one per line.
 pub fn shown(plan: &Arc<dyn ExecutionPlan>) -> String {
     displayable(plan.as_ref()).indent(false).to_string()
+}
+
+/// A table of nullable `Int32` columns named `names`, each partition given
+/// as its columns' values.
+pub fn int_table(names: &[&str], partitions: Vec<Vec<Vec<Option<i32>>>>) -> Arc<MemTable> {
+    let schema = Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(*n, DataType::Int32, true))
+            .collect::<Vec<_>>(),
+    ));
+    let partitions = partitions
+        .into_iter()
+        .map(|columns| {
+            let columns = columns
+                .into_iter()
+                .map(|c| Arc::new(Int32Array::from(c)) as ArrayRef)
+                .collect();
+            vec![RecordBatch::try_new(Arc::clone(&schema), columns).unwrap()]
+        })
+        .collect();
+    Arc::new(MemTable::try_new(schema, partitions).unwrap())
 }
