@@ -40,7 +40,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::{HashJoinExec, JoinOn, PartitionMode};
+use datafusion::physical_plan::joins::{HashJoinExec, JoinOn, JoinOnRef, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -165,6 +165,10 @@ fn prefilter(join: &HashJoinExec, stats: &StatisticsContext) -> Result<Option<Pr
     let Some(aggregate) = aggregate else {
         return Ok(None);
     };
+    // Fed by these keys already (a semi join `semi_reduction` put there).
+    if matched_already(aggregate.children()[0], &broadcast, &pairs) {
+        return Ok(None);
+    }
     let (Some(broadcast_rows), Some(input_rows)) = (
         estimated_rows(join.left(), stats)?,
         estimated_rows(aggregate.children()[0], stats)?,
@@ -232,6 +236,38 @@ fn group_of(
         }
         plan = Arc::clone(plan.children().first()?);
     }
+}
+
+/// Whether `input` is already cut to the rows matching `pairs` against
+/// `broadcast`: a collected right semi join on the same keys of the same
+/// left side, read whole.
+fn matched_already(
+    input: &Arc<dyn ExecutionPlan>,
+    broadcast: &Arc<dyn ExecutionPlan>,
+    pairs: JoinOnRef<'_>,
+) -> bool {
+    let Some(semi) = input.downcast_ref::<HashJoinExec>() else {
+        return false;
+    };
+    let Some(keys) = semi.left().downcast_ref::<ProjectionExec>() else {
+        return false;
+    };
+    let same_side = |a: &Arc<dyn ExecutionPlan>, b: &Arc<dyn ExecutionPlan>| {
+        Arc::ptr_eq(a, b)
+            || (a.downcast_ref::<CoalescePartitionsExec>().is_some()
+                && b.downcast_ref::<CoalescePartitionsExec>().is_some()
+                && Arc::ptr_eq(a.children()[0], b.children()[0]))
+    };
+    *semi.join_type() == JoinType::RightSemi
+        && semi.partition_mode() == &PartitionMode::CollectLeft
+        && same_side(keys.input(), broadcast)
+        && semi.on().len() == pairs.len()
+        && semi.on().iter().zip(pairs).all(|((k, r), (l, group))| {
+            r.as_ref() == group.as_ref()
+                && k.downcast_ref::<Column>()
+                    .and_then(|k| keys.expr().get(k.index()))
+                    .is_some_and(|key| key.expr.as_ref() == l.as_ref())
+        })
 }
 
 /// Whether `node` is `plan` or below it.
@@ -362,6 +398,9 @@ mod tests {
             "SELECT s.k, t.n FROM small s JOIN (SELECT k, count(*) AS n FROM big GROUP BY k ORDER BY n DESC, k LIMIT 5) t ON s.k = t.k",
             // The broadcast (all of big) is not a quarter of the input.
             "SELECT a.k FROM big a JOIN (SELECT k, count(*) AS n FROM big GROUP BY k) t ON a.k = t.k",
+            // The distinct keys a reduced anti join finds are cut to the
+            // left side's keys already.
+            "SELECT s.k FROM small s WHERE NOT EXISTS (SELECT 1 FROM big b WHERE b.k = s.k)",
         ] {
             let original = physical_plan(&ctx, sql).await;
             let distributed = distribute_joins(Arc::clone(&original), 2).unwrap();
