@@ -24,6 +24,7 @@
 pub mod aggregate_prefilter;
 pub mod arrow_write;
 pub mod balance;
+pub mod choice;
 pub mod codec;
 pub mod config;
 mod df_nodes;

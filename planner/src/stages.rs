@@ -40,6 +40,7 @@ use datafusion::physical_plan::{
 };
 
 use crate::aggregate_prefilter::prefilter_aggregates;
+use crate::choice::{self, Adaptive, Resolved, reader_stages};
 use crate::distinct_exchange::one_exchange_distinct;
 use crate::error::Result;
 use crate::joins::{JoinOptions, distribute_joins};
@@ -60,8 +61,11 @@ pub struct Stage {
     pub partitions: usize,
     /// Buckets each task writes.
     pub buckets: usize,
-    /// Stages whose output this stage reads.
+    /// Stages whose output this stage reads (either form of its plan).
     pub inputs: BTreeSet<u32>,
+    /// The form of the plan to run instead when an input turned out small
+    /// (see [`crate::choice`]).
+    pub adaptive: Option<Adaptive>,
 }
 
 /// How [`StageDag::cut`] distributes a plan before cutting it.
@@ -246,6 +250,17 @@ impl StageDag {
             for line in body.lines() {
                 let _ = writeln!(out, "  {line}");
             }
+            if let Some(a) = &stage.adaptive {
+                let _ = writeln!(
+                    out,
+                    "  -- if stage {} writes at most {} rows, each task runs instead:",
+                    a.decided_by, a.max_rows
+                );
+                let body = displayable(a.plan.as_ref()).indent(verbose).to_string();
+                for line in body.lines() {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
         }
         out
     }
@@ -383,10 +398,30 @@ impl Cutter {
         partitioning: Option<Partitioning>,
     ) -> Result<u32> {
         let id = self.stages.len() as u32;
+        let Resolved { plain, adaptive } = choice::resolve(input)?;
+        // The rewritten form stands in for the plain one only where it
+        // gives its readers as much: as many partitions, as ordered. (The
+        // writer makes the stage's output partitioning.)
+        let adaptive = adaptive.filter(|a| {
+            a.plan.output_ordering() == plain.output_ordering()
+                && a.plan.output_partitioning().partition_count()
+                    == plain.output_partitioning().partition_count()
+        });
         let mut inputs = BTreeSet::new();
-        collect_reader_stages(&input, &mut inputs);
-        let partitions = input.output_partitioning().partition_count();
-        let writer = ShuffleWriterExec::try_new(id, input, partitioning)?;
+        reader_stages(&plain, &mut inputs);
+        let partitions = plain.output_partitioning().partition_count();
+        let adaptive = match adaptive {
+            Some(a) => {
+                reader_stages(&a.plan, &mut inputs);
+                let writer = ShuffleWriterExec::try_new(id, a.plan, partitioning.clone())?;
+                Some(Adaptive {
+                    plan: Arc::new(writer),
+                    ..a
+                })
+            }
+            None => None,
+        };
+        let writer = ShuffleWriterExec::try_new(id, plain, partitioning)?;
         let buckets = writer.buckets();
         self.stages.push(Stage {
             id,
@@ -394,6 +429,7 @@ impl Cutter {
             partitions,
             buckets,
             inputs,
+            adaptive,
         });
         Ok(id)
     }
@@ -421,15 +457,6 @@ fn trusted_constants(input: &Arc<dyn ExecutionPlan>) -> Vec<ConstExpr> {
 fn find_writer(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileWriteExec> {
     plan.downcast_ref::<FileWriteExec>()
         .or_else(|| plan.children().into_iter().find_map(find_writer))
-}
-
-fn collect_reader_stages(plan: &Arc<dyn ExecutionPlan>, out: &mut BTreeSet<u32>) {
-    if let Some(reader) = plan.downcast_ref::<ShuffleReaderExec>() {
-        out.insert(reader.stage_id());
-    }
-    for child in plan.children() {
-        collect_reader_stages(child, out);
-    }
 }
 
 #[cfg(test)]

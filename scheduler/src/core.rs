@@ -1011,6 +1011,7 @@ impl Core {
                     id: executor.info.executor_id.clone(),
                     address: executor.info.address.clone(),
                 };
+                entry.job.choose_plan(stage);
                 entry.job.mark_running(stage, partition, r.clone(), attempt);
                 self.metrics.task_ended("launched");
                 batches
@@ -1035,7 +1036,7 @@ impl Core {
                         job_token: job.token.clone(),
                         stage_id: stage,
                         stage_attempt: run.attempt,
-                        plan: run.plan.as_ref().clone(),
+                        plan: run.launch_plan().as_ref().clone(),
                         inputs: job.stage_inputs(stage),
                         tasks,
                         settings: job.settings.as_ref().clone(),

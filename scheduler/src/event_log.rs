@@ -91,6 +91,13 @@ pub enum Event {
         job_id: String,
         detail: String,
     },
+    /// A stage's plan was chosen from the rows an input stage wrote
+    /// (detail: which form, and why).
+    PlanChosen {
+        job_id: String,
+        stage: u32,
+        detail: String,
+    },
     Finished {
         job: Box<JobView>,
     },
@@ -104,7 +111,8 @@ impl Event {
             | Event::StageStarted { job_id, .. }
             | Event::StageFinished { job_id, .. }
             | Event::Recovery { job_id, .. }
-            | Event::SubqueryValue { job_id, .. } => job_id,
+            | Event::SubqueryValue { job_id, .. }
+            | Event::PlanChosen { job_id, .. } => job_id,
             Event::Finished { job } => &job.id,
         }
     }
@@ -191,6 +199,14 @@ impl EventLog {
             if kind == JobEventKind::SubqueryValue {
                 self.record(Event::SubqueryValue {
                     job_id: job_id.clone(),
+                    detail: e.detail.clone(),
+                });
+                continue;
+            }
+            if kind == JobEventKind::PlanChosen {
+                self.record(Event::PlanChosen {
+                    job_id: job_id.clone(),
+                    stage: e.stage_id,
                     detail: e.detail.clone(),
                 });
                 continue;

@@ -97,9 +97,32 @@ pub struct StageRun {
     pub failures: Vec<u32>,
     /// The scalar subqueries whose values the plan reads.
     pub awaits: BTreeSet<u32>,
+    /// The other form of the plan, for when an input stage turned out
+    /// small (see `ember_planner::choice`).
+    pub adaptive: Option<AdaptiveRun>,
+}
+
+/// A stage plan's rewritten form and when it runs.
+#[derive(Debug)]
+pub struct AdaptiveRun {
+    pub plan: Arc<Vec<u8>>,
+    /// It runs when this stage wrote at most `max_rows` rows.
+    pub decided_by: u32,
+    pub max_rows: u64,
+    /// Made at the stage's first launch and kept: both forms give the same
+    /// rows, so attempts of either mix freely, but one choice reads better.
+    pub chosen: Option<bool>,
 }
 
 impl StageRun {
+    /// The plan its tasks run: the rewritten form if it was chosen.
+    pub fn launch_plan(&self) -> &Arc<Vec<u8>> {
+        match &self.adaptive {
+            Some(a) if a.chosen == Some(true) => &a.plan,
+            _ => &self.plan,
+        }
+    }
+
     pub fn is_complete(&self) -> bool {
         self.tasks
             .iter()
@@ -227,6 +250,7 @@ impl Job {
                 tasks: vec![TaskState::Pending; s.partitions],
                 failures: vec![0; s.partitions],
                 awaits: BTreeSet::new(),
+                adaptive: None,
             })
             .collect();
         Self {
@@ -260,13 +284,81 @@ impl Job {
             .stages()
             .iter()
             .map(|s| {
-                datafusion::physical_plan::displayable(s.plan.as_ref())
-                    .indent(false)
-                    .to_string()
+                let shown = |p: &Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
+                    datafusion::physical_plan::displayable(p.as_ref())
+                        .indent(false)
+                        .to_string()
+                };
+                match &s.adaptive {
+                    None => shown(&s.plan),
+                    Some(a) => format!(
+                        "{}-- if stage {} writes at most {} rows, instead:\n{}",
+                        shown(&s.plan),
+                        a.decided_by,
+                        a.max_rows,
+                        shown(&a.plan)
+                    ),
+                }
             })
             .collect();
         self.result_limit = dag.result_merge().and_then(|m| m.fetch).map(|f| f as u64);
         self
+    }
+
+    /// Gives each stage the encoded rewritten form of its plan, if the DAG
+    /// has one (`plans`: one per stage, in order).
+    pub fn with_adaptive(mut self, dag: &StageDag, plans: Vec<Option<Vec<u8>>>) -> Self {
+        for ((run, stage), plan) in self.stages.iter_mut().zip(dag.stages()).zip(plans) {
+            run.adaptive = stage
+                .adaptive
+                .as_ref()
+                .zip(plan)
+                .map(|(a, plan)| AdaptiveRun {
+                    plan: Arc::new(plan),
+                    decided_by: a.decided_by,
+                    max_rows: a.max_rows,
+                    chosen: None,
+                });
+        }
+        self
+    }
+
+    /// Chooses the form of `stage`'s plan its launches carry, the first
+    /// time it is launched: the rewritten one if the stage deciding wrote
+    /// at most its limit of rows (it is complete: the stage reads it).
+    pub fn choose_plan(&mut self, stage: u32) {
+        let Some(a) = self.stages[stage as usize].adaptive.as_ref() else {
+            return;
+        };
+        if a.chosen.is_some() {
+            return;
+        }
+        let (decided_by, max_rows) = (a.decided_by, a.max_rows);
+        let rows: u64 = self.stages[decided_by as usize]
+            .tasks
+            .iter()
+            .map(|t| match t {
+                TaskState::Succeeded { stats, .. } => stats.output_rows,
+                _ => 0,
+            })
+            .sum();
+        let small = rows <= max_rows;
+        if let Some(a) = self.stages[stage as usize].adaptive.as_mut() {
+            a.chosen = Some(small);
+        }
+        let detail = if small {
+            format!("the rewritten form: stage {decided_by} wrote {rows} rows, at most {max_rows}")
+        } else {
+            format!("the plain form: stage {decided_by} wrote {rows} rows, more than {max_rows}")
+        };
+        self.event(
+            JobEventKind::PlanChosen,
+            JobEvent {
+                stage_id: stage,
+                detail,
+                ..Default::default()
+            },
+        );
     }
 
     /// Records how long the statement took to plan (see `PlanningTime`).
@@ -996,6 +1088,7 @@ mod tests {
                     tasks: vec![TaskState::Pending; n],
                     failures: vec![0; n],
                     awaits: BTreeSet::new(),
+                    adaptive: None,
                 })
                 .collect(),
             phase: JobPhase::Running,
@@ -1055,6 +1148,40 @@ mod tests {
         job.mark_running(0, 1, exec("b"), 2);
         job.on_task_succeeded(0, 0, 1, ok());
         job.on_task_succeeded(0, 1, 2, ok());
+    }
+
+    #[test]
+    fn a_stage_runs_its_rewritten_plan_when_the_stage_deciding_wrote_few_rows() {
+        // Stage 0 writes 2 rows (1 per task); stage 1 runs form [1] at most
+        // `max_rows` rows, [0] otherwise. Chosen once, at the first launch.
+        for (max_rows, plan, detail) in [
+            (
+                2,
+                vec![1u8],
+                "the rewritten form: stage 0 wrote 2 rows, at most 2",
+            ),
+            (
+                1,
+                vec![0u8],
+                "the plain form: stage 0 wrote 2 rows, more than 1",
+            ),
+        ] {
+            let mut job = two_stage_job();
+            job.stages[1].plan = Arc::new(vec![0]);
+            job.stages[1].adaptive = Some(AdaptiveRun {
+                plan: Arc::new(vec![1]),
+                decided_by: 0,
+                max_rows,
+                chosen: None,
+            });
+            run_stage0(&mut job);
+            job.choose_plan(1);
+            job.choose_plan(1);
+            assert_eq!(job.stages[1].launch_plan().as_ref(), &plan);
+            assert_eq!(kinds(&job), vec![JobEventKind::PlanChosen]);
+            assert_eq!(job.events()[0].detail, detail);
+            assert_eq!(job.events()[0].stage_id, 1);
+        }
     }
 
     #[test]

@@ -483,10 +483,26 @@ impl Api {
             .iter()
             .map(|s| ember_planner::fidelity::encode_checked(s.id, &s.plan, &task_ctx))
             .collect::<Result<Vec<_>, _>>()?;
+        let adaptive = dag
+            .stages()
+            .iter()
+            .map(|s| {
+                s.adaptive
+                    .as_ref()
+                    .map(|a| ember_planner::fidelity::encode_checked(s.id, &a.plan, &task_ctx))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let awaits = dag
             .stages()
             .iter()
-            .map(|s| ember_planner::subquery_value::awaited_by(&s.plan))
+            .map(|s| {
+                let mut awaits = ember_planner::subquery_value::awaited_by(&s.plan)?;
+                if let Some(a) = &s.adaptive {
+                    awaits.extend(ember_planner::subquery_value::awaited_by(&a.plan)?);
+                }
+                Ok::<_, datafusion::error::DataFusionError>(awaits)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let opts = session.options();
         let id = uuid::Uuid::new_v4().to_string();
@@ -505,6 +521,7 @@ impl Api {
         )
         .with_description(description, dag)
         .with_awaited(awaits)
+        .with_adaptive(dag, adaptive)
         .with_planning(timing.finish());
         if let Some(target) = dag.write_target() {
             let store = session

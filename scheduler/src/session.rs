@@ -603,6 +603,7 @@ pub fn event_text(e: &ember_proto::JobEvent) -> String {
             e.partitions, e.executor_id
         ),
         K::SubqueryValue => "value arrived".to_string(),
+        K::PlanChosen => format!("plan chosen: stage {}", e.stage_id),
         K::Unspecified => "note".to_string(),
     };
     format!("+{}ms {what}: {}", e.at_ms, e.detail)

@@ -307,3 +307,60 @@ async fn a_semi_join_with_a_small_side_sends_on_matched_keys_not_its_large_side(
         assert_eq!(most_sent(&shuffled.job.unwrap()), late_rows, "{sql}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_aggregate_is_prefiltered_when_its_joins_left_side_turns_out_small() {
+    use ember_proto::JobEventKind;
+    let ctx = EmberContext::standalone(2).await.unwrap();
+    register_tpch(&ctx).await;
+    // A correlated average, decorrelated into an aggregate of all of
+    // lineitem joined back by part. DataFusion only estimates the outer
+    // side (a join, a filter): the stage reading it decides.
+    let subquery = "l_quantity < (SELECT 0.2 * avg(l2.l_quantity) FROM lineitem l2 \
+                    WHERE l2.l_partkey = l.l_partkey)";
+    for (sql, form) in [
+        // TPC-H q17: the parts of one brand and container, a few lines.
+        (
+            format!(
+                "SELECT sum(l_extendedprice) / 7.0 AS avg_yearly FROM lineitem l, part \
+                 WHERE p_partkey = l_partkey AND p_brand = 'Brand#23' \
+                 AND p_container = 'MED BOX' AND {subquery}"
+            ),
+            "the rewritten form",
+        ),
+        // Almost every line: more than a quarter of the aggregate's input.
+        (
+            format!(
+                "SELECT count(*), sum(l_quantity) FROM lineitem l WHERE l_discount >= 0.01 AND {subquery}"
+            ),
+            "the plain form",
+        ),
+    ] {
+        let result = ctx.run_sql(&sql).await.unwrap();
+        assert_same(&sql, rows(&result.batches), oracle_rows(&sql).await, true);
+        let job = result.job.unwrap();
+        let chosen: Vec<&str> = job
+            .events
+            .iter()
+            .filter(|e| e.kind == JobEventKind::PlanChosen as i32)
+            .map(|e| e.detail.as_str())
+            .collect();
+        assert!(
+            chosen.len() == 1 && chosen[0].starts_with(form),
+            "{sql}: {chosen:?}"
+        );
+    }
+    let explain = ctx
+        .run_sql(&format!(
+            "EXPLAIN SELECT count(*) FROM lineitem l, part WHERE p_partkey = l_partkey \
+             AND p_brand = 'Brand#23' AND {subquery}"
+        ))
+        .await
+        .unwrap()
+        .pretty()
+        .unwrap();
+    assert!(
+        explain.contains("rows, each task runs instead:"),
+        "{explain}"
+    );
+}
