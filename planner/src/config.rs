@@ -291,7 +291,7 @@ impl EmberOptions {
             (
                 "prefilter_aggregates".to_string(),
                 Some(self.prefilter_aggregates.to_string()),
-                "An aggregate joined back by its group key to a broadcast at most a quarter of its input (a decorrelated subquery) aggregates only the rows whose key is broadcast.",
+                "An aggregate joined back by its group key to a broadcast at most a quarter of its input (a decorrelated subquery) aggregates only the rows whose key is broadcast; a broadcast whose size is estimated is measured when its stage ends.",
             ),
         ];
         for (field, value) in self.s3.fields(expose) {
