@@ -20,9 +20,9 @@ use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{AggregateUDF, HigherOrderUDF, ScalarUDF, WindowUDF};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 use ember_planner::Functions;
-use ember_planner::config::{EmberOptions, ember_options};
+use ember_planner::config::ember_options;
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
 use ember_planner::subquery_value::SubqueryValues;
 use ember_planner::{
@@ -325,7 +325,7 @@ pub fn task_context(
     shuffle: Arc<TaskShuffle>,
     identity: TaskIdentity,
 ) -> datafusion::error::Result<TaskContext> {
-    let mut config = SessionConfig::new().with_option_extension(EmberOptions::default());
+    let mut config = ember_planner::config::task_base_config();
     for (key, value) in settings {
         config.options_mut().set(key, value)?;
     }

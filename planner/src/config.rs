@@ -6,7 +6,9 @@
 //! keys do.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::LazyLock;
 
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
@@ -519,11 +521,70 @@ pub fn ember_options(config: &SessionConfig) -> EmberOptions {
         .unwrap_or_default()
 }
 
+/// The configuration a task starts from, before its job's settings.
+pub fn task_base_config() -> SessionConfig {
+    SessionConfig::new().with_option_extension(EmberOptions::default())
+}
+
+/// The settings a task applies to [`task_base_config`] to run as `config`
+/// says: every `datafusion.*` and `ember.*` value that differs from the
+/// base's (a launch carries these, not all two hundred).
+pub fn task_settings(config: &SessionConfig) -> HashMap<String, String> {
+    static BASE: LazyLock<HashMap<String, String>> =
+        LazyLock::new(|| all_settings(&task_base_config()));
+    all_settings(config)
+        .into_iter()
+        .filter(|(key, value)| BASE.get(key) != Some(value))
+        .collect()
+}
+
+/// Every set `datafusion.*` and `ember.*` value of `config` (Ember's
+/// secrets included: executors need them; they are never logged or shown).
+fn all_settings(config: &SessionConfig) -> HashMap<String, String> {
+    let ember = ember_options(config).exposed_entries();
+    config
+        .options()
+        .entries()
+        .into_iter()
+        .filter(|e| e.key.starts_with("datafusion."))
+        .filter_map(|e| e.value.map(|v| (e.key, v)))
+        .chain(ember)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use datafusion::prelude::SessionContext;
 
     use super::*;
+
+    #[test]
+    fn a_task_applying_the_settings_that_differ_gets_the_sessions_config() {
+        let mut session = distributed_session_config(3);
+        for (key, value) in [
+            ("ember.prefilter_aggregates", "false"),
+            ("ember.s3.region", "eu-west-9"),
+            ("datafusion.execution.batch_size", "1234"),
+            (
+                "datafusion.optimizer.enable_dynamic_filter_pushdown",
+                "false",
+            ),
+        ] {
+            session.options_mut().set(key, value).unwrap();
+        }
+        let settings = task_settings(&session);
+        // Only what differs travels (the session's partitions, the four
+        // above, and the other values `distributed_session_config` sets).
+        assert!(settings.len() < 40, "{settings:?}");
+        assert_eq!(settings["ember.s3.region"], "eu-west-9");
+        assert_eq!(settings["datafusion.execution.target_partitions"], "3");
+        let mut task = task_base_config();
+        for (key, value) in &settings {
+            task.options_mut().set(key, value).unwrap();
+        }
+        assert_eq!(all_settings(&task), all_settings(&session));
+        assert!(task_settings(&task_base_config()).is_empty());
+    }
 
     #[tokio::test]
     async fn ember_settings_show_under_their_names() {

@@ -294,21 +294,10 @@ impl Session {
         })
     }
 
-    /// The session's settings, as shipped to executors with every task.
+    /// The session's settings as shipped to executors with every task:
+    /// those that differ from the configuration a task starts from.
     pub fn settings(&self) -> HashMap<String, String> {
-        self.with_config(|config| {
-            // Ember's own keys with their real values (secrets included:
-            // the executors need them; they are never logged or shown).
-            let ember = ember_options(config).exposed_entries();
-            config
-                .options()
-                .entries()
-                .into_iter()
-                .filter(|e| e.key.starts_with("datafusion."))
-                .filter_map(|e| e.value.map(|v| (e.key, v)))
-                .chain(ember)
-                .collect()
-        })
+        self.with_config(ember_planner::config::task_settings)
     }
 
     /// Plans one SQL statement for a client's DataFrame: the logical plan,
