@@ -126,10 +126,18 @@ struct Line<'a> {
     event: &'a Event,
 }
 
+/// An event and when it was recorded (not when its line is written: the
+/// writer takes what arrived together in one batch).
+#[derive(Debug)]
+struct Stamped {
+    at_ms: u64,
+    event: Event,
+}
+
 /// Where events go (nowhere without `--event-log-dir`).
 #[derive(Debug, Clone, Default)]
 pub struct EventLog {
-    tx: Option<std_mpsc::Sender<Event>>,
+    tx: Option<std_mpsc::Sender<Stamped>>,
 }
 
 impl EventLog {
@@ -137,14 +145,14 @@ impl EventLog {
     /// files.
     pub fn start(dir: PathBuf, retention: usize) -> std::io::Result<Self> {
         let mut writer = Writer::open(dir, retention)?;
-        let (tx, rx) = std_mpsc::channel::<Event>();
+        let (tx, rx) = std_mpsc::channel::<Stamped>();
         std::thread::Builder::new()
             .name("ember-event-log".into())
             .spawn(move || {
                 // Whatever arrived while the last batch was written goes in
                 // one write per job file.
                 while let Ok(first) = rx.recv() {
-                    let batch: Vec<Event> = std::iter::once(first).chain(rx.try_iter()).collect();
+                    let batch: Vec<Stamped> = std::iter::once(first).chain(rx.try_iter()).collect();
                     if let Err(e) = writer.write(&batch) {
                         tracing::warn!(error = %e, "could not write the event log");
                     }
@@ -155,7 +163,10 @@ impl EventLog {
 
     pub fn record(&self, event: Event) {
         if let Some(tx) = &self.tx {
-            let _ = tx.send(event);
+            let _ = tx.send(Stamped {
+                at_ms: now_ms(),
+                event,
+            });
         }
     }
 
@@ -266,14 +277,14 @@ impl Writer {
 
     /// Appends `events` (a job's lines in one write) and, if a job finished,
     /// deletes the oldest files of finished jobs beyond the retention limit.
-    fn write(&mut self, events: &[Event]) -> std::io::Result<()> {
+    fn write(&mut self, events: &[Stamped]) -> std::io::Result<()> {
         let mut lines: Vec<(&str, String)> = Vec::new();
         let mut finished = Vec::new();
-        for event in events {
+        for Stamped { at_ms, event } in events {
             let job_id = event.job_id();
             let mut line = serde_json::to_string(&Line {
                 v: VERSION,
-                at_ms: now_ms(),
+                at_ms: *at_ms,
                 event,
             })
             .map_err(std::io::Error::other)?;
@@ -410,6 +421,36 @@ mod tests {
         names
     }
 
+    fn now<const N: usize>(events: [Event; N]) -> Vec<Stamped> {
+        events
+            .into_iter()
+            .map(|event| Stamped {
+                at_ms: now_ms(),
+                event,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_line_carries_the_time_its_event_was_recorded_not_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(dir.path().to_path_buf(), 10).unwrap();
+        // Recorded 40 ms apart, written in one batch.
+        let events = [(1_000, submitted("t")), (1_040, finished("t"))];
+        w.write(&events.map(|(at_ms, event)| Stamped { at_ms, event }))
+            .unwrap();
+        let text = std::fs::read_to_string(dir.path().join("job-t.jsonl")).unwrap();
+        let at: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["at_ms"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(at, [1_000, 1_040]);
+    }
+
     #[test]
     fn lines_go_to_their_jobs_files_and_old_finished_files_are_pruned() {
         let dir = tempfile::tempdir().unwrap();
@@ -417,9 +458,9 @@ mod tests {
         std::fs::write(dir.path().join("job-old.jsonl"), "").unwrap();
         let mut w = Writer::open(dir.path().to_path_buf(), 2).unwrap();
         // a and b interleaved in one batch; c runs on past the others.
-        w.write(&[submitted("a"), submitted("b"), submitted("c")])
+        w.write(&now([submitted("a"), submitted("b"), submitted("c")]))
             .unwrap();
-        w.write(&[finished("a"), finished("b")]).unwrap();
+        w.write(&now([finished("a"), finished("b")])).unwrap();
         // Four files, retention 2: the earlier run's and a's go (oldest
         // first), c's stays although it is older than b's: c still runs.
         assert_eq!(names(dir.path()), ["job-b.jsonl", "job-c.jsonl"]);
@@ -432,10 +473,10 @@ mod tests {
 
         // A running job's file is kept even past the limit; once it
         // finishes, the oldest finished file goes.
-        w.write(&[submitted("d")]).unwrap();
-        w.write(&[finished("d")]).unwrap();
+        w.write(&now([submitted("d")])).unwrap();
+        w.write(&now([finished("d")])).unwrap();
         assert_eq!(names(dir.path()), ["job-c.jsonl", "job-d.jsonl"]);
-        w.write(&[finished("c")]).unwrap();
+        w.write(&now([finished("c")])).unwrap();
         assert_eq!(names(dir.path()), ["job-c.jsonl", "job-d.jsonl"]);
         let c = std::fs::read_to_string(dir.path().join("job-c.jsonl")).unwrap();
         assert_eq!(c.lines().count(), 2);
