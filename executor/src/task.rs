@@ -72,6 +72,7 @@ pub async fn run_and_report(
         attempt,
     };
     let started = Instant::now();
+    let mut queued = Duration::ZERO;
     let counters = Arc::new(FetchCounters::default());
     let result = match cancelled {
         None => Err(None),
@@ -79,6 +80,7 @@ pub async fn run_and_report(
             inner.metrics.tasks_queued.inc();
             let permit = Arc::clone(&inner.task_slots).acquire_owned().await;
             inner.metrics.tasks_queued.dec();
+            queued = started.elapsed();
             let mut work = {
                 let inner = Arc::clone(&inner);
                 let launch = Arc::clone(&launch);
@@ -105,7 +107,7 @@ pub async fn run_and_report(
     };
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let outcome = match result {
-        Ok((stats, plan)) => task_status_update::Outcome::Succeeded(TaskSucceeded {
+        Ok((stats, plan, setup)) => task_status_update::Outcome::Succeeded(TaskSucceeded {
             output_rows: stats.rows,
             output_bytes: stats.bytes,
             local_fetches: load(&counters.local),
@@ -116,6 +118,8 @@ pub async fn run_and_report(
             input_rows: plan.input_rows,
             local_fetch_bytes: load(&counters.local_bytes),
             remote_fetch_bytes: load(&counters.remote_bytes),
+            queued_us: queued.as_micros() as u64,
+            setup_us: setup.as_micros() as u64,
         }),
         Err(Some(e)) => {
             tracing::warn!(task = %task.display(), error = %e, "task failed");
@@ -214,8 +218,9 @@ async fn run_task(
     partition: u32,
     attempt: u64,
     counters: Arc<FetchCounters>,
-) -> datafusion::error::Result<(ember_planner::MapOutputStats, PlanFigures)> {
+) -> datafusion::error::Result<(ember_planner::MapOutputStats, PlanFigures, Duration)> {
     inject(inner, FaultPoint::TaskStart, launch, partition).await?;
+    let started = Instant::now();
     let shuffle = Arc::new(TaskShuffle {
         executor_id: inner.id.clone(),
         job_id: launch.job_id.clone(),
@@ -250,13 +255,14 @@ async fn run_task(
         }
     })?;
     let stream = Arc::clone(&plan).execute(partition as usize, task_ctx)?;
+    let setup = started.elapsed();
     let batches: Vec<_> = futures::TryStreamExt::try_collect(stream).await?;
     let stats = batches
         .first()
         .and_then(stats_from_batch)
         .ok_or_else(|| DataFusionError::Internal("shuffle writer returned no statistics".into()))?;
     inject(inner, FaultPoint::TaskEnd, launch, partition).await?;
-    Ok((stats, PlanFigures::of(plan.as_ref())))
+    Ok((stats, PlanFigures::of(plan.as_ref()), setup))
 }
 
 /// Fires a configured fault at `point`, if one matches this task.

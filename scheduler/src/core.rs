@@ -653,6 +653,8 @@ impl Core {
                         remote_fetch_bytes: stats.remote_fetch_bytes,
                         shuffle_spilled_bytes: stats.shuffle_spilled_bytes,
                         operator_spilled_bytes: stats.operator_spilled_bytes,
+                        queued_us: stats.queued_us,
+                        setup_us: stats.setup_us,
                     });
                     entry
                         .job

@@ -51,6 +51,10 @@ pub enum Event {
         remote_fetch_bytes: u64,
         shuffle_spilled_bytes: u64,
         operator_spilled_bytes: u64,
+        /// Of `elapsed_ms`: waiting for a slot, and setting up (task
+        /// context and plan decoding).
+        queued_us: u64,
+        setup_us: u64,
     },
     StageStarted {
         job_id: String,

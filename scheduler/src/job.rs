@@ -997,6 +997,8 @@ impl Job {
                         p.local_fetch_bytes += stats.local_fetch_bytes;
                         p.remote_fetch_bytes += stats.remote_fetch_bytes;
                         p.task_time_ms += stats.elapsed_ms;
+                        p.task_setup_us += stats.setup_us;
+                        p.task_queued_us += stats.queued_us;
                         p.task_time_max_ms = p.task_time_max_ms.max(stats.elapsed_ms);
                         executors.insert(executor.id.clone());
                     }
@@ -1240,6 +1242,23 @@ mod tests {
         let locations = job.locations(0);
         assert_eq!(locations.len(), 2);
         assert_eq!(locations[1].attempt, 2);
+    }
+
+    #[test]
+    fn a_stages_progress_sums_its_tasks_setup_and_queueing() {
+        let mut job = two_stage_job();
+        job.mark_running(0, 0, exec("a"), 1);
+        job.mark_running(0, 1, exec("b"), 2);
+        for (p, attempt, setup_us, queued_us) in [(0, 1, 100, 7), (1, 2, 250, 0)] {
+            let stats = TaskSucceeded {
+                setup_us,
+                queued_us,
+                ..ok()
+            };
+            job.on_task_succeeded(0, p, attempt, stats);
+        }
+        let stage = &job.status().stages[0];
+        assert_eq!((stage.task_setup_us, stage.task_queued_us), (350, 7));
     }
 
     #[test]

@@ -71,6 +71,12 @@ pub struct StageView {
     pub attempt: u32,
     pub task_time_ms: u64,
     pub task_time_max_ms: u64,
+    /// Of the task time: setting up tasks (context, plan decoding) and
+    /// waiting for slots, summed (µs).
+    #[serde(default)]
+    pub task_setup_us: u64,
+    #[serde(default)]
+    pub task_queued_us: u64,
     /// Durations of its succeeded tasks: min, median, p95, max (ms), to
     /// spot stragglers.
     pub task_ms_distribution: [u64; 4],
@@ -182,6 +188,8 @@ impl JobView {
                 attempt: p.attempt,
                 task_time_ms: p.task_time_ms,
                 task_time_max_ms: p.task_time_max_ms,
+                task_setup_us: p.task_setup_us,
+                task_queued_us: p.task_queued_us,
                 task_ms_distribution: distribution(
                     run.tasks
                         .iter()

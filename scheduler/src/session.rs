@@ -532,7 +532,7 @@ pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bo
     let mut text = dag.display_annotated(verbose, |id| {
         let s = status.stages.iter().find(|s| s.stage_id == id)?;
         Some(format!(
-            "input_rows={} rows={} bytes={} spilled={} tasks={} failed_attempts={} task_time_total={}ms task_time_max={}ms fetches(local/remote)={}/{} fetched_bytes(local/remote)={}/{} attempts={} executors=[{}]",
+            "input_rows={} rows={} bytes={} spilled={} tasks={} failed_attempts={} task_time_total={}ms task_time_max={}ms (setup {:.1}ms, waiting for a slot {:.1}ms) fetches(local/remote)={}/{} fetched_bytes(local/remote)={}/{} attempts={} executors=[{}]",
             s.input_rows,
             s.output_rows,
             s.output_bytes,
@@ -541,6 +541,8 @@ pub fn analyze_text(dag: &StageDag, status: &ember_proto::JobStatus, verbose: bo
             s.tasks_failed,
             s.task_time_ms,
             s.task_time_max_ms,
+            s.task_setup_us as f64 / 1000.0,
+            s.task_queued_us as f64 / 1000.0,
             s.local_fetches,
             s.remote_fetches,
             s.local_fetch_bytes,

@@ -27,6 +27,13 @@ async fn multi_stage_query_runs_on_both_executors_and_fetches_remotely() {
 
     let job = result.job.expect("a distributed job");
     assert!(job.stages.len() >= 2, "expected several stages: {job:?}");
+    // Every task decoded its plan: some setup time, within its run time.
+    for s in &job.stages {
+        assert!(
+            s.task_setup_us > 0 && s.task_setup_us <= (s.task_time_ms + 1) * 1000,
+            "{s:?}"
+        );
+    }
     let mut executors: Vec<&String> = job.stages.iter().flat_map(|s| &s.executors).collect();
     executors.sort();
     executors.dedup();
@@ -156,6 +163,9 @@ async fn explain_analyze_runs_the_query_and_reports_stage_metrics() {
     assert!(text.contains("Stage 0"), "{text}");
     assert!(text.contains("rows="), "{text}");
     assert!(text.contains("task_time_total="), "{text}");
+    // Of which setting up tasks (context, plan decoding) and waiting for a slot.
+    assert!(text.contains("(setup "), "{text}");
+    assert!(text.contains("waiting for a slot "), "{text}");
     assert!(text.contains("fetches(local/remote)="), "{text}");
     assert!(text.contains("ms of planning"), "{text}");
     assert!(!text.contains("scalar subqueries"), "{text}");
