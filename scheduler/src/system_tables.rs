@@ -135,6 +135,8 @@ fn schema_of(name: &str) -> SchemaRef {
             field("attempt", UInt64),
             field("task_time_ms", UInt64),
             field("task_time_max_ms", UInt64),
+            field("task_setup_us", UInt64),
+            field("task_queued_us", UInt64),
             field("executors", Utf8),
         ],
         "tasks" => vec![
@@ -238,6 +240,8 @@ impl SystemTable {
                     num(|s| s.attempt as u64),
                     num(|s| s.task_time_ms),
                     num(|s| s.task_time_max_ms),
+                    num(|s| s.task_setup_us),
+                    num(|s| s.task_queued_us),
                     strings(stages.iter().map(|(_, s)| s.executors.join(",")).collect()),
                 ]
             }

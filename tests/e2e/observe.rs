@@ -214,6 +214,16 @@ async fn api_metrics_and_system_tables_agree_with_a_job() {
         .await
         .unwrap();
     assert_eq!(rows(&per_stage.batches), vec![vec![tasks.to_string()]]);
+    let setup: u64 = status.stages.iter().map(|s| s.task_setup_us).sum();
+    let per_stage = ctx
+        .run_sql(&format!(
+            "SELECT sum(task_setup_us) FROM ember.stages WHERE job_id = '{}'",
+            status.job_id
+        ))
+        .await
+        .unwrap();
+    assert!(setup > 0, "{status:?}");
+    assert_eq!(rows(&per_stage.batches), vec![vec![setup.to_string()]]);
     let executors = ctx
         .run_sql("SELECT count(*) FROM ember.executors WHERE connected")
         .await
