@@ -242,27 +242,30 @@ impl StageDag {
             if let Some(note) = annotate(stage.id) {
                 let _ = writeln!(out, "  -- {note}");
             }
-            let body = if verbose {
-                displayable(stage.plan.as_ref()).indent(true).to_string()
-            } else {
-                displayable(stage.plan.as_ref()).indent(false).to_string()
-            };
-            for line in body.lines() {
+            for line in stage.plan_text(verbose).lines() {
                 let _ = writeln!(out, "  {line}");
-            }
-            if let Some(a) = &stage.adaptive {
-                let _ = writeln!(
-                    out,
-                    "  -- if stage {} writes at most {} rows, each task runs instead:",
-                    a.decided_by, a.max_rows
-                );
-                let body = displayable(a.plan.as_ref()).indent(verbose).to_string();
-                for line in body.lines() {
-                    let _ = writeln!(out, "    {line}");
-                }
             }
         }
         out
+    }
+}
+
+impl Stage {
+    /// The stage's plan as text, and its rewritten form if it has one.
+    pub fn plan_text(&self, verbose: bool) -> String {
+        let mut text = displayable(self.plan.as_ref()).indent(verbose).to_string();
+        if let Some(a) = &self.adaptive {
+            let _ = writeln!(
+                text,
+                "-- if stage {} writes at most {} rows, each task runs instead:",
+                a.decided_by, a.max_rows
+            );
+            let body = displayable(a.plan.as_ref()).indent(verbose).to_string();
+            for line in body.lines() {
+                let _ = writeln!(text, "  {line}");
+            }
+        }
+        text
     }
 }
 

@@ -280,27 +280,7 @@ impl Job {
     /// submitted, and each stage's plan.
     pub fn with_description(mut self, description: impl Into<String>, dag: &StageDag) -> Self {
         self.description = description.into();
-        self.stage_plans = dag
-            .stages()
-            .iter()
-            .map(|s| {
-                let shown = |p: &Arc<dyn datafusion::physical_plan::ExecutionPlan>| {
-                    datafusion::physical_plan::displayable(p.as_ref())
-                        .indent(false)
-                        .to_string()
-                };
-                match &s.adaptive {
-                    None => shown(&s.plan),
-                    Some(a) => format!(
-                        "{}-- if stage {} writes at most {} rows, instead:\n{}",
-                        shown(&s.plan),
-                        a.decided_by,
-                        a.max_rows,
-                        shown(&a.plan)
-                    ),
-                }
-            })
-            .collect();
+        self.stage_plans = dag.stages().iter().map(|s| s.plan_text(false)).collect();
         self.result_limit = dag.result_merge().and_then(|m| m.fetch).map(|f| f as u64);
         self
     }
