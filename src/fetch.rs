@@ -18,7 +18,6 @@ use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{FlightClient, Ticket};
 use ember_proto::scheduler_service_client::SchedulerServiceClient;
@@ -37,6 +36,12 @@ use ember_planner::ResultMerge;
 
 use crate::context::{QueryResult, RunningJob, Submitted};
 use crate::error::{EmberError, Result};
+
+/// One result partition's batches, as they arrive.
+type PartitionBatches = futures::stream::BoxStream<
+    'static,
+    std::result::Result<RecordBatch, arrow_flight::error::FlightError>,
+>;
 
 /// How many result partitions a collected result fetches at once.
 const CONCURRENT_RESULT_FETCHES: usize = 4;
@@ -212,18 +217,27 @@ impl Fetcher {
         Ok(())
     }
 
-    /// Opens the Flight stream of one result partition.
-    async fn open(&self, r: &ResultLocation) -> Result<FlightRecordBatchStream> {
+    /// Opens one result partition: the batches that came with the job's
+    /// status, or a Flight stream from the executor holding them.
+    async fn open(&self, r: &ResultLocation) -> Result<PartitionBatches> {
+        if !r.direct_result.is_empty() {
+            let (_, batches) =
+                ember_planner::ipc_types::read_stream(&r.direct_result).map_err(|e| {
+                    EmberError::Internal(format!("a result sent with the job's status: {e}"))
+                })?;
+            return Ok(futures::stream::iter(batches.into_iter().map(Ok)).boxed());
+        }
         let channel = self
             .flight_channel(&r.flight_address)
             .await
             .map_err(|e| fetch_error(r, e))?;
         let inner =
             FlightServiceClient::new(channel).max_decoding_message_size(self.max_message_size);
-        FlightClient::new_from_inner(inner)
+        let stream = FlightClient::new_from_inner(inner)
             .do_get(Ticket::new(r.ticket.clone()))
             .await
-            .map_err(|e| fetch_error(r, e.to_string()))
+            .map_err(|e| fetch_error(r, e.to_string()))?;
+        Ok(stream.boxed())
     }
 
     /// Partition `partition` of `status` could not be fetched (`error`): asks
@@ -494,7 +508,7 @@ struct StreamState {
     recovery: Recovery,
     /// The partition being read (or to open next).
     next: u32,
-    current: Option<(ResultLocation, FlightRecordBatchStream)>,
+    current: Option<(ResultLocation, PartitionBatches)>,
     /// Rows of the current partition already handed out.
     delivered: usize,
     finished: Arc<AtomicBool>,
@@ -685,7 +699,7 @@ fn conformed(batch: RecordBatch, schema: &SchemaRef) -> datafusion::error::Resul
 /// announced schema; a failure names the partition.
 fn partition_stream(
     location: ResultLocation,
-    stream: FlightRecordBatchStream,
+    stream: PartitionBatches,
     schema: &SchemaRef,
 ) -> SendableRecordBatchStream {
     let announced = Arc::clone(schema);

@@ -384,6 +384,7 @@ impl ExecutorService for Api {
             inputs,
             settings: req.settings,
             subquery_values: Arc::new(subquery_values),
+            direct_result_max_bytes: req.direct_result_max_bytes,
         });
         {
             let mut attempts = self.0.attempts.lock();

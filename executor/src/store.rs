@@ -258,6 +258,35 @@ impl ShuffleStore {
         }
     }
 
+    /// The batches of a finished output's only bucket, if it is held in
+    /// memory (a final partition, to be sent with its task's report).
+    pub fn memory_output(
+        &self,
+        job: &str,
+        key: OutputKey,
+    ) -> Option<(SchemaRef, Vec<RecordBatch>)> {
+        let jobs = self.jobs.lock();
+        let output = jobs.get(job)?.outputs.get(&key)?;
+        match &output.buckets {
+            Buckets::Memory(buckets) if buckets.len() == 1 => {
+                Some((Arc::clone(&output.schema), buckets[0].clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Forgets one output (sent elsewhere), freeing its memory.
+    pub fn remove_output(&self, job: &str, key: OutputKey) {
+        let removed = self
+            .jobs
+            .lock()
+            .get_mut(job)
+            .and_then(|data| data.outputs.remove(&key));
+        if let Some(output) = removed {
+            self.release(output.memory_bytes);
+        }
+    }
+
     /// Frees everything of `job`: memory and spill files.
     pub fn remove_job(&self, job: &str) {
         let removed = self.jobs.lock().remove(job);

@@ -50,6 +50,8 @@ pub struct Launch {
     pub settings: HashMap<String, String>,
     /// The values of the job's scalar subqueries known at launch.
     pub subquery_values: Arc<SubqueryValues>,
+    /// A final stage's: its results up to this size go with the report.
+    pub direct_result_max_bytes: u64,
 }
 
 /// Longest pause between two tries of a status report.
@@ -108,6 +110,8 @@ pub async fn run_and_report(
     let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
     let outcome = match result {
         Ok((stats, plan, setup)) => task_status_update::Outcome::Succeeded(TaskSucceeded {
+            direct_result: direct_result(&inner, &launch, partition, attempt, &stats)
+                .unwrap_or_default(),
             output_rows: stats.rows,
             output_bytes: stats.bytes,
             local_fetches: load(&counters.local),
@@ -147,6 +151,36 @@ pub async fn run_and_report(
     };
     report(&inner, update).await;
     inner.attempts.lock().remove(&attempt);
+}
+
+/// A final partition small enough to go with its task's report, encoded,
+/// and taken out of the store (as Spark's direct results: the client and
+/// the scheduler skip a fetch, and the result outlives this executor).
+fn direct_result(
+    inner: &Inner,
+    launch: &Launch,
+    partition: u32,
+    attempt: u64,
+    stats: &ember_planner::MapOutputStats,
+) -> Option<Vec<u8>> {
+    let max = launch.direct_result_max_bytes;
+    if max == 0 || stats.bytes > max {
+        return None;
+    }
+    let key = (launch.stage_id, partition, attempt);
+    let (schema, batches) = inner.store.memory_output(&launch.job_id, key)?;
+    let bytes = match ember_planner::ipc_types::write_stream(&schema, &batches) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(job = %launch.job_id, partition, error = %e, "result kept for fetching: cannot encode it");
+            return None;
+        }
+    };
+    if bytes.len() as u64 > max {
+        return None;
+    }
+    inner.store.remove_output(&launch.job_id, key);
+    Some(bytes)
 }
 
 /// What a task's plan did, from DataFusion's metrics of its operators.

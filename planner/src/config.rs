@@ -191,6 +191,10 @@ pub struct EmberOptions {
     /// aggregates only the rows of groups whose key is broadcast
     /// ([`aggregate_prefilter`](crate::aggregate_prefilter)).
     pub prefilter_aggregates: bool,
+    /// A final result partition encoded in at most this many bytes travels
+    /// with its task's report, through the scheduler, instead of being kept
+    /// by its executor for the client to fetch (0: never).
+    pub direct_result_max_bytes: u64,
     /// Object storage (`ember.s3.*`).
     pub s3: S3Settings,
     /// Per-bucket overrides (`ember.s3.bucket.<bucket>.<field>`), e.g. from
@@ -211,6 +215,7 @@ impl Default for EmberOptions {
             one_exchange_distinct: true,
             small_scans_in_task: true,
             prefilter_aggregates: true,
+            direct_result_max_bytes: 64 << 10,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
         }
@@ -295,6 +300,11 @@ impl EmberOptions {
                 Some(self.prefilter_aggregates.to_string()),
                 "An aggregate joined back by its group key to a broadcast at most a quarter of its input (a decorrelated subquery) aggregates only the rows whose key is broadcast; a broadcast whose size is estimated is measured when its stage ends.",
             ),
+            (
+                "direct_result_max_bytes".to_string(),
+                Some(self.direct_result_max_bytes.to_string()),
+                "A result partition of at most this many bytes (Arrow IPC) reaches the client with its task's report instead of a fetch from its executor, and outlives it (0: never).",
+            ),
         ];
         for (field, value) in self.s3.fields(expose) {
             out.push((format!("s3.{field}"), value, s3_description(field)));
@@ -368,6 +378,7 @@ impl ExtensionOptions for EmberOptions {
             "one_exchange_distinct" => self.one_exchange_distinct = parse(key, value)?,
             "small_scans_in_task" => self.small_scans_in_task = parse(key, value)?,
             "prefilter_aggregates" => self.prefilter_aggregates = parse(key, value)?,
+            "direct_result_max_bytes" => self.direct_result_max_bytes = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];
                 let (bucket, field) = rest.rsplit_once('.').ok_or_else(|| {

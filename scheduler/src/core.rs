@@ -1043,6 +1043,7 @@ impl Core {
                         tasks,
                         settings: job.settings.as_ref().clone(),
                         subquery_values: job.subquery_values.clone(),
+                        direct_result_max_bytes: job.direct_result_max_bytes(stage),
                     },
                 })
             })

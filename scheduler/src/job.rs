@@ -151,6 +151,9 @@ pub enum JobPhase {
 pub struct JobLimits {
     pub task_max_attempts: u32,
     pub stage_max_attempts: u32,
+    /// A final partition encoded in at most this many bytes comes with its
+    /// task's report (`ember.direct_result_max_bytes`).
+    pub direct_result_max_bytes: u64,
 }
 
 /// What an event did to its job.
@@ -390,6 +393,30 @@ impl Job {
 
     fn final_stage(&self) -> u32 {
         (self.stages.len() - 1) as u32
+    }
+
+    /// The largest result a task of `stage` sends with its report: none
+    /// but the final stage's.
+    pub fn direct_result_max_bytes(&self, stage: u32) -> u64 {
+        if stage == self.final_stage() {
+            self.limits.direct_result_max_bytes
+        } else {
+            0
+        }
+    }
+
+    /// Whether `executor` holds the output of `stage`'s partition `task`:
+    /// a result that came with its report is held by the scheduler.
+    fn held_by(&self, stage: usize, task: &TaskState, executor: &str) -> bool {
+        match task {
+            TaskState::Succeeded {
+                executor: e, stats, ..
+            } => {
+                e.id == executor
+                    && (stage as u32 != self.final_stage() || stats.direct_result.is_empty())
+            }
+            _ => false,
+        }
     }
 
     /// Recovery events so far, oldest first.
@@ -778,7 +805,7 @@ impl Job {
             let held = self.stages[final_stage as usize]
                 .tasks
                 .iter()
-                .any(|t| matches!(t, TaskState::Succeeded { executor: e, .. } if e.id == executor));
+                .any(|t| self.held_by(final_stage as usize, t, executor));
             if !held {
                 return Transition::Ignored;
             }
@@ -834,12 +861,8 @@ impl Job {
                     .tasks
                     .iter()
                     .enumerate()
-                    .filter_map(|(p, t)| match t {
-                        TaskState::Succeeded { executor: e, .. } if e.id == executor => {
-                            Some(p as u32)
-                        }
-                        _ => None,
-                    })
+                    .filter(|(_, t)| self.held_by(s, t, executor))
+                    .map(|(p, _)| p as u32)
                     .collect();
                 if held.is_empty() {
                     continue;
@@ -888,8 +911,8 @@ impl Job {
             TaskState::Succeeded {
                 executor,
                 attempt: a,
-                ..
-            } if *a == attempt => Some(executor.id.clone()),
+                stats,
+            } if *a == attempt && stats.direct_result.is_empty() => Some(executor.id.clone()),
             _ => None,
         }
     }
@@ -989,9 +1012,14 @@ impl Job {
             .collect();
         let results = if self.phase == JobPhase::Succeeded {
             let final_stage = self.final_stage();
+            let tasks = &self.stages[final_stage as usize].tasks;
             self.locations(final_stage)
                 .into_iter()
                 .map(|l| ResultLocation {
+                    direct_result: match &tasks[l.map_partition as usize] {
+                        TaskState::Succeeded { stats, .. } => stats.direct_result.clone(),
+                        _ => vec![],
+                    },
                     partition: l.map_partition,
                     executor_id: l.executor_id,
                     flight_address: l.address,
@@ -1077,6 +1105,7 @@ mod tests {
             limits: JobLimits {
                 task_max_attempts: 2,
                 stage_max_attempts: 3,
+                direct_result_max_bytes: 0,
             },
             started: Instant::now(),
             finished: None,
@@ -1469,6 +1498,34 @@ mod tests {
         assert!(kinds(&job).contains(&JobEventKind::ResultLost));
     }
 
+    #[test]
+    fn a_result_sent_with_its_report_outlives_its_executor() {
+        let mut job = two_stage_job();
+        run_stage0(&mut job);
+        job.mark_running(1, 0, exec("b"), 3);
+        let direct = TaskSucceeded {
+            direct_result: vec![1, 2, 3],
+            ..ok()
+        };
+        job.on_task_succeeded(1, 0, 3, direct);
+        let status = job.status();
+        assert_eq!(status.state, JobState::Succeeded as i32);
+        assert_eq!(status.results[0].direct_result, vec![1, 2, 3]);
+        // b held only map outputs nobody needs any more.
+        assert_eq!(job.on_executor_lost("b", "gone"), Transition::Ignored);
+        assert_eq!(job.status().state, JobState::Succeeded as i32);
+        // Nothing to lose while fetching it either.
+        assert_eq!(
+            job.on_result_lost(0, 3, "cannot fetch"),
+            Transition::Ignored
+        );
+        assert!(job.runnable_tasks().is_empty());
+        // Only the final stage's tasks are offered to send their result.
+        job.limits.direct_result_max_bytes = 64;
+        assert_eq!(job.direct_result_max_bytes(0), 0);
+        assert_eq!(job.direct_result_max_bytes(1), 64);
+    }
+
     fn writing(job: Job) -> Job {
         let target = ember_planner::WriteTarget {
             stage: 0,
@@ -1554,6 +1611,7 @@ mod tests {
             JobLimits {
                 task_max_attempts: 1,
                 stage_max_attempts: 1,
+                direct_result_max_bytes: 0,
             },
         );
         assert_eq!(job.stages.len(), dag.stages().len());

@@ -517,6 +517,7 @@ impl Api {
             JobLimits {
                 task_max_attempts: opts.task_max_attempts.max(1) as u32,
                 stage_max_attempts: opts.stage_max_attempts.max(1) as u32,
+                direct_result_max_bytes: opts.direct_result_max_bytes,
             },
         )
         .with_description(description, dag)

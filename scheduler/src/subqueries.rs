@@ -230,6 +230,12 @@ pub async fn fetch_rows(
                 r.executor_id
             ),
         };
+        if !r.direct_result.is_empty() {
+            let (_, rows) =
+                ember_planner::ipc_types::read_stream(&r.direct_result).map_err(|e| lost(&e))?;
+            batches.extend(rows);
+            continue;
+        }
         let channel = ember_proto::data_endpoint(&r.flight_address)
             .map_err(|e| lost(&e))?
             .connect()

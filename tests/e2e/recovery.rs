@@ -54,6 +54,15 @@ async fn wait_for_executors(
     }
 }
 
+/// Makes every result partition stay on its executor, to be fetched from
+/// there (small ones otherwise come with their task's report and are never
+/// served by an executor: `ember.direct_result_max_bytes`).
+async fn fetch_every_result(ctx: &EmberContext) {
+    ctx.run_sql("SET ember.direct_result_max_bytes = 0")
+        .await
+        .unwrap();
+}
+
 /// Runs TPC-H Q3, Q4, Q9 and Q18 on 3 executor processes whose `fault` SIGKILLs
 /// one executor once per query; each answer must equal the no-failure
 /// answer, and the job's events must show the loss (noticed through the
@@ -62,6 +71,7 @@ async fn queries_survive(fault: &str, recomputed: &[JobEventKind]) {
     let mut cluster = ProcessCluster::start(3, fault, &[]);
     let ctx = cluster.session(3).await;
     register_tpch(&ctx).await;
+    fetch_every_result(&ctx).await;
     // Q4's orders stage is read by two stages (`semi_reduction`).
     for q in [3, 4, 9, 18] {
         let sql = query_text(q);
@@ -148,6 +158,7 @@ async fn executor_killed_while_the_scheduler_fetches_a_scalar_subquery_value() {
     let mut cluster = ProcessCluster::start(3, "kill@serve-result:times=1", &[]);
     let ctx = cluster.session(3).await;
     register_tpch(&ctx).await;
+    fetch_every_result(&ctx).await;
     let sql = "SELECT n_name FROM nation \
                WHERE n_regionkey = (SELECT max(r_regionkey) FROM region) ORDER BY n_name";
     let expected = oracle_rows(sql).await;
@@ -186,6 +197,7 @@ async fn a_streamed_sorted_result_survives_an_executor_killed_while_serving_it()
     let mut cluster = ProcessCluster::start(3, "kill@serve-result:times=1", &[]);
     let ctx = cluster.session(3).await;
     register_tpch(&ctx).await;
+    fetch_every_result(&ctx).await;
     let sql = "SELECT o_orderkey, o_custkey, o_totalprice FROM orders \
                ORDER BY o_totalprice DESC, o_orderkey";
     let expected = oracle_rows(sql).await;
@@ -215,6 +227,61 @@ async fn a_streamed_sorted_result_survives_an_executor_killed_while_serving_it()
         log.contains("client could not fetch a result partition"),
         "no lost result partition reported:\n{log}"
     );
+}
+
+/// Small results come with their tasks' reports (Spark's direct results):
+/// executors set to die when asked to serve a result are never asked, for a
+/// query's rows (also a sorted result the client merges) nor for a scalar
+/// subquery's value; nothing is recomputed. A larger result is still served
+/// by its executor (the fault fires then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn small_results_come_with_the_job_status_and_never_need_their_executor() {
+    let mut cluster = ProcessCluster::start(3, "kill@serve-result:times=1", &[]);
+    let ctx = cluster.session(3).await;
+    register_tpch(&ctx).await;
+    let subquery = "SELECT n_name FROM nation \
+                    WHERE n_regionkey = (SELECT max(r_regionkey) FROM region) ORDER BY n_name";
+    for sql in [query_text(3), query_text(18), subquery.to_string()] {
+        let expected = oracle_rows(&sql).await;
+        let result = tokio::time::timeout(Duration::from_secs(120), ctx.run_sql(&sql))
+            .await
+            .expect("hung")
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_same(&sql, rows(&result.batches), expected, true);
+        let status = result.job.expect("job status");
+        assert!(
+            status.results.iter().all(|r| !r.direct_result.is_empty()),
+            "every result partition should have come with the status: {sql}"
+        );
+        let events = events(&status);
+        assert!(
+            !events.iter().any(|(k, _)| matches!(
+                k,
+                JobEventKind::ResultLost | JobEventKind::ExecutorLost | JobEventKind::OutputsLost
+            )),
+            "{sql}: {events:?}"
+        );
+        assert_eq!(
+            cluster.replace_dead_executors(),
+            0,
+            "{sql}: an executor served a result"
+        );
+    }
+    // Past the limit, the executor serves the result (and dies doing so);
+    // the partition is recomputed.
+    ctx.run_sql("SET ember.direct_result_max_bytes = 100")
+        .await
+        .unwrap();
+    let sql = query_text(3);
+    let expected = oracle_rows(&sql).await;
+    let result = tokio::time::timeout(Duration::from_secs(120), ctx.run_sql(&sql))
+        .await
+        .expect("hung")
+        .unwrap();
+    assert_same("q3, results fetched", rows(&result.batches), expected, true);
+    let status = result.job.expect("job status");
+    assert!(status.results.iter().all(|r| r.direct_result.is_empty()));
+    assert_eq!(cluster.replace_dead_executors(), 1);
 }
 
 /// An executor cut off from the scheduler (its control stream ends, its
