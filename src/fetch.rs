@@ -254,6 +254,11 @@ impl Fetcher {
         let Some(lost) = status.results.iter().find(|r| r.partition == partition) else {
             return Err(error);
         };
+        if !lost.direct_result.is_empty() {
+            // It came with the status and did not decode: no executor holds
+            // it, so there is nothing to recompute.
+            return Err(error);
+        }
         tracing::warn!(job = job_id, partition, error = %error, "result partition lost; asking the cluster to recompute it");
         self.scheduler
             .clone()

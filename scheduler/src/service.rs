@@ -34,6 +34,7 @@ use crate::core::Core;
 use crate::error::SchedulerError;
 use crate::job::{Job, JobLimits, PlanningTime};
 use crate::session::{Planned, Session};
+use crate::subqueries::{FetchFailure, LostResult};
 
 /// A running scheduler.
 pub struct Scheduler {
@@ -604,12 +605,14 @@ async fn subquery_result(
             Ok(rows) => return crate::subqueries::scalar_value(&rows, data_type),
             // The job bounds its own recomputations (stage_max_attempts);
             // this bounds reports it ignores (an attempt no longer current).
-            Err(e) if lost < MAX_LOST_RESULTS => {
+            Err(FetchFailure::Lost(e)) if lost < MAX_LOST_RESULTS => {
                 lost += 1;
                 tracing::warn!(job = job_id, partition = e.partition, error = %e.why, "scalar subquery result lost; recomputing it");
                 core.result_lost(job_id, e.partition, e.attempt, &e.why)?;
             }
-            Err(e) => return Err(SchedulerError::Internal(e.why)),
+            Err(FetchFailure::Lost(LostResult { why, .. }) | FetchFailure::Corrupt(why)) => {
+                return Err(SchedulerError::Internal(why));
+            }
         }
     }
 }

@@ -212,27 +212,45 @@ pub struct LostResult {
     pub why: String,
 }
 
-/// Every row of a finished job, fetched from the executors over Flight; or
-/// the first partition that could not be fetched.
+/// Why a finished job's rows could not be read.
+#[derive(Debug)]
+pub enum FetchFailure {
+    /// A partition its executor could not serve: recomputable.
+    Lost(LostResult),
+    /// A partition that came with the job's status and does not decode:
+    /// no executor holds it, so there is nothing to recompute.
+    Corrupt(String),
+}
+
+/// Every row of a finished job: partitions sent with its status, and the
+/// others fetched from the executors over Flight.
 pub async fn fetch_rows(
     status: &JobStatus,
     max_message_size: usize,
-) -> Result<Vec<RecordBatch>, LostResult> {
+) -> Result<Vec<RecordBatch>, FetchFailure> {
     let mut results = status.results.clone();
     results.sort_by_key(|r| r.partition);
     let mut batches = vec![];
     for r in results {
-        let lost = |e: &dyn std::fmt::Display| LostResult {
-            partition: r.partition,
-            attempt: r.attempt,
-            why: format!(
-                "cannot fetch a scalar subquery's result from executor {}: {e}",
-                r.executor_id
-            ),
+        let lost = |e: &dyn std::fmt::Display| {
+            FetchFailure::Lost(LostResult {
+                partition: r.partition,
+                attempt: r.attempt,
+                why: format!(
+                    "cannot fetch a scalar subquery's result from executor {}: {e}",
+                    r.executor_id
+                ),
+            })
         };
         if !r.direct_result.is_empty() {
             let (_, rows) =
-                ember_planner::ipc_types::read_stream(&r.direct_result).map_err(|e| lost(&e))?;
+                ember_planner::ipc_types::read_stream(&r.direct_result).map_err(|e| {
+                    FetchFailure::Corrupt(format!(
+                        "partition {} of a scalar subquery's result, sent with its task's report, \
+                     does not decode: {e}",
+                        r.partition
+                    ))
+                })?;
             batches.extend(rows);
             continue;
         }
@@ -388,5 +406,37 @@ mod tests {
         .unwrap();
         let e = scalar_value(&[batch], &DataType::Int64).unwrap_err();
         assert!(e.to_string().contains("more than one row"), "{e}");
+    }
+
+    /// A value sent with its task's report is read from the status, with
+    /// no executor to ask; one that does not decode fails at once rather
+    /// than being reported lost (nothing could recompute it).
+    #[tokio::test]
+    async fn a_value_sent_with_the_status_is_read_from_it_and_garbage_fails_at_once() {
+        let batch = RecordBatch::try_from_iter([(
+            "v",
+            Arc::new(arrow::array::Int64Array::from(vec![7])) as arrow::array::ArrayRef,
+        )])
+        .unwrap();
+        let bytes = ember_planner::ipc_types::write_stream(&batch.schema(), [&batch]).unwrap();
+        let status = |direct_result: Vec<u8>| JobStatus {
+            results: vec![ember_proto::ResultLocation {
+                partition: 0,
+                // Nothing listens there: a fetch would fail as lost.
+                flight_address: "127.0.0.1:1".into(),
+                direct_result,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let rows = fetch_rows(&status(bytes.clone()), 1 << 20).await.unwrap();
+        let value = scalar_value(&rows, &DataType::Int64).unwrap();
+        assert_eq!(value, ScalarValue::Int64(Some(7)));
+
+        let garbage = bytes[..bytes.len() / 2].to_vec();
+        match fetch_rows(&status(garbage), 1 << 20).await {
+            Err(FetchFailure::Corrupt(why)) => assert!(why.contains("does not decode"), "{why}"),
+            other => panic!("expected a corrupt result, got {other:?}"),
+        }
     }
 }
