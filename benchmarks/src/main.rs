@@ -7,6 +7,7 @@
 //!   the reference answers in `benchmarks/answers/`.
 //!   `--kill-executor-after` measures recovery: it runs its own cluster of
 //!   processes and kills one executor once per query.
+//! * `tpch explain` prints single-process DataFusion's `EXPLAIN ANALYZE`.
 //! * `tpch answers` writes reference answers (single-process DataFusion).
 //! * `report` compares JSON reports of runs and draws them as SVG.
 
@@ -110,6 +111,23 @@ enum Tpch {
         #[arg(long, default_value_t = 1)]
         kill_runs: usize,
     },
+    /// Print single-process DataFusion's `EXPLAIN ANALYZE` of a query (run
+    /// once first, warm), as the baseline runs it: the operator costs to set
+    /// beside Ember's `EXPLAIN ANALYZE` stage metrics.
+    Explain {
+        /// Data directory written by `tpch gen`.
+        #[arg(long)]
+        data: PathBuf,
+        /// The query's number.
+        #[arg(long)]
+        query: usize,
+        /// Target partitions (the baseline uses the cluster's total slots).
+        #[arg(long, default_value_t = 2)]
+        partitions: usize,
+        /// A DataFusion setting, `KEY=VALUE` (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
     /// Write reference answers (single-process DataFusion) as CSV.
     Answers {
         /// Data directory written by `tpch gen`.
@@ -184,6 +202,18 @@ async fn main() {
                 eprintln!("\n*** SOME QUERIES FAILED OR GAVE WRONG ANSWERS (see above) ***");
                 std::process::exit(2);
             }
+        }
+        Command::Tpch(Tpch::Explain {
+            data,
+            query,
+            partitions,
+            settings,
+        }) => {
+            let settings = run::parse_settings(&settings).unwrap_or_else(|e| fail(e));
+            let text = run::explain_baseline(&data, query, partitions, &settings)
+                .await
+                .unwrap_or_else(|e| fail(e));
+            print!("{text}");
         }
         Command::Tpch(Tpch::Answers { data, out }) => {
             run::write_answers(&data, &out)

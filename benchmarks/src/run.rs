@@ -141,6 +141,40 @@ async fn baseline_context(data: &Path, partitions: usize) -> Result<SessionConte
     Ok(ctx)
 }
 
+/// Single-process DataFusion's `EXPLAIN ANALYZE` of TPC-H query `query`
+/// over `data`, with `partitions` target partitions and `settings`, after one
+/// run to warm the page cache and the file metadata.
+pub async fn explain_baseline(
+    data: &Path,
+    query: usize,
+    partitions: usize,
+    settings: &[(String, String)],
+) -> Result<String, String> {
+    let ctx = baseline_context(data, partitions).await?;
+    for setting in settings {
+        ctx.sql(&set_statement(setting))
+            .await
+            .map_err(|e| format!("--set {}: {e}", setting.0))?;
+    }
+    let sql = query_text(query)?;
+    let run = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.sql(&sql)
+                .await
+                .map_err(|e| format!("q{query}: {e}"))?
+                .collect()
+                .await
+                .map_err(|e| format!("q{query}: {e}"))
+        }
+    };
+    run(sql.clone()).await?;
+    let explained = run(format!("EXPLAIN ANALYZE {sql}")).await?;
+    arrow::util::pretty::pretty_format_batches(&explained)
+        .map(|t| format!("{t}\n"))
+        .map_err(|e| e.to_string())
+}
+
 fn expected_answer(dir: &Path, query: usize) -> Result<Vec<Vec<String>>, String> {
     let path = dir.join(format!("q{query}.csv"));
     let text = std::fs::read_to_string(&path)
