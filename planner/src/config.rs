@@ -175,6 +175,10 @@ pub struct EmberOptions {
     /// beside the query's own (whose other stages run meanwhile), rather
     /// than before it ([`subquery_value`](crate::subquery_value)).
     pub concurrent_subqueries: bool,
+    /// The scheduler finishes a scalar subquery's one-row aggregate from
+    /// the partial rows of its tasks, instead of a last one-task stage
+    /// ([`FinishHere`](crate::FinishHere)).
+    pub finish_subqueries_here: bool,
     /// Semi and anti joins with a small build side find their matches
     /// where the probe side is, instead of shuffling it
     /// ([`semi_reduction`](crate::semi_reduction)).
@@ -211,6 +215,7 @@ impl Default for EmberOptions {
             balance_scans: true,
             merge_on_client: true,
             concurrent_subqueries: true,
+            finish_subqueries_here: true,
             reduce_semi_joins: true,
             one_exchange_distinct: true,
             small_scans_in_task: true,
@@ -279,6 +284,11 @@ impl EmberOptions {
                 "concurrent_subqueries".to_string(),
                 Some(self.concurrent_subqueries.to_string()),
                 "Run a scalar subquery that filters a query beside the query's job, not before it.",
+            ),
+            (
+                "finish_subqueries_here".to_string(),
+                Some(self.finish_subqueries_here.to_string()),
+                "The scheduler finishes a scalar subquery's aggregate from its tasks' partial rows, instead of a last one-task stage.",
             ),
             (
                 "reduce_semi_joins".to_string(),
@@ -374,6 +384,7 @@ impl ExtensionOptions for EmberOptions {
             "balance_scans" => self.balance_scans = parse(key, value)?,
             "merge_on_client" => self.merge_on_client = parse(key, value)?,
             "concurrent_subqueries" => self.concurrent_subqueries = parse(key, value)?,
+            "finish_subqueries_here" => self.finish_subqueries_here = parse(key, value)?,
             "reduce_semi_joins" => self.reduce_semi_joins = parse(key, value)?,
             "one_exchange_distinct" => self.one_exchange_distinct = parse(key, value)?,
             "small_scans_in_task" => self.small_scans_in_task = parse(key, value)?,

@@ -31,6 +31,7 @@ mod df_nodes;
 pub mod distinct_exchange;
 pub mod error;
 pub mod fidelity;
+mod finish_here;
 pub mod functions;
 pub mod ipc_types;
 pub mod joins;
@@ -53,6 +54,7 @@ pub mod window_filter;
 pub mod write;
 
 pub use error::{FetchFailedError, PlannerError, find_fetch_failure};
+pub use finish_here::FinishHere;
 pub use functions::{Functions, MissingFunction, find_missing_function};
 pub use result_merge::ResultMerge;
 pub use shuffle::{

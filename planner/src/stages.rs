@@ -43,6 +43,7 @@ use crate::aggregate_prefilter::prefilter_aggregates;
 use crate::choice::{self, Adaptive, Resolved, reader_stages};
 use crate::distinct_exchange::one_exchange_distinct;
 use crate::error::Result;
+use crate::finish_here::FinishHere;
 use crate::joins::{JoinOptions, distribute_joins};
 use crate::result_merge::ResultMerge;
 use crate::shuffle_reader::ShuffleReaderExec;
@@ -178,6 +179,27 @@ impl StageDag {
         self.stages.pop();
         self.result_merge = Some(result_merge);
         self.result_merge.as_ref()
+    }
+
+    /// Takes a one-row aggregate's last step off the cluster (see
+    /// [`FinishHere`]): when the final stage only finishes the aggregate
+    /// over the partial rows of the stage before it, that stage becomes the
+    /// final one and the step is returned, for whoever reads the result to
+    /// run. Otherwise nothing changes. Only for jobs whose result the
+    /// scheduler reads (a scalar subquery's).
+    pub fn finish_here(&mut self) -> Option<FinishHere> {
+        if self.write.is_some() || self.result_merge.is_some() || self.stages.len() < 2 {
+            return None;
+        }
+        let last = self.final_stage();
+        let input = &self.stages[self.stages.len() - 2];
+        let reads_only_input = last.inputs.len() == 1 && last.inputs.contains(&input.id);
+        if !reads_only_input || input.buckets != 1 || last.adaptive.is_some() {
+            return None;
+        }
+        let step = FinishHere::of(last.plan.children().first()?, input.id)?;
+        self.stages.pop();
+        Some(step)
     }
 
     /// The merge the client does, if [`merge_on_client`](Self::merge_on_client)
@@ -517,6 +539,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_one_row_aggregates_last_step_is_finished_from_the_partial_rows() {
+        let mut dag = dag("SELECT avg(a) * 2 AS v, count(*) AS n FROM t").await;
+        let stages = dag.stages().len();
+        let step = dag.finish_here().unwrap();
+        assert_eq!(dag.stages().len(), stages - 1);
+        assert_eq!(dag.final_stage().partitions, 2);
+        // What the new final stage's tasks write: one partial row each.
+        let ctx = SessionContext::new();
+        let partial = Arc::clone(dag.final_stage().plan.children()[0]);
+        let mut rows = vec![];
+        for p in 0..2 {
+            let stream = partial.execute(p, ctx.task_ctx()).unwrap();
+            rows.extend(
+                datafusion::physical_plan::common::collect(stream)
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+        let out = step.run(rows, ctx.task_ctx()).await.unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&out)
+            .unwrap()
+            .to_string();
+        // 0..10 and 5..20: 225 over 25 rows.
+        assert!(text.contains("| 18.0 | 25 |"), "{text}");
+        // Asking again changes nothing.
+        assert!(dag.finish_here().is_none());
+        assert_eq!(dag.stages().len(), stages - 1);
+    }
+
+    #[tokio::test]
     async fn other_final_stages_stay_on_the_cluster() {
         for sql in [
             "SELECT a, count(*) FROM t GROUP BY a",
@@ -531,6 +584,17 @@ mod tests {
                 "{sql}\n{}",
                 dag.display(false)
             );
+            assert_eq!(dag.stages().len(), stages, "{sql}");
+        }
+        // Grouped, or more than the aggregate: the cluster finishes it.
+        for sql in [
+            "SELECT a, count(*) FROM t GROUP BY a",
+            "SELECT count(*) FROM t ORDER BY 1",
+            "SELECT count(*) FROM t UNION ALL SELECT max(a) FROM t",
+        ] {
+            let mut dag = dag(sql).await;
+            let stages = dag.stages().len();
+            assert!(dag.finish_here().is_none(), "{sql}\n{}", dag.display(false));
             assert_eq!(dag.stages().len(), stages, "{sql}");
         }
     }

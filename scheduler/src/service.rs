@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
+use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
+use ember_planner::FinishHere;
 use ember_planner::codec::schema_to_bytes;
 
 use crate::commit::Output;
@@ -365,7 +367,7 @@ impl Api {
             jobs.push(BesideJob {
                 id: id as u32,
                 data_type,
-                job: self.submit_subquery(session, &dag, settings, description, timing)?,
+                job: self.submit_subquery(session, dag, settings, description, timing)?,
             });
         }
         Ok((plan, jobs))
@@ -381,7 +383,7 @@ impl Api {
         let core = Arc::clone(&self.core);
         tokio::spawn(async move {
             let values = futures::future::try_join_all(beside.iter().map(|b| async {
-                let value = subquery_result(&core, &b.job.1, &b.data_type).await?;
+                let value = subquery_result(&core, &b.job, &b.data_type).await?;
                 let bytes = ember_planner::subquery_value::encode_value(&value)?;
                 core.subquery_value(&job_id, b.id, bytes, &value.to_string());
                 Ok::<_, SchedulerError>(())
@@ -434,8 +436,8 @@ impl Api {
                         subqueries: Duration::ZERO,
                     };
                     // Freed however this ends (a client gone meanwhile included).
-                    let job = self.submit_subquery(session, &dag, settings, description, timing)?;
-                    subquery_result(&self.core, &job.1, &data_type).await?
+                    let job = self.submit_subquery(session, dag, settings, description, timing)?;
+                    subquery_result(&self.core, &job, &data_type).await?
                 }
                 Planned::Analyze { .. } => {
                     return Err(SchedulerError::Internal(
@@ -454,18 +456,25 @@ impl Api {
     }
 
     /// Submits the job of a scalar subquery of statement `description`,
-    /// released when the returned guard is dropped.
+    /// released when the returned job is dropped. Its last aggregation step
+    /// may be left to the scheduler (see `FinishHere`).
     fn submit_subquery(
         &self,
         session: &Session,
-        dag: &ember_planner::StageDag,
+        mut dag: ember_planner::StageDag,
         settings: Arc<HashMap<String, String>>,
         description: &str,
         timing: Timing,
-    ) -> Result<ReleaseOnDrop, SchedulerError> {
+    ) -> Result<SubqueryJob, SchedulerError> {
+        let finish = session
+            .finish_here(&mut dag)
+            .map(|step| (step, session.task_ctx()));
         let what = format!("scalar subquery of: {description}");
-        let id = self.submit_job(session, dag, settings, what, timing)?;
-        Ok(ReleaseOnDrop(Arc::clone(&self.core), id))
+        let id = self.submit_job(session, &dag, settings, what, timing)?;
+        Ok(SubqueryJob {
+            job: ReleaseOnDrop(Arc::clone(&self.core), id),
+            finish,
+        })
     }
 
     /// Encodes the DAG's stage plans and hands the job to the core (its
@@ -592,9 +601,10 @@ async fn wait_for_end(core: &Core, job_id: &str) -> Result<JobStatus, SchedulerE
 /// fetched again once recomputed.
 async fn subquery_result(
     core: &Arc<Core>,
-    job_id: &str,
+    job: &SubqueryJob,
     data_type: &DataType,
 ) -> Result<ScalarValue, SchedulerError> {
+    let job_id = job.job.1.as_str();
     let mut lost = 0;
     loop {
         let last = wait_for_end(core, job_id).await?;
@@ -602,7 +612,13 @@ async fn subquery_result(
             return Err(SchedulerError::InvalidQuery(last.error));
         }
         match crate::subqueries::fetch_rows(&last, core.config.max_message_size).await {
-            Ok(rows) => return crate::subqueries::scalar_value(&rows, data_type),
+            Ok(rows) => {
+                let rows = match &job.finish {
+                    Some((step, ctx)) => step.run(rows, Arc::clone(ctx)).await?,
+                    None => rows,
+                };
+                return crate::subqueries::scalar_value(&rows, data_type);
+            }
             // The job bounds its own recomputations (stage_max_attempts);
             // this bounds reports it ignores (an attempt no longer current).
             Err(FetchFailure::Lost(e)) if lost < MAX_LOST_RESULTS => {
@@ -626,7 +642,14 @@ const MAX_LOST_RESULTS: u32 = 4;
 struct BesideJob {
     id: u32,
     data_type: DataType,
+    job: SubqueryJob,
+}
+
+/// A scalar subquery's job (released when dropped) and the last step of
+/// its aggregate when the scheduler is to run it on the job's result.
+struct SubqueryJob {
     job: ReleaseOnDrop,
+    finish: Option<(FinishHere, Arc<TaskContext>)>,
 }
 
 /// When a statement's planning began, and how much of the time since went

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::execution::TaskContext;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement, WriteOp};
 use datafusion::physical_plan::ExecutionPlan;
@@ -20,7 +21,7 @@ use ember_planner::CutOptions;
 use ember_planner::config::{EmberOptions, distributed_session_config, ember_options};
 use ember_planner::joins::JoinOptions;
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
-use ember_planner::{ResultMerge, StageDag};
+use ember_planner::{FinishHere, ResultMerge, StageDag};
 
 use crate::error::{Result, SchedulerError};
 
@@ -276,6 +277,22 @@ impl Session {
         } else {
             None
         }
+    }
+
+    /// Takes a scalar subquery's last aggregation step off the cluster (see
+    /// `StageDag::finish_here`) unless the session turned that off
+    /// (`ember.finish_subqueries_here`); the step the scheduler is to run.
+    pub fn finish_here(&self, dag: &mut StageDag) -> Option<FinishHere> {
+        if self.options().finish_subqueries_here {
+            dag.finish_here()
+        } else {
+            None
+        }
+    }
+
+    /// A context to run a step of a job here (see [`FinishHere`]).
+    pub fn task_ctx(&self) -> Arc<TaskContext> {
+        self.ctx.task_ctx()
     }
 
     /// How the session's plans are distributed before they are cut.

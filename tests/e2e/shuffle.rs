@@ -229,6 +229,41 @@ async fn a_filter_subquery_runs_beside_its_query_and_still_prunes_its_scan() {
         "the value pruned the scan: {job:?}"
     );
 
+    // An average's job ends with its tasks' partial sums and counts, which
+    // the scheduler finishes; turned off, a last one-task stage does, for
+    // the same answer.
+    let above_average = "SELECT count(*) FROM orders \
+                         WHERE o_totalprice > (SELECT avg(o_totalprice) FROM orders)";
+    let subquery_stages = || async {
+        let jobs = ctx
+            .run_sql(
+                "SELECT stages, state FROM ember.jobs \
+                 WHERE description LIKE 'scalar subquery of:%' \
+                 ORDER BY submitted_at_ms DESC, job_id LIMIT 1",
+            )
+            .await
+            .unwrap();
+        rows(&jobs.batches)
+    };
+    let expected = oracle_rows(above_average).await;
+    for (here, stages) in [(false, "2"), (true, "1")] {
+        ctx.run_sql(&format!("SET ember.finish_subqueries_here = {here}"))
+            .await
+            .unwrap();
+        let result = ctx.run_sql(above_average).await.unwrap();
+        assert_same(
+            "above average",
+            rows(&result.batches),
+            expected.clone(),
+            true,
+        );
+        assert_eq!(
+            subquery_stages().await,
+            [[stages, "succeeded"]],
+            "here: {here}"
+        );
+    }
+
     // Run first instead: the same answer, the same pruning.
     ctx.run_sql("SET ember.concurrent_subqueries = false")
         .await
