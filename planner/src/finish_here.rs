@@ -20,7 +20,10 @@
 //!
 //! The step is the final stage's plan as planned, with the reader of the
 //! partial rows replaced by those rows: the scheduler planned the query, so
-//! every function in it is one the scheduler has.
+//! every function in it is one the scheduler has. Only for partial states
+//! of fixed size (a sum and a count, a minimum): a state that is a list
+//! (`count(DISTINCT x)`, `array_agg`) can hold as much as the input, and
+//! stays with the cluster, within its memory limits.
 
 use std::sync::Arc;
 
@@ -60,6 +63,17 @@ impl FinishHere {
         let coalesce = aggregate.input().downcast_ref::<CoalescePartitionsExec>()?;
         let reader = coalesce.input().downcast_ref::<ShuffleReaderExec>()?;
         if reader.hashed() || reader.stage_id() != input {
+            return None;
+        }
+        // Partial states that are lists (`count(DISTINCT)`'s values,
+        // `array_agg`'s rows) can be as large as the input; the cluster keeps
+        // finishing those, under its memory limits.
+        if reader
+            .schema()
+            .fields()
+            .iter()
+            .any(|f| f.data_type().is_nested())
+        {
             return None;
         }
         // A step awaiting another subquery's value stays on the cluster.

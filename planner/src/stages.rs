@@ -591,6 +591,8 @@ mod tests {
             "SELECT a, count(*) FROM t GROUP BY a",
             "SELECT count(*) FROM t ORDER BY 1",
             "SELECT count(*) FROM t UNION ALL SELECT max(a) FROM t",
+            // Partial states as large as the input.
+            "SELECT array_agg(a) FROM t",
         ] {
             let mut dag = dag(sql).await;
             let stages = dag.stages().len();
