@@ -604,7 +604,7 @@ async fn subquery_result(
     job: &SubqueryJob,
     data_type: &DataType,
 ) -> Result<ScalarValue, SchedulerError> {
-    let job_id = job.job.1.as_str();
+    let job_id = job.id();
     let mut lost = 0;
     loop {
         let last = wait_for_end(core, job_id).await?;
@@ -650,6 +650,12 @@ struct BesideJob {
 struct SubqueryJob {
     job: ReleaseOnDrop,
     finish: Option<(FinishHere, Arc<TaskContext>)>,
+}
+
+impl SubqueryJob {
+    fn id(&self) -> &str {
+        &self.job.1
+    }
 }
 
 /// When a statement's planning began, and how much of the time since went
