@@ -405,17 +405,17 @@ impl Job {
         }
     }
 
-    /// Whether `executor` holds the output of `stage`'s partition `task`:
-    /// a result that came with its report is held by the scheduler.
-    fn held_by(&self, stage: usize, task: &TaskState, executor: &str) -> bool {
+    /// The executor holding the output of `stage`'s partition `task`, if
+    /// one does: a result that came with its report is held by the
+    /// scheduler.
+    fn holder<'t>(&self, stage: usize, task: &'t TaskState) -> Option<&'t str> {
         match task {
             TaskState::Succeeded {
-                executor: e, stats, ..
-            } => {
-                e.id == executor
-                    && (stage as u32 != self.final_stage() || stats.direct_result.is_empty())
+                executor, stats, ..
+            } if stage as u32 != self.final_stage() || stats.direct_result.is_empty() => {
+                Some(&executor.id)
             }
-            _ => false,
+            _ => None,
         }
     }
 
@@ -805,7 +805,7 @@ impl Job {
             let held = self.stages[final_stage as usize]
                 .tasks
                 .iter()
-                .any(|t| self.held_by(final_stage as usize, t, executor));
+                .any(|t| self.holder(final_stage as usize, t) == Some(executor));
             if !held {
                 return Transition::Ignored;
             }
@@ -861,7 +861,7 @@ impl Job {
                     .tasks
                     .iter()
                     .enumerate()
-                    .filter(|(_, t)| self.held_by(s, t, executor))
+                    .filter(|(_, t)| self.holder(s, t) == Some(executor))
                     .map(|(p, _)| p as u32)
                     .collect();
                 if held.is_empty() {
@@ -904,15 +904,12 @@ impl Job {
     /// The executor holding final partition `partition` from `attempt`, if
     /// that is the current result.
     pub fn result_owner(&self, partition: u32, attempt: u64) -> Option<String> {
-        match self.stages[self.final_stage() as usize]
-            .tasks
-            .get(partition as usize)?
-        {
-            TaskState::Succeeded {
-                executor,
-                attempt: a,
-                stats,
-            } if *a == attempt && stats.direct_result.is_empty() => Some(executor.id.clone()),
+        let final_stage = self.final_stage() as usize;
+        let task = self.stages[final_stage].tasks.get(partition as usize)?;
+        match task {
+            TaskState::Succeeded { attempt: a, .. } if *a == attempt => {
+                self.holder(final_stage, task).map(str::to_string)
+            }
             _ => None,
         }
     }
