@@ -13,12 +13,12 @@
 //!
 //! ```text
 //!   HashJoin(on l = k)
-//!     L ─ (collected, or its hash exchange) ───┐ one stage, read twice
-//!     Aggregate(Final, group by k)             │
-//!       Repartition(hash k)                    │
-//!         Aggregate(Partial, group by k)       │
-//!           HashJoin(CollectLeft, RightSemi, on l = k)  (new)
-//!             Projection(l) ── L, whole ───────┘
+//!     L ─ (collected, replicated or its hash exchange) ─┐ one stage,
+//!     Aggregate(Final, group by k)                      │ read twice
+//!       Repartition(hash k)                             │
+//!         Aggregate(Partial, group by k)                │
+//!           HashJoin(CollectLeft, RightSemi, on l = k)  │ (new)
+//!             Projection(l) ── L, whole ────────────────┘
 //!             X
 //! ```
 //!
@@ -45,7 +45,7 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::{HashJoinExec, JoinOn, JoinOnRef, PartitionMode};
+use datafusion::physical_plan::joins::{HashJoinExec, JoinOn, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -57,6 +57,7 @@ use datafusion::physical_plan::{
 use crate::choice::ChoiceExec;
 use crate::config::BROADCAST_ROWS;
 use crate::joins::estimated_rows;
+use crate::replicate::whole_once;
 use crate::semi_reduction::rows_matching;
 use crate::stages::transform_up_shared;
 
@@ -155,20 +156,24 @@ fn prefilter(join: &HashJoinExec, stats: &StatisticsContext) -> Result<Option<Pr
     if !drops_unmatched_right {
         return Ok(None);
     }
-    // The left side whole, in one partition: collected already, or read
-    // whole from the exchange that splits it (one stage, read twice).
+    // The left side whole, in one partition: collected already, whole in
+    // every partition already (`crate::replicate`), or read whole from the
+    // exchange that splits it (one stage, read twice).
     let broadcast: Arc<dyn ExecutionPlan> = match join.partition_mode() {
         PartitionMode::CollectLeft if join.left().output_partitioning().partition_count() == 1 => {
             Arc::clone(join.left())
         }
-        PartitionMode::Partitioned
-            if join
+        PartitionMode::Partitioned => match whole_once(join.left())? {
+            Some(whole) => whole,
+            None if join
                 .left()
                 .downcast_ref::<RepartitionExec>()
                 .is_some_and(|r| matches!(r.partitioning(), Partitioning::Hash(..))) =>
-        {
-            Arc::new(CoalescePartitionsExec::new(Arc::clone(join.left())))
-        }
+            {
+                Arc::new(CoalescePartitionsExec::new(Arc::clone(join.left())))
+            }
+            None => return Ok(None),
+        },
         _ => return Ok(None),
     };
     let mut aggregate: Option<Arc<dyn ExecutionPlan>> = None;
@@ -189,10 +194,6 @@ fn prefilter(join: &HashJoinExec, stats: &StatisticsContext) -> Result<Option<Pr
     let Some(aggregate) = aggregate else {
         return Ok(None);
     };
-    // Fed by these keys already (a semi join `semi_reduction` put there).
-    if matched_already(aggregate.children()[0], &broadcast, &pairs) {
-        return Ok(None);
-    }
     let Some(input_rows) = estimated_rows(aggregate.children()[0], stats)? else {
         return Ok(None);
     };
@@ -200,7 +201,7 @@ fn prefilter(join: &HashJoinExec, stats: &StatisticsContext) -> Result<Option<Pr
     // Known exactly, the left side's size decides now; estimated, it is
     // decided again from the rows its stage writes (see `crate::choice`).
     let (estimated_small, exact) = match stats
-        .compute(join.left().as_ref(), &StatisticsArgs::new())?
+        .compute(broadcast.as_ref(), &StatisticsArgs::new())?
         .num_rows
     {
         Precision::Exact(rows) => (rows <= max_rows, true),
@@ -274,38 +275,6 @@ fn group_of(
     }
 }
 
-/// Whether `input` is already cut to the rows matching `pairs` against
-/// `broadcast`: a collected right semi join on the same keys of the same
-/// left side, read whole.
-fn matched_already(
-    input: &Arc<dyn ExecutionPlan>,
-    broadcast: &Arc<dyn ExecutionPlan>,
-    pairs: JoinOnRef<'_>,
-) -> bool {
-    let Some(semi) = input.downcast_ref::<HashJoinExec>() else {
-        return false;
-    };
-    let Some(keys) = semi.left().downcast_ref::<ProjectionExec>() else {
-        return false;
-    };
-    let same_side = |a: &Arc<dyn ExecutionPlan>, b: &Arc<dyn ExecutionPlan>| {
-        Arc::ptr_eq(a, b)
-            || (a.downcast_ref::<CoalescePartitionsExec>().is_some()
-                && b.downcast_ref::<CoalescePartitionsExec>().is_some()
-                && Arc::ptr_eq(a.children()[0], b.children()[0]))
-    };
-    *semi.join_type() == JoinType::RightSemi
-        && semi.partition_mode() == &PartitionMode::CollectLeft
-        && same_side(keys.input(), broadcast)
-        && semi.on().len() == pairs.len()
-        && semi.on().iter().zip(pairs).all(|((k, r), (l, group))| {
-            r.as_ref() == group.as_ref()
-                && k.downcast_ref::<Column>()
-                    .and_then(|k| keys.expr().get(k.index()))
-                    .is_some_and(|key| key.expr.as_ref() == l.as_ref())
-        })
-}
-
 /// Whether `node` is `plan` or below it.
 fn contains(plan: &Arc<dyn ExecutionPlan>, node: &Arc<dyn ExecutionPlan>) -> bool {
     Arc::ptr_eq(plan, node) || plan.children().into_iter().any(|c| contains(c, node))
@@ -318,7 +287,9 @@ mod tests {
 
     use crate::StageDag;
     use crate::joins::distribute_joins;
-    use crate::test_util::{int_table, physical_plan, shown, sorted_rows as rows};
+    use crate::test_util::{
+        int_table, physical_plan, replicated_inputs_collected, shown, sorted_rows as rows,
+    };
 
     use super::*;
 
@@ -389,7 +360,8 @@ mod tests {
                 }),
                 "{sql}\n{text}"
             );
-            let filtered = reset_plan_states(filtered).unwrap();
+            let filtered =
+                replicated_inputs_collected(&ctx, reset_plan_states(filtered).unwrap()).await;
             assert_eq!(
                 rows(&ctx, filtered).await,
                 rows(&ctx, original).await,

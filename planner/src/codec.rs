@@ -30,6 +30,7 @@ use prost::Message;
 
 use crate::fidelity::{EmberConverter, TAG_FIXUP, decode_fixup};
 use crate::functions::MissingFunction;
+use crate::replicate::ReplicateExec;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
 use crate::subquery_value::SubqueryValues;
@@ -38,7 +39,8 @@ use crate::write::FileWriteExec;
 const TAG_WRITER: u8 = 1;
 const TAG_READER: u8 = 2;
 const TAG_FILE_WRITE: u8 = 3;
-// 4 is `fidelity::TAG_FIXUP`, 5 and up are `df_nodes`'.
+// 4 is `fidelity::TAG_FIXUP`, 5 to 9 are `df_nodes`'.
+const TAG_REPLICATE: u8 = 10;
 
 /// Is `plan` encoded by [`EmberCodec`]: one of Ember's own operators, or a
 /// DataFusion operator datafusion-proto cannot encode (`df_nodes`)?
@@ -46,6 +48,7 @@ pub fn is_ember_node(plan: &Arc<dyn ExecutionPlan>) -> bool {
     plan.downcast_ref::<ShuffleWriterExec>().is_some()
         || plan.downcast_ref::<ShuffleReaderExec>().is_some()
         || plan.downcast_ref::<FileWriteExec>().is_some()
+        || plan.downcast_ref::<ReplicateExec>().is_some()
         || crate::df_nodes::is_df_node(plan)
 }
 
@@ -325,6 +328,17 @@ impl PhysicalExtensionCodec for EmberCodec {
                     node.staging_root,
                 )?)
             }
+            TAG_REPLICATE => {
+                let node = ember_proto::ReplicateNode::decode(body)
+                    .map_err(|e| decode_err("replicate", e))?;
+                let [input] = inputs else {
+                    return Err(decode_err("replicate", "expected one input"));
+                };
+                Ok(Arc::new(ReplicateExec::new(
+                    Arc::clone(input),
+                    node.partitions as usize,
+                )))
+            }
             TAG_FIXUP => decode_fixup(body, ctx, self, converter),
             other => crate::df_nodes::decode(self, other, body, inputs, ctx, converter)?
                 .ok_or_else(|| decode_err("node", format!("unknown tag {other}"))),
@@ -374,6 +388,12 @@ impl PhysicalExtensionCodec for EmberCodec {
                 arrow,
             };
             return put(buf, TAG_FILE_WRITE, &msg);
+        }
+        if let Some(replicate) = node.downcast_ref::<ReplicateExec>() {
+            let msg = ember_proto::ReplicateNode {
+                partitions: replicate.partitions() as u32,
+            };
+            return put(buf, TAG_REPLICATE, &msg);
         }
         if crate::df_nodes::encode(self, &node, buf, converter)? {
             return Ok(());

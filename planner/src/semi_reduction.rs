@@ -16,17 +16,18 @@
 //!   HashJoin(Partitioned, LeftSemi|LeftAnti, on l = k)
 //!     Repartition(hash l) ── L ──────────────────────┐ one stage, read twice:
 //!     Repartition(hash k)                            │ hashed by the join,
-//!       Aggregate(Partial, group by r as k)          │ whole (broadcast) by
-//!         HashJoin(CollectLeft, RightSemi, on l = r) │ the semi join
-//!           Projection(l) ── Coalesce ── (same) ─────┘
-//!           R
+//!       HashJoin(Partitioned, LeftSemi, on k = r)    │ whole in every task
+//!         Projection(l as k) ── Replicate ── (same) ─┘ by the semi join
+//!         R
 //! ```
 //!
-//! Every task of `R` probes a broadcast of `L`'s keys and sends on the
-//! distinct keys it matched (at most `L`'s rows per task); the last join
-//! meets `L` with those. `L`'s stage is cut once ([`crate::stages`] cuts a
-//! shared exchange once) and read both hashed and whole. Only where the
-//! build side would be broadcast for an inner join anyway
+//! Every task of `R` builds a table of all of `L`'s keys, probes it with its
+//! rows and, at the end of its partition, sends on the keys it matched, each
+//! once (a `LeftSemi` join; [`ReplicateExec`] gives each task the whole
+//! broadcast, so the join ends with the task's own partition). The last
+//! join meets `L` with those. `L`'s stage is cut once ([`crate::stages`]
+//! cuts a shared exchange once) and read both hashed and whole. Only where
+//! the build side would be broadcast for an inner join anyway
 //! (`joins::broadcast_pays`), and not for null-aware anti joins (`NOT IN`,
 //! whose answer depends on NULLs in `R`, not only on matches).
 
@@ -36,14 +37,13 @@ use datafusion::common::{JoinType, NullEquality};
 use datafusion::error::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode, PhysicalGroupBy};
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::joins::{HashJoinExec, JoinOnRef, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::{ExecutionPlan, Partitioning};
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 
 use crate::joins::hash_partitioned;
+use crate::replicate::ReplicateExec;
 
 /// Can `join` be reduced (see the module)? Only `CollectLeft` semi and
 /// anti joins without a filter, not null-aware.
@@ -75,31 +75,23 @@ pub fn reduce(
     // The broadcast keys and the matched keys alike are columns
     // `__ember_key_<i>`, the i-th of their schema.
     let key_columns = key_columns(left_keys.len());
-    // Each probe task: its rows that match a broadcast key, then their
-    // distinct keys.
-    let matching = rows_matching(
-        Arc::new(CoalescePartitionsExec::new(Arc::clone(&shared))),
+    // Each probe task: the broadcast's rows its rows match, each once, as
+    // their keys.
+    let probe = Arc::clone(join.right());
+    let everywhere = ReplicateExec::new(
+        Arc::clone(&shared),
+        probe.output_partitioning().partition_count(),
+    );
+    let matched = keyed_join(
+        Arc::new(everywhere),
         join.on(),
-        Arc::clone(join.right()),
+        probe,
+        JoinType::LeftSemi,
+        PartitionMode::Partitioned,
         join.null_equality(),
     )?;
-    let group_by = PhysicalGroupBy::new_single(
-        join.on()
-            .iter()
-            .enumerate()
-            .map(|(i, (_, r))| (Arc::clone(r), key_name(i)))
-            .collect(),
-    );
-    let matched = AggregateExec::try_new(
-        AggregateMode::Partial,
-        group_by,
-        vec![],
-        vec![],
-        Arc::clone(&matching),
-        matching.schema(),
-    )?;
     let matched = Arc::new(RepartitionExec::try_new(
-        Arc::new(matched),
+        matched,
         Partitioning::Hash(key_columns.clone(), partitions),
     )?);
     let reduced = join
@@ -133,6 +125,26 @@ pub(crate) fn rows_matching(
     probe: Arc<dyn ExecutionPlan>,
     null_equality: NullEquality,
 ) -> Result<Arc<dyn ExecutionPlan>> {
+    keyed_join(
+        broadcast,
+        pairs,
+        probe,
+        JoinType::RightSemi,
+        PartitionMode::CollectLeft,
+        null_equality,
+    )
+}
+
+/// A `join_type` join of `broadcast`'s keys, columns `__ember_key_<i>` (the
+/// left side), with `probe` on `pairs`.
+fn keyed_join(
+    broadcast: Arc<dyn ExecutionPlan>,
+    pairs: JoinOnRef<'_>,
+    probe: Arc<dyn ExecutionPlan>,
+    join_type: JoinType,
+    mode: PartitionMode,
+    null_equality: NullEquality,
+) -> Result<Arc<dyn ExecutionPlan>> {
     let keys = ProjectionExec::try_new(
         pairs
             .iter()
@@ -150,9 +162,9 @@ pub(crate) fn rows_matching(
         probe,
         on,
         None,
-        &JoinType::RightSemi,
+        &join_type,
         None,
-        PartitionMode::CollectLeft,
+        mode,
         null_equality,
         false,
     )?))
@@ -165,7 +177,7 @@ mod tests {
 
     use crate::StageDag;
     use crate::joins::{JoinOptions, distribute_joins};
-    use crate::test_util::{int_table, shown, sorted_rows as rows};
+    use crate::test_util::{int_table, replicated_inputs_collected, shown, sorted_rows as rows};
 
     use super::*;
 
@@ -201,15 +213,17 @@ mod tests {
             let shipped = distribute_joins(Arc::clone(&original), 2).unwrap();
             let text = shown(&shipped);
             assert!(
-                text.contains("mode=CollectLeft, join_type=RightSemi")
-                    && text.contains("mode=Partitioned, join_type=Left"),
+                text.contains("mode=Partitioned, join_type=LeftSemi")
+                    && text.contains("ReplicateExec")
+                    && text.matches("mode=Partitioned, join_type=Left").count() == 2,
                 "{sql}\n{text}"
             );
             // Run in one process, every task's part of each operator: the
             // same rows as DataFusion's own plan. (The shared exchange is
-            // copied first: in one process each of its partitions can be
-            // read once.)
-            let shipped = reset_plan_states(shipped).unwrap();
+            // copied first, and the broadcast collected: in one process
+            // each of an exchange's partitions can be read once.)
+            let shipped =
+                replicated_inputs_collected(&ctx, reset_plan_states(shipped).unwrap()).await;
             assert_eq!(
                 rows(&ctx, shipped).await,
                 rows(&ctx, original).await,
@@ -233,7 +247,7 @@ mod tests {
                 reduce_semi_joins: false,
             };
             let text = shown(&distribute_joins(physical().await, off).unwrap());
-            assert!(!text.contains("RightSemi"), "{sql}\n{text}");
+            assert!(!text.contains("ReplicateExec"), "{sql}\n{text}");
         }
     }
 
@@ -248,7 +262,7 @@ mod tests {
             let original = crate::test_util::physical_plan(&ctx, sql).await;
             let shipped = distribute_joins(Arc::clone(&original), 2).unwrap();
             let text = shown(&shipped);
-            assert!(!text.contains("RightSemi"), "{sql}\n{text}");
+            assert!(!text.contains("ReplicateExec"), "{sql}\n{text}");
             assert_eq!(
                 rows(&ctx, shipped).await,
                 rows(&ctx, original).await,

@@ -4,9 +4,13 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
-use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::physical_plan::{ExecutionPlan, collect_partitioned, displayable};
 use datafusion::prelude::SessionContext;
+
+use crate::replicate::ReplicateExec;
 
 /// `sql` planned by `ctx` into a physical plan.
 pub async fn physical_plan(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
@@ -58,4 +62,47 @@ pub fn int_table(names: &[&str], partitions: Vec<Vec<Vec<Option<i32>>>>) -> Arc<
         })
         .collect();
     Arc::new(MemTable::try_new(schema, partitions).unwrap())
+}
+
+/// `plan` with each replicated input collected once, as its stage's
+/// output is on a cluster (in one process, each partition of an
+/// exchange can be read once).
+pub async fn replicated_inputs_collected(
+    ctx: &SessionContext,
+    plan: Arc<dyn ExecutionPlan>,
+) -> Arc<dyn ExecutionPlan> {
+    let mut inputs = vec![];
+    plan.apply(|node| {
+        if let Some(r) = node.downcast_ref::<ReplicateExec>() {
+            inputs.push(Arc::clone(r.input()));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })
+    .unwrap();
+    let mut collected: Vec<(Arc<dyn ExecutionPlan>, _)> = vec![];
+    for input in inputs {
+        if collected.iter().any(|(i, _)| Arc::ptr_eq(i, &input)) {
+            continue;
+        }
+        let partitions = collect_partitioned(Arc::clone(&input), ctx.task_ctx())
+            .await
+            .unwrap();
+        collected.push((input, partitions));
+    }
+    plan.transform_up(|node| {
+        let Some(r) = node.downcast_ref::<ReplicateExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let (input, partitions) = collected
+            .iter()
+            .find(|(input, _)| Arc::ptr_eq(input, r.input()))
+            .expect("collected");
+        let memory = MemorySourceConfig::try_new_exec(partitions, input.schema(), None)?;
+        Ok(Transformed::yes(Arc::new(ReplicateExec::new(
+            memory,
+            r.partitions(),
+        ))))
+    })
+    .unwrap()
+    .data
 }
