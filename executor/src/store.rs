@@ -275,15 +275,21 @@ impl ShuffleStore {
         }
     }
 
-    /// Forgets one output (sent elsewhere), freeing its memory.
+    /// Forgets one output (sent elsewhere), freeing its memory, or deleting
+    /// its spill file if it was written to disk meanwhile (evicted between
+    /// being read and being forgotten).
     pub fn remove_output(&self, job: &str, key: OutputKey) {
         let removed = self
             .jobs
             .lock()
             .get_mut(job)
             .and_then(|data| data.outputs.remove(&key));
-        if let Some(output) = removed {
-            self.release(output.memory_bytes);
+        let Some(output) = removed else { return };
+        self.release(output.memory_bytes);
+        if let Buckets::Spilled { path, .. } = &output.buckets
+            && let Err(e) = std::fs::remove_file(path)
+        {
+            tracing::warn!(job, ?key, error = %e, "could not remove a spill file");
         }
     }
 
@@ -635,6 +641,31 @@ mod tests {
         );
         store.remove_job("j2");
         assert_eq!(store.memory_used(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_output_forgotten_after_its_eviction_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(test_store(dir.path(), 1 << 30));
+        store.register_job("j3", "t").unwrap();
+        for map in 0..2 {
+            let mut sink = Box::new(store.sink("j3", (2, map, 4), 1, batch(1).schema()));
+            sink.push(0, batch(100)).unwrap();
+            (sink as Box<dyn MapOutputSink>).finish().unwrap();
+        }
+        // Read to be sent with its report, then evicted before it is
+        // forgotten.
+        assert!(store.memory_output("j3", (2, 0, 4)).is_some());
+        assert_eq!(store.evict(u64::MAX), 800);
+        let files = || std::fs::read_dir(store.job_dir("j3")).unwrap().count();
+        assert_eq!(files(), 2);
+        store.remove_output("j3", (2, 0, 4));
+        assert_eq!(files(), 1, "the forgotten output's file is gone");
+        assert_eq!(
+            rows(&store.open_job("j3", "t", (2, 1, 4)).unwrap(), 0).await,
+            100
+        );
+        store.remove_job("j3");
     }
 
     #[tokio::test]
