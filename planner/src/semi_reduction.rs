@@ -22,9 +22,10 @@
 //! ```
 //!
 //! Every task of `R` builds a table of all of `L`'s keys, probes it with its
-//! rows and, at the end of its partition, sends on the keys it matched, each
-//! once (a `LeftSemi` join; [`ReplicateExec`] gives each task the whole
-//! broadcast, so the join ends with the task's own partition). The last
+//! rows and, at the end of its partition, sends on the keys of the rows of
+//! `L` it matched, each row once, so at most `L`'s rows per task (a
+//! `LeftSemi` join; [`ReplicateExec`] gives each task the whole broadcast,
+//! so the join ends with the task's own partition). The last
 //! join meets `L` with those. `L`'s stage is cut once ([`crate::stages`]
 //! cuts a shared exchange once) and read both hashed and whole. Only where
 //! the build side would be broadcast for an inner join anyway
