@@ -33,6 +33,24 @@ pub struct Environment {
     /// `--baseline-set` settings of the DataFusion baseline.
     #[serde(default)]
     pub baseline_settings: Vec<String>,
+    /// Each executor's memory figures at the end of the run (from its last
+    /// heartbeat after the last query).
+    #[serde(default)]
+    pub executor_memory: Vec<ExecutorMemory>,
+}
+
+/// What one executor held at most, and spilled, since it started.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct ExecutorMemory {
+    /// The most its memory pool (operators and shuffle output, bounded by
+    /// `executor_memory_bytes`) held at once.
+    pub pool_peak_bytes: u64,
+    /// Its process's peak resident memory (with an embedded cluster, the
+    /// benchmark's whole process: every executor, the scheduler and
+    /// DataFusion's baseline).
+    pub resident_peak_bytes: u64,
+    /// Shuffle output it wrote to disk.
+    pub shuffle_spilled_bytes: u64,
 }
 
 impl Environment {
@@ -81,6 +99,10 @@ pub struct Breakdown {
     pub subqueries_seconds: f64,
     /// The job itself, from its start to its last stage's end.
     pub job_seconds: f64,
+    /// Bytes its tasks spilled to disk (shuffle output and operators; not
+    /// those of its scalar subqueries' jobs).
+    #[serde(default)]
+    pub spilled_bytes: u64,
 }
 
 impl Breakdown {
@@ -89,6 +111,7 @@ impl Breakdown {
             planning_seconds: status.planning_us as f64 / 1e6,
             subqueries_seconds: status.subqueries_us as f64 / 1e6,
             job_seconds: status.elapsed_ms as f64 / 1e3,
+            spilled_bytes: status.stages.iter().map(|s| s.spilled_bytes).sum(),
         }
     }
 
@@ -276,6 +299,30 @@ impl RunReport {
             let _ = write!(out, " {df_total:>10.3} {:>8.2}", ember_total / df_total);
         }
         let _ = writeln!(out);
+        let spilled: u64 = self
+            .queries
+            .iter()
+            .flat_map(|q| &q.ember_breakdown)
+            .map(|b| b.spilled_bytes)
+            .sum();
+        let _ = writeln!(out, "spilled by Ember's jobs, all runs: {}", gib(spilled));
+        let memory = &self.environment.executor_memory;
+        if !memory.is_empty() {
+            let list = |f: fn(&ExecutorMemory) -> u64| {
+                memory
+                    .iter()
+                    .map(|m| gib(f(m)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "executors' memory pools at most: {} (of {} each); peak resident: {}",
+                list(|m| m.pool_peak_bytes),
+                gib(self.environment.executor_memory_bytes),
+                list(|m| m.resident_peak_bytes),
+            );
+        }
         out
     }
 
@@ -423,6 +470,15 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// `bytes` in GiB, to two places (0 as "0").
+fn gib(bytes: u64) -> String {
+    if bytes == 0 {
+        "0".into()
+    } else {
+        format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
 use ember::{EmberContext, StandaloneOptions};
 
 use crate::cluster::ProcessCluster;
-use crate::report::{Breakdown, Environment, KillRun, QueryReport, RunReport};
+use crate::report::{Breakdown, Environment, ExecutorMemory, KillRun, QueryReport, RunReport};
 
 /// When `--kill-executor-after` kills an executor during a query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -350,6 +350,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
         queries.push(report);
     }
     progress("");
+    let executor_memory = executor_memory(&ctx).await;
     Ok(RunReport {
         environment: Environment {
             ember_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -385,9 +386,29 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
             started_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
+            executor_memory,
         },
         queries,
     })
+}
+
+/// Each executor's memory figures as its first heartbeat after the last
+/// query gives them (heartbeats come once a second by default); none if
+/// the scheduler cannot say.
+async fn executor_memory(ctx: &EmberContext) -> Vec<ExecutorMemory> {
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    match ctx.cluster_info().await {
+        Ok(info) => info
+            .loads
+            .iter()
+            .map(|l| ExecutorMemory {
+                pool_peak_bytes: l.memory_pool_peak_bytes,
+                resident_peak_bytes: l.resident_peak_bytes,
+                shuffle_spilled_bytes: l.shuffle_spilled_bytes,
+            })
+            .collect(),
+        Err(_) => vec![],
+    }
 }
 
 /// Runs `sql` once, SIGKILLing one executor at `point` (a replacement is

@@ -11,6 +11,7 @@
 //! `--memory`.
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use datafusion::error::Result;
@@ -27,6 +28,8 @@ pub const STORE_CONSUMER: &str = "ShuffleStore";
 pub struct ExecutorPool {
     inner: FairSpillPool,
     store: OnceLock<Weak<ShuffleStore>>,
+    /// The most it has had reserved at once.
+    peak: AtomicUsize,
 }
 
 impl ExecutorPool {
@@ -34,7 +37,19 @@ impl ExecutorPool {
         Self {
             inner: FairSpillPool::new(bytes),
             store: OnceLock::new(),
+            peak: AtomicUsize::new(0),
         }
+    }
+
+    /// The most memory operators and shuffle outputs together have held at
+    /// once since the executor started.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::Relaxed)
+    }
+
+    fn grown(&self) {
+        self.peak
+            .fetch_max(self.inner.reserved(), Ordering::Relaxed);
     }
 
     /// The store to evict from (set once, when the store exists).
@@ -63,7 +78,8 @@ impl MemoryPool for ExecutorPool {
     }
 
     fn grow(&self, reservation: &MemoryReservation, additional: usize) {
-        self.inner.grow(reservation, additional)
+        self.inner.grow(reservation, additional);
+        self.grown();
     }
 
     fn shrink(&self, reservation: &MemoryReservation, shrink: usize) {
@@ -72,7 +88,10 @@ impl MemoryPool for ExecutorPool {
 
     fn try_grow(&self, reservation: &MemoryReservation, additional: usize) -> Result<()> {
         let refused = match self.inner.try_grow(reservation, additional) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                self.grown();
+                return Ok(());
+            }
             Err(e) => e,
         };
         if reservation.consumer().name() == STORE_CONSUMER {
@@ -91,7 +110,9 @@ impl MemoryPool for ExecutorPool {
         if store.evict(wanted as u64) == 0 {
             return Err(refused);
         }
-        self.inner.try_grow(reservation, additional)
+        self.inner.try_grow(reservation, additional)?;
+        self.grown();
+        Ok(())
     }
 
     fn reserved(&self) -> usize {

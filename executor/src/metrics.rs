@@ -35,6 +35,10 @@ pub struct GrpcError {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Snapshot {
     pub memory_pool_used: i64,
+    /// The most the pool has had reserved at once since start.
+    pub memory_pool_peak: u64,
+    /// The process's peak resident memory (0 where the OS does not say).
+    pub resident_peak: u64,
     pub shuffle_memory_used: i64,
     pub shuffle_spilled_total: u64,
     pub tasks_running: i64,
@@ -56,6 +60,8 @@ pub struct Metrics {
     pub tasks_queued: Gauge,
     grpc_errors: Family<GrpcError, Counter>,
     memory_pool_used: Gauge,
+    memory_pool_peak: Gauge,
+    resident_peak: Gauge,
     shuffle_memory_used: Gauge,
     tasks_running: Gauge,
     slots: Gauge,
@@ -77,6 +83,8 @@ impl Default for Metrics {
             tasks_queued: Gauge::default(),
             grpc_errors: Family::default(),
             memory_pool_used: Gauge::default(),
+            memory_pool_peak: Gauge::default(),
+            resident_peak: Gauge::default(),
             shuffle_memory_used: Gauge::default(),
             tasks_running: Gauge::default(),
             slots: Gauge::default(),
@@ -137,6 +145,16 @@ impl Default for Metrics {
             m.memory_pool_used.clone(),
         );
         r.register(
+            "ember_memory_pool_peak_bytes",
+            "The most memory the executor's pool (operators and shuffle output together, within --memory) has held at once since start",
+            m.memory_pool_peak.clone(),
+        );
+        r.register(
+            "ember_process_resident_peak_bytes",
+            "The executor process's peak resident memory (VmHWM; 0 where the OS does not report it)",
+            m.resident_peak.clone(),
+        );
+        r.register(
             "ember_shuffle_memory_used_bytes",
             "Shuffle output held in memory",
             m.shuffle_memory_used.clone(),
@@ -188,6 +206,8 @@ impl Metrics {
     pub fn load(&self, now: Snapshot) -> ExecutorLoad {
         ExecutorLoad {
             memory_pool_used_bytes: now.memory_pool_used.max(0) as u64,
+            memory_pool_peak_bytes: now.memory_pool_peak,
+            resident_peak_bytes: now.resident_peak,
             shuffle_memory_bytes: now.shuffle_memory_used.max(0) as u64,
             shuffle_spilled_bytes: now.shuffle_spilled_total,
             tasks_queued: self.tasks_queued.get().max(0) as u64,
@@ -196,6 +216,8 @@ impl Metrics {
 
     pub fn render(&self, now: Snapshot) -> String {
         self.memory_pool_used.set(now.memory_pool_used);
+        self.memory_pool_peak.set(now.memory_pool_peak as i64);
+        self.resident_peak.set(now.resident_peak as i64);
         self.shuffle_memory_used.set(now.shuffle_memory_used);
         self.tasks_running.set(now.tasks_running);
         self.slots.set(now.slots);
@@ -207,4 +229,17 @@ impl Metrics {
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// This process's peak resident set size (`VmHWM` of `/proc/self/status`),
+/// or 0 where there is no such file.
+pub fn resident_peak_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(0)
 }

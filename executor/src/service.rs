@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     pub http_address: Option<String>,
     pub slots: usize,
     pub memory_bytes: u64,
+    /// The pool of `runtime`, operators and shuffle outputs together.
+    pub pool: Arc<ExecutorPool>,
     pub store: Arc<ShuffleStore>,
     pub peers: Arc<PeerChannels>,
     pub runtime: Arc<RuntimeEnv>,
@@ -82,6 +84,8 @@ impl Inner {
     pub fn snapshot(&self) -> crate::metrics::Snapshot {
         crate::metrics::Snapshot {
             memory_pool_used: self.runtime.memory_pool.reserved() as i64,
+            memory_pool_peak: self.pool.peak() as u64,
+            resident_peak: crate::metrics::resident_peak_bytes(),
             shuffle_memory_used: self.store.memory_used() as i64,
             shuffle_spilled_total: self.store.spilled_bytes(),
             tasks_running: (self.slots - self.task_slots.available_permits()) as i64,
@@ -175,7 +179,7 @@ impl Executor {
         ));
         pool.set_store(&store);
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(pool)
+            .with_memory_pool(Arc::clone(&pool) as Arc<dyn MemoryPool>)
             .with_disk_manager_builder(
                 DiskManagerBuilder::default()
                     .with_mode(DiskManagerMode::Directories(vec![work_dir.join("spill")])),
@@ -197,6 +201,7 @@ impl Executor {
             http_address: http_address.map(|a| format!("{host}:{}", a.port())),
             slots: config.slots,
             memory_bytes: config.memory_bytes,
+            pool,
             store,
             peers: Arc::new(PeerChannels::new(config.max_message_size)),
             runtime,

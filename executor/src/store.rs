@@ -757,6 +757,7 @@ mod tests {
         operator.try_grow(50_000).unwrap();
         assert_eq!(store.memory_used(), 40_000, "one output evicted");
         assert_eq!(pool.reserved(), 90_000);
+        assert_eq!(pool.peak(), 90_000);
         assert_eq!(store.spilled_bytes(), 40_000);
         for map in 0..2 {
             let output = store.open_job("j7", "t", (0, map, 1)).unwrap();
@@ -767,6 +768,7 @@ mod tests {
         store.remove_job("j7");
         drop(operator);
         assert_eq!(pool.reserved(), 0);
+        assert_eq!(pool.peak(), 90_000, "the peak stays");
     }
 
     #[test]

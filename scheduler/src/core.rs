@@ -440,6 +440,7 @@ impl Core {
         ClusterInfo {
             executors: state.registry.entries().map(|e| e.info.clone()).collect(),
             running_jobs: state.queue.len() as u32,
+            loads: state.registry.entries().map(|e| e.load).collect(),
         }
     }
 

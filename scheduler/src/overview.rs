@@ -110,6 +110,12 @@ pub struct ExecutorView {
     /// waiting there for a slot), and attempts that reported there since it
     /// registered, succeeded or failed.
     pub memory_pool_used_bytes: u64,
+    /// The most its pool has held at once, and its peak resident memory,
+    /// since it started.
+    #[serde(default)]
+    pub memory_pool_peak_bytes: u64,
+    #[serde(default)]
+    pub resident_peak_bytes: u64,
     pub shuffle_memory_bytes: u64,
     pub shuffle_spilled_bytes: u64,
     pub tasks_succeeded: u64,
@@ -251,6 +257,8 @@ impl ExecutorView {
             memory_bytes: e.info.memory_bytes,
             http_address: Some(e.info.http_address.clone()).filter(|a| !a.is_empty()),
             memory_pool_used_bytes: e.load.memory_pool_used_bytes,
+            memory_pool_peak_bytes: e.load.memory_pool_peak_bytes,
+            resident_peak_bytes: e.load.resident_peak_bytes,
             shuffle_memory_bytes: e.load.shuffle_memory_bytes,
             shuffle_spilled_bytes: e.load.shuffle_spilled_bytes,
             tasks_succeeded: e.tasks_succeeded,

@@ -408,6 +408,10 @@ async fn executor_metrics_count_its_tasks_shuffle_output_and_spill() {
     assert_eq!(metric(&text, "ember_executor_slots"), 2.0);
     assert!(metric(&text, "ember_executor_task_duration_seconds_count") >= tasks as f64);
     let _ = metric(&text, "ember_memory_pool_used_bytes");
+    // Operators held memory (they spilled), never past the pool's 6 MiB.
+    let peak = metric(&text, "ember_memory_pool_peak_bytes");
+    assert!(peak > 0.0 && peak <= (6 << 20) as f64, "pool peak {peak}");
+    assert!(metric(&text, "ember_process_resident_peak_bytes") > 0.0);
     assert!(metric(&text, "ember_shuffle_spilled_bytes_total") > 0.0);
     assert!(metric(&text, "ember_operator_spilled_bytes_total") > 0.0);
     assert_eq!(metric(&text, "ember_executor_tasks_queued"), 0.0);
