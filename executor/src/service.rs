@@ -83,7 +83,7 @@ impl Inner {
     /// The gauges of `/metrics` and of heartbeats, now.
     pub fn snapshot(&self) -> crate::metrics::Snapshot {
         crate::metrics::Snapshot {
-            memory_pool_used: self.runtime.memory_pool.reserved() as i64,
+            memory_pool_used: self.pool.reserved() as i64,
             memory_pool_peak: self.pool.peak() as u64,
             resident_peak: crate::metrics::resident_peak_bytes(),
             shuffle_memory_used: self.store.memory_used() as i64,

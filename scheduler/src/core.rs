@@ -437,10 +437,15 @@ impl Core {
 
     pub fn cluster_info(&self) -> ClusterInfo {
         let state = self.state.lock();
+        let (executors, loads) = state
+            .registry
+            .entries()
+            .map(|e| (e.info.clone(), e.load))
+            .unzip();
         ClusterInfo {
-            executors: state.registry.entries().map(|e| e.info.clone()).collect(),
+            executors,
             running_jobs: state.queue.len() as u32,
-            loads: state.registry.entries().map(|e| e.load).collect(),
+            loads,
         }
     }
 
