@@ -213,8 +213,10 @@ pub struct PlanningTime {
     /// (the scalar subqueries' jobs not included).
     pub planning: Duration,
     /// The statement's uncorrelated scalar subqueries: running those that
-    /// must run first, each as a job of its own, and planning those that
-    /// run beside this job (see `Job::on_subquery_value`).
+    /// must run first, each as a job of its own, and waiting for those that
+    /// run beside this job (see `Job::on_subquery_value`) to be submitted,
+    /// where their planning, which goes on while the statement's does,
+    /// took longer.
     pub subqueries: Duration,
 }
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, Subquery};
 use ember_planner::FinishHere;
 use ember_planner::codec::schema_to_bytes;
 
@@ -251,24 +251,25 @@ impl Api {
         let declared = crate::subqueries::next_scalar_subquery(&plan)
             .filter(|_| crate::subqueries::may_reach_outputs(&plan))
             .and_then(|_| session.datafusion_schema(&plan));
-        let started = Instant::now();
-        let (plan, beside) = self
-            .start_subqueries_beside(&session, plan, &description)
-            .await?;
-        let started = started.elapsed();
+        let (plan, beside) = self.start_subqueries_beside(&session, plan, &description)?;
         let (plan, subqueries) = self
             .run_scalar_subqueries(&session, plan, &description)
             .await?;
+        let planned = session.plan_logical(plan).await?;
+        // The statement's job goes in after its subqueries' (theirs take
+        // the free slots first); waiting for them is their time.
+        let waiting = Instant::now();
+        let beside = beside.submitted().await?;
+        let waited = if beside.is_empty() {
+            Duration::ZERO
+        } else {
+            waiting.elapsed()
+        };
         let timing = Timing {
             since: received,
-            subqueries: subqueries
-                + if beside.is_empty() {
-                    Duration::ZERO
-                } else {
-                    started
-                },
+            subqueries: subqueries + waited,
         };
-        match session.plan_logical(plan).await? {
+        match planned {
             Planned::Inline {
                 has_result_set,
                 schema,
@@ -331,23 +332,44 @@ impl Api {
 
     /// `plan` with each uncorrelated scalar subquery that filters it (see
     /// `subqueries::defer_filter_subqueries`) replaced by a placeholder for
-    /// its value, and those subqueries' jobs, submitted now: they run beside
-    /// the statement's job, whose stages reading a value wait for it
+    /// its value, and those subqueries' jobs, planned and submitted on a
+    /// thread of their own while the statement itself is planned: they run
+    /// beside the statement's job, whose stages reading a value wait for it
     /// ([`Self::supply_values`]). None for statements answered here, where
     /// the session turned this off (`ember.concurrent_subqueries`), and for
     /// subqueries answered here.
-    async fn start_subqueries_beside(
+    fn start_subqueries_beside(
         &self,
-        session: &Session,
+        session: &Arc<Session>,
         plan: LogicalPlan,
         description: &str,
-    ) -> Result<(LogicalPlan, Vec<BesideJob>), SchedulerError> {
+    ) -> Result<(LogicalPlan, BesideStart), SchedulerError> {
         if crate::session::answered_here(&plan) || !session.options().concurrent_subqueries {
-            return Ok((plan, vec![]));
+            return Ok((plan, BesideStart(None)));
         }
         let (plan, subqueries) = crate::subqueries::defer_filter_subqueries(plan, |s| {
             !crate::session::answered_here(&s.subquery)
         })?;
+        if subqueries.is_empty() {
+            return Ok((plan, BesideStart(None)));
+        }
+        let api = self.clone();
+        let session = Arc::clone(session);
+        let description = description.to_string();
+        let submitting = tokio::spawn(off_the_workers(async move {
+            api.submit_beside(&session, subqueries, &description).await
+        }));
+        Ok((plan, BesideStart(Some(submitting))))
+    }
+
+    /// Plans and submits the jobs of the scalar `subqueries` deferred from
+    /// statement `description`, in order: the `n`th is placeholder `n`.
+    async fn submit_beside(
+        &self,
+        session: &Session,
+        subqueries: Vec<Subquery>,
+        description: &str,
+    ) -> Result<Vec<BesideJob>, SchedulerError> {
         let mut jobs = vec![];
         for (id, subquery) in subqueries.into_iter().enumerate() {
             let since = Instant::now();
@@ -370,7 +392,7 @@ impl Api {
                 job: self.submit_subquery(session, dag, settings, description, timing)?,
             });
         }
-        Ok((plan, jobs))
+        Ok(jobs)
     }
 
     /// Hands the values of the scalar subqueries running `beside` job
@@ -643,6 +665,32 @@ struct BesideJob {
     id: u32,
     data_type: DataType,
     job: SubqueryJob,
+}
+
+/// The planning and submission of the jobs of a statement's subqueries run
+/// beside it (see `Api::start_subqueries_beside`), if it has any. Dropped
+/// before they are in (the statement failed, its client went away), it
+/// stops that planning, and the jobs already submitted are released.
+struct BesideStart(Option<JoinHandle<Result<Vec<BesideJob>, SchedulerError>>>);
+
+impl BesideStart {
+    /// The subqueries' jobs, once all are submitted.
+    async fn submitted(mut self) -> Result<Vec<BesideJob>, SchedulerError> {
+        match self.0.take() {
+            None => Ok(vec![]),
+            Some(submitting) => submitting.await.map_err(|e| {
+                SchedulerError::Internal(format!("planning a scalar subquery failed: {e}"))
+            })?,
+        }
+    }
+}
+
+impl Drop for BesideStart {
+    fn drop(&mut self) {
+        if let Some(submitting) = &self.0 {
+            submitting.abort();
+        }
+    }
 }
 
 /// A scalar subquery's job (released when dropped) and the last step of

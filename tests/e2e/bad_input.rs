@@ -96,6 +96,21 @@ async fn writes_ember_cannot_do_are_clear_errors() {
     .unwrap();
     let e = ctx.run_sql("SELECT * FROM events").await.unwrap_err();
     assert!(e.to_string().contains("reading an UNBOUNDED table"), "{e}");
+    // The same, with a filter subquery planned (and maybe submitted) beside
+    // the statement when its own planning fails: that job goes too.
+    let e = ctx
+        .run_sql("SELECT * FROM events WHERE a > (SELECT min(r_regionkey) FROM region)")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("reading an UNBOUNDED table"), "{e}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ctx.cluster_info().await.unwrap().running_jobs > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a subquery's job was left running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     ctx.run_sql("DROP TABLE events").await.unwrap();
     let _ = std::fs::remove_file(&csv);
     assert_healthy(&ctx).await;
