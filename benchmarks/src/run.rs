@@ -1,7 +1,7 @@
 //! `ember-bench tpch run`: the 22 queries on Ember and, with `--baseline`, on
 //! single-process DataFusion with the same total cores, in the same run.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -123,8 +123,14 @@ pub fn query_text(n: usize) -> Result<String, String> {
     std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Shows `msg` on the terminal's last line in place of the previous one;
+/// nothing where stderr is not a terminal (a log, a pipe), which would keep
+/// every line and its control codes.
 fn progress(msg: &str) {
     let mut err = std::io::stderr();
+    if !err.is_terminal() {
+        return;
+    }
     let _ = write!(err, "\r\x1b[2K{msg}");
     let _ = err.flush();
 }
