@@ -193,6 +193,20 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
     let data = std::fs::canonicalize(&opts.data)
         .map_err(|e| format!("data directory {}: {e}", opts.data.display()))?;
     let sf = ember::tpch::scale_factor(&data);
+    let answers = sf.map(|sf| opts.answers_dir.join(format!("sf{sf}")));
+    // Said before the run, not as a wrong answer after each query of it.
+    if opts.verify
+        && let Some(dir) = answers.as_ref().filter(|dir| !dir.is_dir())
+    {
+        return Err(format!(
+            "--verify: no reference answers in {} (this repository has them for SF 0.01, 0.1 \
+             and 1; `ember-bench tpch answers --data {} --out {}` writes them from \
+             single-process DataFusion)",
+            dir.display(),
+            data.display(),
+            dir.display()
+        ));
+    }
     let mut processes = match (opts.kill_after, &opts.scheduler) {
         (Some(_), Some(_)) => {
             return Err(
@@ -249,7 +263,6 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
     } else {
         None
     };
-    let answers = sf.map(|sf| opts.answers_dir.join(format!("sf{sf}")));
 
     let mut queries = vec![];
     let total = opts.queries.len();
@@ -546,6 +559,36 @@ mod tests {
         assert_eq!(set_statement(&s.unwrap()[1]), "SET a.b = 'it''s'");
         assert!(parse_settings(&["novalue".into()]).is_err());
         assert!(parse_settings(&["=x".into()]).is_err());
+    }
+
+    #[tokio::test]
+    async fn verifying_a_scale_without_reference_answers_fails_before_running() {
+        let data = tempfile::tempdir().unwrap();
+        std::fs::write(
+            data.path().join("ember-tpch.json"),
+            r#"{"scale_factor": 7, "files_per_table": 1}"#,
+        )
+        .unwrap();
+        let answers = tempfile::tempdir().unwrap();
+        let opts = RunOptions {
+            data: data.path().to_path_buf(),
+            queries: vec![6],
+            iterations: 1,
+            executors: 1,
+            slots: 1,
+            memory_bytes: 1 << 30,
+            scheduler: None,
+            verify: true,
+            baseline: false,
+            settings: vec![],
+            baseline_settings: vec![],
+            answers_dir: answers.path().to_path_buf(),
+            kill_after: None,
+            kill_runs: 1,
+        };
+        let e = run(&opts).await.unwrap_err();
+        assert!(e.contains("no reference answers in"), "{e}");
+        assert!(e.contains("sf7"), "{e}");
     }
 
     #[test]
