@@ -671,6 +671,9 @@ struct BesideJob {
 /// beside it (see `Api::start_subqueries_beside`), if it has any. Dropped
 /// before they are in (the statement failed, its client went away), it
 /// stops that planning, and the jobs already submitted are released.
+/// (tokio-util's `AbortOnDropHandle` is this guard, behind its `rt` feature,
+/// which nothing in the tree enables: turning it on rebuilds tokio-util and
+/// the network and storage crates above it for ten lines.)
 struct BesideStart(Option<JoinHandle<Result<Vec<BesideJob>, SchedulerError>>>);
 
 impl BesideStart {
