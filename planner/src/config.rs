@@ -195,6 +195,10 @@ pub struct EmberOptions {
     /// aggregates only the rows of groups whose key is broadcast
     /// ([`aggregate_prefilter`](crate::aggregate_prefilter)).
     pub prefilter_aggregates: bool,
+    /// A stage that only scans files of at most this many rows (by their
+    /// statistics) runs as one task ([`one_task_scans`](crate::one_task_scans);
+    /// 0: as many tasks as the scan has partitions).
+    pub one_task_scan_max_rows: usize,
     /// A final result partition encoded in at most this many bytes travels
     /// with its task's report, through the scheduler, instead of being kept
     /// by its executor for the client to fetch (0: never).
@@ -220,6 +224,7 @@ impl Default for EmberOptions {
             one_exchange_distinct: true,
             small_scans_in_task: true,
             prefilter_aggregates: true,
+            one_task_scan_max_rows: crate::one_task_scans::ONE_TASK_SCAN_MAX_ROWS,
             direct_result_max_bytes: 64 << 10,
             s3: S3Settings::default(),
             s3_buckets: Default::default(),
@@ -311,6 +316,11 @@ impl EmberOptions {
                 "An aggregate joined back by its group key to a broadcast at most a quarter of its input (a decorrelated subquery) aggregates only the rows whose key is broadcast; a broadcast whose size is estimated is measured when its stage ends.",
             ),
             (
+                "one_task_scan_max_rows".to_string(),
+                Some(self.one_task_scan_max_rows.to_string()),
+                "A stage that only scans files of at most this many rows (file statistics; filters and projections above the scan allowed) runs as one task (0: one task per scan partition).",
+            ),
+            (
                 "direct_result_max_bytes".to_string(),
                 Some(self.direct_result_max_bytes.to_string()),
                 "A result partition of at most this many bytes (Arrow IPC) reaches the client with its task's report instead of a fetch from its executor, and outlives it (0: never).",
@@ -389,6 +399,7 @@ impl ExtensionOptions for EmberOptions {
             "one_exchange_distinct" => self.one_exchange_distinct = parse(key, value)?,
             "small_scans_in_task" => self.small_scans_in_task = parse(key, value)?,
             "prefilter_aggregates" => self.prefilter_aggregates = parse(key, value)?,
+            "one_task_scan_max_rows" => self.one_task_scan_max_rows = parse(key, value)?,
             "direct_result_max_bytes" => self.direct_result_max_bytes = parse(key, value)?,
             _ if key.starts_with("s3.bucket.") => {
                 let rest = &key["s3.bucket.".len()..];

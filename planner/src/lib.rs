@@ -37,6 +37,7 @@ pub mod ipc_types;
 pub mod joins;
 pub mod logging;
 pub mod object_stores;
+pub mod one_task_scans;
 mod replicate;
 pub mod result_merge;
 pub mod scalar_subquery;

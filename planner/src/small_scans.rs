@@ -21,7 +21,7 @@
 
 use std::sync::Arc;
 
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfig, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
@@ -31,6 +31,7 @@ use datafusion::physical_plan::{
 
 use crate::balance::grouping_is_free;
 use crate::joins::estimated_rows;
+use crate::one_task_scans::whole;
 use crate::stages::transform_up_shared;
 
 /// Most rows a small scan may cost all the tasks that read it together
@@ -66,66 +67,20 @@ pub fn read_small_scans_in_task(
         if rows.is_none_or(|r| r.saturating_mul(partitions.max(1)) > MAX_ROWS_READ) {
             return Ok(node);
         }
-        let files = config
-            .file_groups
-            .iter()
-            .flat_map(|g| g.files().iter().cloned())
-            .collect();
-        let whole = FileScanConfigBuilder::from(config.clone())
-            .with_file_groups(vec![FileGroup::new(files)])
-            .build();
-        let whole = DataSourceExec::from_data_source(whole) as Arc<dyn ExecutionPlan>;
+        let whole = whole(config);
         replace_children_if_necessary(node, vec![whole])
     })
 }
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Int64Array, RecordBatch, StringArray};
-    use datafusion::parquet::arrow::ArrowWriter;
-    use datafusion::prelude::{ParquetReadOptions, SessionContext};
-
     use super::*;
-    use crate::config::distributed_session_config;
-    use crate::test_util::{physical_plan, shown, sorted_rows};
-
-    /// `files` Parquet files of `rows` rows each: `k` (0.. across the
-    /// files) and `name`.
-    fn write_table(dir: &std::path::Path, files: i64, rows: i64) {
-        std::fs::create_dir_all(dir).unwrap();
-        for f in 0..files {
-            let k = Int64Array::from_iter_values(f * rows..(f + 1) * rows);
-            let name =
-                StringArray::from_iter_values((0..rows).map(|i| format!("n{}", f * rows + i)));
-            let batch = RecordBatch::try_from_iter([
-                ("k", Arc::new(k) as _),
-                ("name", Arc::new(name) as _),
-            ])
-            .unwrap();
-            let file = std::fs::File::create(dir.join(format!("part-{f}.parquet"))).unwrap();
-            let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
-            writer.write(&batch).unwrap();
-            writer.close().unwrap();
-        }
-    }
-
-    async fn context(dir: &std::path::Path) -> SessionContext {
-        write_table(&dir.join("small"), 4, 100);
-        write_table(&dir.join("big"), 4, 5_000);
-        let ctx = SessionContext::new_with_config(distributed_session_config(2));
-        for t in ["small", "big"] {
-            let path = dir.join(t);
-            ctx.register_parquet(t, path.to_str().unwrap(), ParquetReadOptions::default())
-                .await
-                .unwrap();
-        }
-        ctx
-    }
+    use crate::test_util::{physical_plan, shown, small_and_big_tables, sorted_rows};
 
     #[tokio::test]
     async fn a_small_bare_scan_is_read_whole_in_each_task_with_the_same_answer() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = context(dir.path()).await;
+        let ctx = small_and_big_tables(dir.path()).await;
         let sql = "SELECT b.k, s.name FROM big b JOIN small s ON b.k % 400 = s.k";
         let original = physical_plan(&ctx, sql).await;
         let rewritten = read_small_scans_in_task(Arc::clone(&original), 2).unwrap();
@@ -153,7 +108,7 @@ mod tests {
     #[tokio::test]
     async fn filtered_or_larger_scans_keep_their_stage() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = context(dir.path()).await;
+        let ctx = small_and_big_tables(dir.path()).await;
         for (sql, partitions) in [
             // A filter every task would evaluate.
             (
@@ -175,7 +130,7 @@ mod tests {
     #[tokio::test]
     async fn a_scan_standing_in_two_places_stays_one_node() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = context(dir.path()).await;
+        let ctx = small_and_big_tables(dir.path()).await;
         let original = physical_plan(
             &ctx,
             "SELECT b.k, s.name FROM big b JOIN small s ON b.k % 400 = s.k",

@@ -45,6 +45,7 @@ use crate::distinct_exchange::one_exchange_distinct;
 use crate::error::Result;
 use crate::finish_here::FinishHere;
 use crate::joins::{JoinOptions, distribute_joins};
+use crate::one_task_scans::{ONE_TASK_SCAN_MAX_ROWS, in_one_task};
 use crate::result_merge::ResultMerge;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
@@ -82,6 +83,9 @@ pub struct CutOptions {
     /// Aggregates a broadcast join mostly drops fed only the rows of groups
     /// it can keep ([`crate::aggregate_prefilter`]).
     pub prefilter_aggregates: bool,
+    /// A stage that only scans at most this many rows runs as one task
+    /// ([`crate::one_task_scans`]; 0: as many as the scan's partitions).
+    pub one_task_scan_max_rows: usize,
 }
 
 impl From<usize> for CutOptions {
@@ -92,6 +96,7 @@ impl From<usize> for CutOptions {
             one_exchange_distinct: true,
             small_scans_in_task: true,
             prefilter_aggregates: true,
+            one_task_scan_max_rows: ONE_TASK_SCAN_MAX_ROWS,
         }
     }
 }
@@ -138,7 +143,10 @@ impl StageDag {
         } else {
             plan
         };
-        let mut cutter = Cutter { stages: vec![] };
+        let mut cutter = Cutter {
+            stages: vec![],
+            one_task_scan_max_rows: options.one_task_scan_max_rows,
+        };
         let root = cutter.visit(plan)?;
         cutter.add_stage(root, None)?;
         let write = cutter
@@ -339,6 +347,8 @@ fn transform_up_shared_within<E: From<DataFusionError>>(
 
 struct Cutter {
     stages: Vec<Stage>,
+    /// See [`CutOptions::one_task_scan_max_rows`].
+    one_task_scan_max_rows: usize,
 }
 
 impl Cutter {
@@ -362,7 +372,7 @@ impl Cutter {
     /// exchange, or as a merge over one if it merges several partitions.
     fn cut(&mut self, plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
         if let Some(repartition) = plan.downcast_ref::<RepartitionExec>() {
-            let input = Arc::clone(repartition.input());
+            let input = self.tasks_for(Arc::clone(repartition.input()))?;
             let partitioning = repartition.partitioning().clone();
             let map_partitions = input.output_partitioning().partition_count();
             let schema = input.schema();
@@ -398,6 +408,8 @@ impl Cutter {
             // A merge straight over an exchange reads all of it in its task.
             let over_reader = input.downcast_ref::<ShuffleReaderExec>().is_some();
             if map_partitions > 1 && !over_reader {
+                let input = self.tasks_for(input)?;
+                let map_partitions = input.output_partitioning().partition_count();
                 let schema = input.schema();
                 let ordering = input.output_ordering().cloned();
                 let constants = trusted_constants(&input);
@@ -415,6 +427,12 @@ impl Cutter {
             }
         }
         Ok(plan)
+    }
+
+    /// `input`, about to become a stage, in one partition if it only scans
+    /// a few rows (see [`crate::one_task_scans`]).
+    fn tasks_for(&self, input: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(in_one_task(&input, self.one_task_scan_max_rows)?.unwrap_or(input))
     }
 
     fn add_stage(

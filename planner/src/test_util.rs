@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Array, RecordBatch};
+use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_plan::{ExecutionPlan, collect_partitioned, displayable};
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
+use crate::config::distributed_session_config;
 use crate::replicate::ReplicateExec;
 
 /// `sql` planned by `ctx` into a physical plan.
@@ -105,4 +107,37 @@ pub async fn replicated_inputs_collected(
     })
     .unwrap()
     .data
+}
+
+/// `files` Parquet files of `rows` rows each under `dir`: `k` (0.. across
+/// the files) and `name`.
+fn write_table(dir: &std::path::Path, files: i64, rows: i64) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in 0..files {
+        let k = Int64Array::from_iter_values(f * rows..(f + 1) * rows);
+        let name = StringArray::from_iter_values((0..rows).map(|i| format!("n{}", f * rows + i)));
+        let batch =
+            RecordBatch::try_from_iter([("k", Arc::new(k) as _), ("name", Arc::new(name) as _)])
+                .unwrap();
+        let file = std::fs::File::create(dir.join(format!("part-{f}.parquet"))).unwrap();
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+    }
+}
+
+/// A distributed session (2 partitions) with two Parquet tables of 4 files
+/// written under `dir`: `small` (400 rows) and `big` (20,000 rows), each
+/// `k` (0..) and `name` (`n<k>`).
+pub async fn small_and_big_tables(dir: &std::path::Path) -> SessionContext {
+    write_table(&dir.join("small"), 4, 100);
+    write_table(&dir.join("big"), 4, 5_000);
+    let ctx = SessionContext::new_with_config(distributed_session_config(2));
+    for t in ["small", "big"] {
+        let path = dir.join(t);
+        ctx.register_parquet(t, path.to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap();
+    }
+    ctx
 }

@@ -307,6 +307,7 @@ impl Session {
                 one_exchange_distinct: ember.one_exchange_distinct,
                 small_scans_in_task: ember.small_scans_in_task,
                 prefilter_aggregates: ember.prefilter_aggregates,
+                one_task_scan_max_rows: ember.one_task_scan_max_rows,
             }
         })
     }
