@@ -280,31 +280,37 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
             kill: None,
         };
         let mut last = None;
+        // Ember's and DataFusion's iterations alternate, so a slower phase
+        // of the machine (a neighbour, a throttled core) costs both alike
+        // and the ratio of their medians keeps to the engines.
+        let (mut ember_failed, mut baseline_failed) = (false, false);
         for it in 0..opts.iterations {
-            progress(&format!(
-                "[{}/{total}] q{q} ember iteration {}/{}",
-                i + 1,
-                it + 1,
-                opts.iterations
-            ));
-            let started = Instant::now();
-            match ctx.run_sql(&sql).await {
-                Ok(r) => {
-                    report.ember_seconds.push(started.elapsed().as_secs_f64());
-                    report
-                        .ember_breakdown
-                        .extend(r.job.as_ref().map(Breakdown::of));
-                    report.rows = r.num_rows();
-                    last = Some(r);
-                }
-                Err(e) => {
-                    report.error = Some(e.to_string());
-                    break;
+            if !ember_failed {
+                progress(&format!(
+                    "[{}/{total}] q{q} ember iteration {}/{}",
+                    i + 1,
+                    it + 1,
+                    opts.iterations
+                ));
+                let started = Instant::now();
+                match ctx.run_sql(&sql).await {
+                    Ok(r) => {
+                        report.ember_seconds.push(started.elapsed().as_secs_f64());
+                        report
+                            .ember_breakdown
+                            .extend(r.job.as_ref().map(Breakdown::of));
+                        report.rows = r.num_rows();
+                        last = Some(r);
+                    }
+                    Err(e) => {
+                        report.error = Some(e.to_string());
+                        ember_failed = true;
+                    }
                 }
             }
-        }
-        if let Some(df) = &baseline {
-            for it in 0..opts.iterations {
+            if let Some(df) = &baseline
+                && !baseline_failed
+            {
                 progress(&format!(
                     "[{}/{total}] q{q} datafusion iteration {}/{}",
                     i + 1,
@@ -319,7 +325,7 @@ pub async fn run(opts: &RunOptions) -> Result<RunReport, String> {
                         .push(started.elapsed().as_secs_f64()),
                     Err(e) => {
                         report.error = Some(format!("baseline: {e}"));
-                        break;
+                        baseline_failed = true;
                     }
                 }
             }
