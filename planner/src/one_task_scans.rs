@@ -72,13 +72,13 @@ pub(crate) fn in_one_task(
     if !partition_wise {
         return Ok(None);
     }
-    match in_one_task(child, max_rows)? {
-        Some(child) => Ok(Some(replace_children_if_necessary(
-            Arc::clone(input),
-            vec![child],
-        )?)),
-        None => Ok(None),
-    }
+    let Some(child) = in_one_task(child, max_rows)? else {
+        return Ok(None);
+    };
+    // An operator that makes its own partitions (a `ReplicateExec`) keeps
+    // them over one input partition: its stage is left as it was.
+    let node = replace_children_if_necessary(Arc::clone(input), vec![child])?;
+    Ok((node.output_partitioning().partition_count() == 1).then_some(node))
 }
 
 /// The file scan config of `node` if it is a file scan whose files may be
@@ -197,6 +197,26 @@ mod tests {
         assert!(
             scan.0.contains("hash([name@0], 2)"),
             "2 buckets still: {on:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_operator_that_makes_its_own_partitions_keeps_its_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = small_and_big_tables(dir.path()).await;
+        let scan = physical_plan(&ctx, "SELECT k FROM small").await;
+        assert_eq!(scan.output_partitioning().partition_count(), 2);
+        assert!(
+            in_one_task(&scan, ONE_TASK_SCAN_MAX_ROWS)
+                .unwrap()
+                .is_some()
+        );
+        let replicated: Arc<dyn ExecutionPlan> =
+            Arc::new(crate::replicate::ReplicateExec::new(scan, 2));
+        assert!(
+            in_one_task(&replicated, ONE_TASK_SCAN_MAX_ROWS)
+                .unwrap()
+                .is_none()
         );
     }
 
