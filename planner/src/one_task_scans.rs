@@ -84,7 +84,10 @@ pub(crate) fn in_one_task(
 /// The file scan config of `node` if it is a file scan whose files may be
 /// grouped anew, with no limit, of at most `max_rows` rows by its
 /// statistics.
-fn small_scan(node: &Arc<dyn ExecutionPlan>, max_rows: usize) -> Result<Option<&FileScanConfig>> {
+pub(crate) fn small_scan(
+    node: &Arc<dyn ExecutionPlan>,
+    max_rows: usize,
+) -> Result<Option<&FileScanConfig>> {
     let Some(config) = node
         .downcast_ref::<DataSourceExec>()
         .and_then(|s| s.data_source().downcast_ref::<FileScanConfig>())

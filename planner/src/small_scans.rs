@@ -21,17 +21,13 @@
 
 use std::sync::Arc;
 
-use datafusion::datasource::physical_plan::FileScanConfig;
-use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::{
-    ExecutionPlan, ExecutionPlanProperties, StatisticsContext, replace_children_if_necessary,
+    ExecutionPlan, ExecutionPlanProperties, replace_children_if_necessary,
 };
 
-use crate::balance::grouping_is_free;
-use crate::joins::estimated_rows;
-use crate::one_task_scans::whole;
+use crate::one_task_scans::{small_scan, whole};
 use crate::stages::transform_up_shared;
 
 /// Most rows a small scan may cost all the tasks that read it together
@@ -45,28 +41,18 @@ pub fn read_small_scans_in_task(
     plan: Arc<dyn ExecutionPlan>,
     partitions: usize,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let stats = StatisticsContext::new();
     transform_up_shared(plan, &mut |node| {
         let Some(merge) = node.downcast_ref::<CoalescePartitionsExec>() else {
             return Ok(node);
         };
         let scan = merge.input();
-        let Some(config) = scan
-            .downcast_ref::<DataSourceExec>()
-            .and_then(|s| s.data_source().downcast_ref::<FileScanConfig>())
-        else {
+        if scan.output_partitioning().partition_count() < 2 {
+            return Ok(node);
+        }
+        // At most MAX_ROWS_READ rows over all the tasks that read it.
+        let Some(config) = small_scan(scan, MAX_ROWS_READ / partitions.max(1))? else {
             return Ok(node);
         };
-        if scan.output_partitioning().partition_count() < 2
-            || config.limit.is_some()
-            || !grouping_is_free(config)
-        {
-            return Ok(node);
-        }
-        let rows = estimated_rows(scan, &stats)?;
-        if rows.is_none_or(|r| r.saturating_mul(partitions.max(1)) > MAX_ROWS_READ) {
-            return Ok(node);
-        }
         let whole = whole(config);
         replace_children_if_necessary(node, vec![whole])
     })
