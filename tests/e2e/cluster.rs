@@ -187,6 +187,10 @@ impl ProcessCluster {
             .command()
             .args(["--scheduler", &self.url, "--slots", "1", "--id", &id])
             .args(["--memory", "1GiB", "--http", "127.0.0.1:0"])
+            // In the cluster's own directory: an executor killed with
+            // SIGKILL cannot remove a temporary directory of its own.
+            .arg("--work-dir")
+            .arg(self.logs.path().join(format!("{id}-work")))
             .env("RUST_LOG", self.log_level.as_deref().unwrap_or("warn"))
             .env("EMBER_FAULTS", &self.faults)
             .env("EMBER_FAULTS_DIR", self.faults_dir.path())

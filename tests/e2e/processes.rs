@@ -26,11 +26,15 @@ async fn query_with_shuffle_runs_through_real_scheduler_and_executor_processes()
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     let mut procs = Processes(vec![]);
+    // Their spill directories, removed even when they are killed.
+    let work = tempfile::tempdir().unwrap();
     // Executors started before their scheduler keep trying to register.
-    for _ in 0..2 {
+    for i in 0..2 {
         procs.0.push(
             Command::new(binary("ember-executor"))
                 .args(["--scheduler", &url, "--slots", "1", "--memory", "1GiB"])
+                .arg("--work-dir")
+                .arg(work.path().join(i.to_string()))
                 .env("RUST_LOG", "warn")
                 .stdout(Stdio::null())
                 .spawn()
