@@ -105,7 +105,10 @@ struct Args {
     /// three quarters of --memory).
     #[arg(long, env = "EMBER_EXECUTOR_SHUFFLE_MEMORY", value_parser = parse_size)]
     shuffle_memory: Option<u64>,
-    /// Directory for spill files (default: a temporary directory).
+    /// Directory for shuffle and spill files: the executor works in a
+    /// directory of its own under it, removed when it stops, and removes
+    /// those left by executors that were killed (default: a temporary
+    /// directory).
     #[arg(long, env = "EMBER_EXECUTOR_WORK_DIR")]
     work_dir: Option<PathBuf>,
     /// Executor id (default: random).

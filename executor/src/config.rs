@@ -24,7 +24,8 @@ pub struct ExecutorConfig {
     /// Shuffle outputs stay in memory while the pool holds less than this
     /// (their bytes included); past it they spill to `work_dir`.
     pub shuffle_memory_bytes: u64,
-    /// Where spill files go; a temporary directory if unset.
+    /// Under which the executor keeps its shuffle and spill files (in a
+    /// directory of its own, see `work_dir`); a temporary directory if unset.
     pub work_dir: Option<PathBuf>,
     /// Stable id; a random one if unset.
     pub executor_id: Option<String>,

@@ -43,6 +43,7 @@ mod service;
 pub mod shuffle;
 pub mod store;
 mod task;
+mod work_dir;
 
 pub use cli::ExecutorBuilder;
 pub use config::ExecutorConfig;

@@ -35,6 +35,7 @@ use crate::memory::ExecutorPool;
 use crate::shuffle::PeerChannels;
 use crate::store::{ShuffleStore, is_valid_id};
 use crate::task::{Launch, run_and_report};
+use crate::work_dir::WorkDir;
 
 /// State shared by the gRPC services, the control stream and the tasks.
 #[derive(Debug)]
@@ -103,7 +104,8 @@ pub struct Executor {
     heartbeat: JoinHandle<()>,
     /// `/metrics` and health checks, if configured.
     http: Option<(std::net::SocketAddr, JoinHandle<()>)>,
-    _work_dir: Option<tempfile::TempDir>,
+    /// Shuffle files and spills; removed when the executor stops.
+    _work_dir: WorkDir,
 }
 
 impl std::fmt::Debug for Executor {
@@ -131,18 +133,6 @@ impl Executor {
         if config.slots == 0 {
             return Err(ExecutorError::Config("--slots must be at least 1".into()));
         }
-        let (work_dir, temp) = match &config.work_dir {
-            Some(d) => {
-                std::fs::create_dir_all(d)?;
-                (d.clone(), None)
-            }
-            None => {
-                let t = tempfile::Builder::new()
-                    .prefix("ember-executor-")
-                    .tempdir()?;
-                (t.path().to_path_buf(), Some(t))
-            }
-        };
         let faults = Arc::new(Faults::parse(&config.faults, config.faults_dir.clone())?);
         let id = config
             .executor_id
@@ -153,6 +143,11 @@ impl Executor {
                 "executor id {id:?} must be 1-64 letters, digits or '-'"
             )));
         }
+        let work = match &config.work_dir {
+            Some(parent) => WorkDir::claim(parent, &id)?,
+            None => WorkDir::temporary()?,
+        };
+        let work_dir = work.path().to_path_buf();
         let listener = TcpListener::bind(config.bind).await?;
         let local = listener.local_addr()?;
         let host = config
@@ -269,7 +264,7 @@ impl Executor {
             server,
             heartbeat,
             http,
-            _work_dir: temp,
+            _work_dir: work,
         })
     }
 

@@ -187,10 +187,10 @@ impl ProcessCluster {
             .command()
             .args(["--scheduler", &self.url, "--slots", "1", "--id", &id])
             .args(["--memory", "1GiB", "--http", "127.0.0.1:0"])
-            // In the cluster's own directory: an executor killed with
-            // SIGKILL cannot remove a temporary directory of its own.
+            // One work dir for all, in the cluster's own directory: an
+            // executor killed with SIGKILL cannot remove its files itself.
             .arg("--work-dir")
-            .arg(self.logs.path().join(format!("{id}-work")))
+            .arg(self.work_dir())
             .env("RUST_LOG", self.log_level.as_deref().unwrap_or("warn"))
             .env("EMBER_FAULTS", &self.faults)
             .env("EMBER_FAULTS_DIR", self.faults_dir.path())
@@ -235,6 +235,12 @@ impl ProcessCluster {
         for entry in std::fs::read_dir(self.faults_dir.path()).unwrap() {
             let _ = std::fs::remove_file(entry.unwrap().path());
         }
+    }
+
+    /// The `--work-dir` every executor shares (each has `executor-<id>/`
+    /// under it).
+    pub fn work_dir(&self) -> PathBuf {
+        self.logs.path().join("work")
     }
 
     pub fn scheduler_log(&self) -> PathBuf {

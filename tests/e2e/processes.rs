@@ -149,6 +149,22 @@ async fn executor_killed_mid_query_is_recomputed_from_lineage() {
     assert_eq!(ctx.cluster_info().await.unwrap().executors.len(), 1);
     let again = ctx.run_sql(&sql).await.expect("next query");
     assert_eq!(again.num_rows(), result.num_rows());
+
+    // The killed executor's files stay behind until the next executor
+    // started on the same work dir removes them; the running one's stay.
+    let work = cluster.work_dir();
+    let dir = |id: &str| work.join(format!("executor-{id}"));
+    assert!(
+        dir("exec-1").is_dir(),
+        "the killed executor had no work dir"
+    );
+    cluster.spawn_executor();
+    cluster.session(2).await;
+    assert!(
+        !dir("exec-1").exists(),
+        "the killed executor's files were left"
+    );
+    assert!(dir("exec-0").is_dir() && dir("exec-2").is_dir());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
