@@ -10,7 +10,8 @@
 //! disk for good. So an executor starting on a work dir removes every
 //! sibling whose lock it can take: the lock is released by the kernel when
 //! its holder dies, however it dies, so a directory whose lock is free
-//! belongs to no running executor. Several executors may share one work dir.
+//! belongs to no running executor. Several executors may share one work dir;
+//! their claims go one at a time, under a lock on `.claim.lock`.
 //!
 //! Without `--work-dir` the directory is a fresh temporary one.
 
@@ -21,6 +22,9 @@ use crate::error::{ExecutorError, Result};
 
 /// Prefix of an executor's directory and lock file under a work dir.
 const PREFIX: &str = "executor-";
+
+/// Held while an executor claims its directory and removes abandoned ones.
+const CLAIM_LOCK: &str = ".claim.lock";
 
 /// This executor's directory, removed when dropped.
 #[derive(Debug)]
@@ -56,6 +60,14 @@ impl WorkDir {
         std::fs::create_dir_all(parent).map_err(|e| {
             ExecutorError::Config(format!("cannot create work dir {}: {e}", parent.display()))
         })?;
+        // Claims go one at a time. Otherwise a starting executor cleaning up
+        // could find the lock file another has just created, lock it before
+        // its owner does, and the owner would be refused (or hold a lock
+        // on a file that was removed meanwhile).
+        let claiming = open_lock(&parent.join(CLAIM_LOCK))?;
+        claiming
+            .lock()
+            .map_err(|e| ExecutorError::Config(format!("cannot lock {}: {e}", parent.display())))?;
         let lock_path = parent.join(format!("{PREFIX}{id}.lock"));
         let lock = open_lock(&lock_path)?;
         match lock.try_lock() {
@@ -203,6 +215,31 @@ mod tests {
         assert!(!path.exists());
         assert!(!parent.path().join("executor-b.lock").exists());
         assert!(running.path().join("keep").exists());
+    }
+
+    /// Executors started side by side on one work dir (as a cluster's are)
+    /// must not take one another's fresh lock file for a dead executor's.
+    #[test]
+    fn executors_starting_together_all_start() {
+        for _ in 0..200 {
+            let parent = tempfile::tempdir().unwrap();
+            let claims: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..4)
+                    .map(|i| {
+                        let parent = parent.path();
+                        scope.spawn(move || WorkDir::claim(parent, &format!("e{i}")))
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for claim in &claims {
+                let dir = claim.as_ref().expect("an executor was refused");
+                assert!(dir.path().is_dir(), "{} was removed", dir.path().display());
+            }
+            for i in 0..4 {
+                assert!(parent.path().join(format!("{PREFIX}e{i}.lock")).exists());
+            }
+        }
     }
 
     #[test]
