@@ -41,11 +41,12 @@ use datafusion::physical_plan::{
 
 use crate::aggregate_prefilter::prefilter_aggregates;
 use crate::choice::{self, Adaptive, Resolved, reader_stages};
+use crate::config::EmberOptions;
 use crate::distinct_exchange::one_exchange_distinct;
 use crate::error::Result;
 use crate::finish_here::FinishHere;
 use crate::joins::{JoinOptions, distribute_joins};
-use crate::one_task_scans::{ONE_TASK_SCAN_MAX_ROWS, in_one_task};
+use crate::one_task_scans::in_one_task;
 use crate::result_merge::ResultMerge;
 use crate::shuffle_reader::ShuffleReaderExec;
 use crate::shuffle_writer::ShuffleWriterExec;
@@ -88,16 +89,26 @@ pub struct CutOptions {
     pub one_task_scan_max_rows: usize,
 }
 
-impl From<usize> for CutOptions {
-    /// `partitions` with every rewrite on.
-    fn from(partitions: usize) -> Self {
+impl CutOptions {
+    /// `partitions`, with the rewrites as a session's `ember.*` settings say.
+    pub fn new(partitions: usize, ember: &EmberOptions) -> Self {
         Self {
-            joins: partitions.into(),
-            one_exchange_distinct: true,
-            small_scans_in_task: true,
-            prefilter_aggregates: true,
-            one_task_scan_max_rows: ONE_TASK_SCAN_MAX_ROWS,
+            joins: JoinOptions {
+                partitions,
+                reduce_semi_joins: ember.reduce_semi_joins,
+            },
+            one_exchange_distinct: ember.one_exchange_distinct,
+            small_scans_in_task: ember.small_scans_in_task,
+            prefilter_aggregates: ember.prefilter_aggregates,
+            one_task_scan_max_rows: ember.one_task_scan_max_rows,
         }
+    }
+}
+
+impl From<usize> for CutOptions {
+    /// `partitions` with the default settings (every rewrite on).
+    fn from(partitions: usize) -> Self {
+        Self::new(partitions, &EmberOptions::default())
     }
 }
 

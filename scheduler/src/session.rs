@@ -19,7 +19,6 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use ember_planner::CutOptions;
 use ember_planner::config::{EmberOptions, distributed_session_config, ember_options};
-use ember_planner::joins::JoinOptions;
 use ember_planner::object_stores::{EmberStores, S3Config, StoreCache};
 use ember_planner::{FinishHere, ResultMerge, StageDag};
 
@@ -298,17 +297,7 @@ impl Session {
     /// How the session's plans are distributed before they are cut.
     fn cut_options(&self) -> CutOptions {
         self.with_config(|config| {
-            let ember = ember_options(config);
-            CutOptions {
-                joins: JoinOptions {
-                    partitions: config.target_partitions(),
-                    reduce_semi_joins: ember.reduce_semi_joins,
-                },
-                one_exchange_distinct: ember.one_exchange_distinct,
-                small_scans_in_task: ember.small_scans_in_task,
-                prefilter_aggregates: ember.prefilter_aggregates,
-                one_task_scan_max_rows: ember.one_task_scan_max_rows,
-            }
+            CutOptions::new(config.target_partitions(), &ember_options(config))
         })
     }
 
